@@ -1,0 +1,428 @@
+//! One LeNet-5 stage, conv -> bias -> ReLU -> 2x2 max-pool, as a single Candle op.
+//!
+//! Stock Candle 0.11 runs this stage's training step about 9x slower than PyTorch on CPU (its
+//! conv backward is a scalar loop and its max-pool backward mis-scales the gradient, see
+//! `../shared/notes/candle-cpu.md`). Fusing the stage lets the forward keep a one-byte argmax per
+//! pooled output, so the backward touches only the winning quarter of the conv output, and lets
+//! the whole stage run as per-image im2col + one GEMM, parallel over images. Devices other than
+//! the CPU compose Candle's own ops instead ([`conv_relu_pool_reference`]), which is also what the
+//! tests hold this kernel to.
+
+use std::ops::Range;
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::gemm::{Mat, matmul};
+
+/// Static shape of one conv stage: input `cin x h x w`, `cout` filters of `k x k`, zero padding `pad`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    /// Input channels.
+    pub cin: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Square kernel side.
+    pub k: usize,
+    /// Zero padding on every side.
+    pub pad: usize,
+}
+
+impl ConvGeom {
+    /// Height of the conv output before pooling.
+    pub fn conv_h(&self) -> usize {
+        self.h + 2 * self.pad + 1 - self.k
+    }
+    /// Width of the conv output before pooling.
+    pub fn conv_w(&self) -> usize {
+        self.w + 2 * self.pad + 1 - self.k
+    }
+    /// Height after the 2x2 pool.
+    pub fn out_h(&self) -> usize {
+        self.conv_h() / 2
+    }
+    /// Width after the 2x2 pool.
+    pub fn out_w(&self) -> usize {
+        self.conv_w() / 2
+    }
+    fn patch(&self) -> usize {
+        self.cin * self.k * self.k
+    }
+    fn conv_pixels(&self) -> usize {
+        self.conv_h() * self.conv_w()
+    }
+    fn in_len(&self) -> usize {
+        self.cin * self.h * self.w
+    }
+    fn out_len(&self) -> usize {
+        self.cout * self.out_h() * self.out_w()
+    }
+
+    /// Writes the `patch x conv_pixels` column matrix of one image.
+    fn im2col(&self, x: &[f32], cols: &mut [f32]) {
+        let (hc, wc, k, pad) = (self.conv_h(), self.conv_w(), self.k, self.pad);
+        for ci in 0..self.cin {
+            let plane = &x[ci * self.h * self.w..(ci + 1) * self.h * self.w];
+            for ky in 0..k {
+                for kx in 0..k {
+                    let row = &mut cols[((ci * k + ky) * k + kx) * hc * wc..][..hc * wc];
+                    // Output columns whose input column falls inside the image.
+                    let lo = pad.saturating_sub(kx);
+                    let hi = (self.w + pad).saturating_sub(kx).min(wc);
+                    for oy in 0..hc {
+                        let dst = &mut row[oy * wc..(oy + 1) * wc];
+                        let iy = oy + ky;
+                        if iy < pad || iy - pad >= self.h || lo >= hi {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let src = &plane[(iy - pad) * self.w..];
+                        dst[..lo].fill(0.0);
+                        dst[hi..].fill(0.0);
+                        dst[lo..hi].copy_from_slice(&src[lo + kx - pad..hi + kx - pad]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds the column-matrix gradient back onto the image gradient (the adjoint of `im2col`).
+    fn col2im(&self, dcols: &[f32], dx: &mut [f32]) {
+        let (hc, wc, k, pad) = (self.conv_h(), self.conv_w(), self.k, self.pad);
+        for ci in 0..self.cin {
+            let plane = &mut dx[ci * self.h * self.w..(ci + 1) * self.h * self.w];
+            for ky in 0..k {
+                for kx in 0..k {
+                    let row = &dcols[((ci * k + ky) * k + kx) * hc * wc..][..hc * wc];
+                    let lo = pad.saturating_sub(kx);
+                    let hi = (self.w + pad).saturating_sub(kx).min(wc);
+                    for oy in 0..hc {
+                        let iy = oy + ky;
+                        if iy < pad || iy - pad >= self.h || lo >= hi {
+                            continue;
+                        }
+                        let dst = &mut plane[(iy - pad) * self.w..];
+                        let src = &row[oy * wc..(oy + 1) * wc];
+                        for ox in lo..hi {
+                            dst[ox + kx - pad] += src[ox];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The fused stage as a Candle custom op over (input, weight, bias).
+struct ConvReluPool {
+    geom: ConvGeom,
+    /// Whether the backward must produce the input gradient (not for the first layer, whose
+    /// input is data: skipping it saved a third of stock Candle's backward time).
+    input_grad: bool,
+    /// Index (0..4) of the winner in each 2x2 window, written by the forward for the backward.
+    argmax: Mutex<Vec<u8>>,
+}
+
+fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("conv_relu_pool: {what} must be contiguous"),
+    }
+}
+
+/// Splits `n` images into one contiguous range per worker thread.
+fn image_ranges(n: usize) -> Vec<Range<usize>> {
+    let per = n.div_ceil(rayon::current_num_threads().max(1)).max(1);
+    (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect()
+}
+
+impl ConvReluPool {
+    fn check(&self, x: &Shape, w: &Shape, b: &Shape) -> Result<usize> {
+        let g = &self.geom;
+        let (n, c, h, wd) = x.dims4()?;
+        if (c, h, wd) != (g.cin, g.h, g.w) {
+            candle_core::bail!(
+                "conv_relu_pool: input is {c}x{h}x{wd} per image, expected {}x{}x{}",
+                g.cin,
+                g.h,
+                g.w
+            );
+        }
+        if w.dims() != [g.cout, g.cin, g.k, g.k] || b.dims() != [g.cout] {
+            candle_core::bail!("conv_relu_pool: weight {w:?} / bias {b:?} do not match {g:?}");
+        }
+        if g.conv_h() % 2 != 0 || g.conv_w() % 2 != 0 {
+            candle_core::bail!(
+                "conv_relu_pool: conv output {}x{} is not even",
+                g.conv_h(),
+                g.conv_w()
+            );
+        }
+        Ok(n)
+    }
+
+    /// Forward for a run of images: writes pooled outputs and winners.
+    fn forward_images(&self, x: &[f32], w: &[f32], b: &[f32], out: &mut [f32], arg: &mut [u8]) {
+        let g = &self.geom;
+        let (wc, ho, wo, pix) = (g.conv_w(), g.out_h(), g.out_w(), g.conv_pixels());
+        let mut cols = vec![0.0f32; g.patch() * pix];
+        let mut z = vec![0.0f32; g.cout * pix];
+        let weights = Mat::new(w, g.cout, g.patch());
+        for ((img, o), a) in x
+            .chunks_exact(g.in_len())
+            .zip(out.chunks_exact_mut(g.out_len()))
+            .zip(arg.chunks_exact_mut(g.out_len()))
+        {
+            g.im2col(img, &mut cols);
+            matmul(&mut z, weights, Mat::new(&cols, g.patch(), pix), false);
+            for c in 0..g.cout {
+                let zc = &z[c * pix..(c + 1) * pix];
+                for oy in 0..ho {
+                    let top = &zc[2 * oy * wc..];
+                    let bottom = &zc[(2 * oy + 1) * wc..];
+                    for ox in 0..wo {
+                        let cand = [
+                            top[2 * ox],
+                            top[2 * ox + 1],
+                            bottom[2 * ox],
+                            bottom[2 * ox + 1],
+                        ];
+                        let mut best = 0;
+                        for (i, &v) in cand.iter().enumerate().skip(1) {
+                            if v > cand[best] {
+                                best = i;
+                            }
+                        }
+                        let idx = (c * ho + oy) * wo + ox;
+                        o[idx] = (cand[best] + b[c]).max(0.0);
+                        a[idx] = best as u8;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Backward for a run of images: accumulates weight and bias gradients, writes the input
+    /// gradient when asked.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_images(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        out: &[f32],
+        grad: &[f32],
+        arg: &[u8],
+        dx: &mut [f32],
+        dw: &mut [f32],
+        db: &mut [f32],
+    ) {
+        let g = &self.geom;
+        let (wc, ho, wo, pix) = (g.conv_w(), g.out_h(), g.out_w(), g.conv_pixels());
+        let mut cols = vec![0.0f32; g.patch() * pix];
+        let mut dz = vec![0.0f32; g.cout * pix];
+        let mut dcols = if self.input_grad {
+            vec![0.0f32; g.patch() * pix]
+        } else {
+            Vec::new()
+        };
+        let n = x.len() / g.in_len();
+        for i in 0..n {
+            let o = &out[i * g.out_len()..(i + 1) * g.out_len()];
+            let gr = &grad[i * g.out_len()..(i + 1) * g.out_len()];
+            let a = &arg[i * g.out_len()..(i + 1) * g.out_len()];
+            dz.fill(0.0);
+            for c in 0..g.cout {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let idx = (c * ho + oy) * wo + ox;
+                        // ReLU passes the gradient only where the pooled value was positive.
+                        if o[idx] > 0.0 {
+                            let win = a[idx] as usize;
+                            let zy = 2 * oy + win / 2;
+                            let zx = 2 * ox + win % 2;
+                            dz[c * pix + zy * wc + zx] = gr[idx];
+                            db[c] += gr[idx];
+                        }
+                    }
+                }
+            }
+            g.im2col(&x[i * g.in_len()..(i + 1) * g.in_len()], &mut cols);
+            let dzm = Mat::new(&dz, g.cout, pix);
+            matmul(dw, dzm, Mat::new(&cols, g.patch(), pix).t(), true);
+            if self.input_grad {
+                matmul(&mut dcols, Mat::new(w, g.cout, g.patch()).t(), dzm, false);
+                g.col2im(&dcols, &mut dx[i * g.in_len()..(i + 1) * g.in_len()]);
+            }
+        }
+    }
+}
+
+/// Views a CPU tensor's storage as one contiguous `f32` slice.
+fn cpu_slice<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
+    match storage {
+        Storage::Cpu(cpu) => contiguous(cpu, layout, "tensor"),
+        _ => candle_core::bail!("conv_relu_pool: the fused kernel runs on the CPU only"),
+    }
+}
+
+impl CustomOp3 for ConvReluPool {
+    fn name(&self) -> &'static str {
+        "conv_relu_pool"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let n = self.check(l1.shape(), l2.shape(), l3.shape())?;
+        let (x, w, b) = (
+            contiguous(s1, l1, "input")?,
+            contiguous(s2, l2, "weight")?,
+            contiguous(s3, l3, "bias")?,
+        );
+        let g = self.geom;
+        let mut out = vec![0.0f32; n * g.out_len()];
+        let mut argmax = self
+            .argmax
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("argmax lock poisoned".into()))?;
+        argmax.clear();
+        argmax.resize(n * g.out_len(), 0);
+        let ranges = image_ranges(n);
+        let per = ranges.first().map_or(1, |r| r.len());
+        out.par_chunks_mut(per * g.out_len())
+            .zip(argmax.par_chunks_mut(per * g.out_len()))
+            .zip(ranges.into_par_iter())
+            .for_each(|((o, a), r)| {
+                self.forward_images(&x[r.start * g.in_len()..r.end * g.in_len()], w, b, o, a)
+            });
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((n, g.cout, g.out_h(), g.out_w())),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = self.geom;
+        let n = x.dim(0)?;
+        let argmax = self
+            .argmax
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("argmax lock poisoned".into()))?;
+        if argmax.len() != n * g.out_len() {
+            candle_core::bail!("conv_relu_pool: backward without a matching forward");
+        }
+        let ranges = image_ranges(n);
+        let per = ranges.first().map_or(1, |r| r.len());
+        let mut dx = if self.input_grad {
+            vec![0.0f32; n * g.in_len()]
+        } else {
+            Vec::new()
+        };
+        let mut dx_chunks: Vec<&mut [f32]> = dx.chunks_mut(per * g.in_len()).collect();
+        dx_chunks.resize_with(ranges.len(), Default::default);
+        let (x, res, grad_res) = (x.contiguous()?, res.contiguous()?, grad_res.contiguous()?);
+        let w = w.contiguous()?;
+        let (xg, xl) = x.storage_and_layout();
+        let (wg, wl) = w.storage_and_layout();
+        let (og, ol) = res.storage_and_layout();
+        let (gg, gl) = grad_res.storage_and_layout();
+        let (xs, ws) = (cpu_slice(&xg, xl)?, cpu_slice(&wg, wl)?);
+        let (os, gs) = (cpu_slice(&og, ol)?, cpu_slice(&gg, gl)?);
+        let (il, ol) = (g.in_len(), g.out_len());
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = ranges
+            .into_par_iter()
+            .zip(dx_chunks.into_par_iter())
+            .map(|(r, dxc)| {
+                let mut dw = vec![0.0f32; g.cout * g.patch()];
+                let mut db = vec![0.0f32; g.cout];
+                self.backward_images(
+                    &xs[r.start * il..r.end * il],
+                    ws,
+                    &os[r.start * ol..r.end * ol],
+                    &gs[r.start * ol..r.end * ol],
+                    &argmax[r.start * ol..r.end * ol],
+                    dxc,
+                    &mut dw,
+                    &mut db,
+                );
+                (dw, db)
+            })
+            .collect();
+        let mut dw = vec![0.0f32; g.cout * g.patch()];
+        let mut db = vec![0.0f32; g.cout];
+        for (pw, pb) in partials {
+            dw.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
+            db.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
+        }
+        let dev = x.device();
+        let dx = if self.input_grad {
+            Some(Tensor::from_vec(dx, x.shape(), dev)?)
+        } else {
+            None
+        };
+        Ok((
+            dx,
+            Some(Tensor::from_vec(dw, w.shape(), dev)?),
+            Some(Tensor::from_vec(db, g.cout, dev)?),
+        ))
+    }
+}
+
+/// Conv (stride 1) -> bias -> ReLU -> 2x2 max-pool, with the fused kernel on the CPU.
+///
+/// `input_grad` says whether gradients must flow into `x` (false for the first layer).
+pub fn conv_relu_pool(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    geom: ConvGeom,
+    input_grad: bool,
+) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return conv_relu_pool_reference(x, w, b, geom.pad);
+    }
+    let op = ConvReluPool {
+        geom,
+        input_grad,
+        argmax: Mutex::new(Vec::new()),
+    };
+    let grads_needed = x.track_op() || w.track_op() || b.track_op();
+    if grads_needed {
+        x.apply_op3(w, b, op)
+    } else {
+        x.apply_op3_no_bwd(w, b, &op)
+    }
+}
+
+/// The same stage from Candle's stock ops, for non-CPU devices and as the tests' reference.
+///
+/// The pool is a reshape plus two `max` reductions rather than `max_pool2d`, whose backward in
+/// Candle 0.11 scales the gradient by (number of maxima)/4.
+pub fn conv_relu_pool_reference(x: &Tensor, w: &Tensor, b: &Tensor, pad: usize) -> Result<Tensor> {
+    let cout = w.dim(0)?;
+    let z = x
+        .conv2d(w, pad, 1, 1, 1)?
+        .broadcast_add(&b.reshape((1, cout, 1, 1))?)?
+        .relu()?;
+    let (n, c, h, wd) = z.dims4()?;
+    z.reshape((n, c, h / 2, 2, wd / 2, 2))?.max(5)?.max(3)
+}

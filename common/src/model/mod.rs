@@ -1,0 +1,52 @@
+//! SN-LeNet-5: the weight-shared LeNet-5 subnet, the Euclidean comparison, the sigmoid
+//! similarity unit and the paper's contrastive loss, in Candle.
+
+pub mod conv_block;
+pub mod gemm;
+#[cfg(test)]
+mod gradcheck;
+pub mod lenet;
+pub mod loss;
+pub mod network;
+pub mod params;
+
+use std::path::PathBuf;
+
+pub use conv_block::{ConvGeom, conv_relu_pool, conv_relu_pool_reference};
+pub use loss::{contrastive_loss, pair_loss};
+pub use network::Network;
+pub use params::{Head, ModelSpec, ParamInfo};
+
+/// What can go wrong building, running or saving the model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A tensor operation failed (shape bug or device error).
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// A flat weight or gradient vector of the wrong size.
+    #[error("{what} has {got} values, the model has {want} parameters")]
+    WrongLength {
+        /// Which vector (e.g. "gradient from worker 2").
+        what: String,
+        /// Its length.
+        got: usize,
+        /// The model's parameter count.
+        want: usize,
+    },
+    /// A checkpoint that cannot be read or does not fit the model.
+    #[error("checkpoint {path}: {why}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}

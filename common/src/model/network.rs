@@ -1,0 +1,156 @@
+//! A model replica on one device: the parameters as Candle variables plus the training step.
+
+use candle_core::{DType, Device, Tensor, Var, backprop::GradStore};
+
+use super::ModelError;
+use super::lenet::{self, LeNetWeights};
+use super::loss::contrastive_loss;
+use super::params::{Head, ModelSpec};
+
+/// Keeps the distance differentiable where two embeddings coincide.
+const DIST_EPS: f64 = 1e-7;
+
+/// What one forward + backward pass over a batch of pairs produced.
+#[derive(Debug, Clone)]
+pub struct PairStep {
+    /// Mean loss over the batch.
+    pub loss: f32,
+    /// Predicted similarity of each pair.
+    pub similarity: Vec<f32>,
+    /// Gradient of the mean loss, flat, in [`ModelSpec::params`] order.
+    pub grad: Vec<f32>,
+}
+
+/// The network's parameters on a device, in the flat layout of its [`ModelSpec`].
+pub struct Network {
+    spec: ModelSpec,
+    vars: Vec<Var>,
+    device: Device,
+}
+
+impl Network {
+    /// Builds the network on `device` with the given flat weights.
+    pub fn new(spec: ModelSpec, weights: &[f32], device: &Device) -> Result<Self, ModelError> {
+        spec.check_len(weights, "initial weights")?;
+        let vars = spec
+            .params()
+            .iter()
+            .map(|p| {
+                Var::from_slice(
+                    &weights[p.offset..p.offset + p.len()],
+                    p.shape.as_slice(),
+                    device,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Network {
+            spec,
+            vars,
+            device: device.clone(),
+        })
+    }
+
+    /// The layout this network was built for.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Overwrites every parameter from a flat vector.
+    pub fn set_weights(&self, weights: &[f32]) -> Result<(), ModelError> {
+        self.spec.check_len(weights, "weights")?;
+        for (var, p) in self.vars.iter().zip(self.spec.params()) {
+            let t = Tensor::from_slice(
+                &weights[p.offset..p.offset + p.len()],
+                p.shape.as_slice(),
+                &self.device,
+            )?;
+            var.set(&t)?;
+        }
+        Ok(())
+    }
+
+    /// The current parameters as a flat vector.
+    pub fn weights(&self) -> Result<Vec<f32>, ModelError> {
+        let mut out = Vec::with_capacity(self.spec.num_params());
+        for var in &self.vars {
+            out.extend(var.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+
+    /// Parameter tensors: tracked for training, detached for inference (no graph is built).
+    fn tensors(&self, train: bool) -> Vec<Tensor> {
+        self.vars
+            .iter()
+            .map(|v| {
+                if train {
+                    v.as_tensor().clone()
+                } else {
+                    v.as_tensor().detach()
+                }
+            })
+            .collect()
+    }
+
+    /// Subnet output (embedding or logits) for a batch of images `[n, c, h, w]`, without gradients.
+    pub fn embed(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        let t = self.tensors(false);
+        Ok(lenet::forward(&self.spec, LeNetWeights { t: &t[..10] }, x)?)
+    }
+
+    /// The similarity unit's slope and offset, `s = sigmoid(a d + b)`.
+    pub fn similarity_unit(&self) -> Result<(f32, f32), ModelError> {
+        match self.spec.head {
+            Head::Siamese { .. } => {
+                let a = self.vars[10].flatten_all()?.to_vec1::<f32>()?[0];
+                let b = self.vars[11].flatten_all()?.to_vec1::<f32>()?[0];
+                Ok((a, b))
+            }
+            Head::Classifier => Ok((0.0, 0.0)),
+        }
+    }
+
+    /// Similarity of pairs whose images are stacked as `[a_0..a_n, b_0..b_n]` in `x`.
+    fn pair_similarity(&self, t: &[Tensor], x: &Tensor) -> Result<Tensor, ModelError> {
+        let n = x.dim(0)? / 2;
+        let e = lenet::forward(&self.spec, LeNetWeights { t: &t[..10] }, x)?;
+        let diff = (e.narrow(0, 0, n)? - e.narrow(0, n, n)?)?;
+        let d = (diff.sqr()?.sum(1)? + DIST_EPS)?.sqrt()?;
+        let z = d.broadcast_mul(&t[10])?.broadcast_add(&t[11])?;
+        Ok(candle_nn::ops::sigmoid(&z)?)
+    }
+
+    /// Forward and backward over a batch of pairs: `x` holds the first images of all pairs, then
+    /// the second images; `same` is 1.0 for a same-class pair.
+    pub fn pair_step(&self, x: &Tensor, same: &Tensor) -> Result<PairStep, ModelError> {
+        if !matches!(self.spec.head, Head::Siamese { .. }) {
+            return Err(candle_core::Error::Msg("pair_step needs the siamese head".into()).into());
+        }
+        let t = self.tensors(true);
+        let s = self.pair_similarity(&t, x)?;
+        let loss = contrastive_loss(&s, same)?;
+        let grads = loss.backward()?;
+        Ok(PairStep {
+            loss: loss.to_dtype(DType::F32)?.to_scalar::<f32>()?,
+            similarity: s.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+            grad: self.flat_gradient(&grads)?,
+        })
+    }
+
+    /// Collects the gradient of every parameter into one flat vector (zeros where none flowed).
+    fn flat_gradient(&self, grads: &GradStore) -> Result<Vec<f32>, ModelError> {
+        let mut out = Vec::with_capacity(self.spec.num_params());
+        for var in &self.vars {
+            match grads.get(var.as_tensor()) {
+                Some(g) => out.extend(g.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+                None => out.extend(std::iter::repeat_n(0.0, var.elem_count())),
+            }
+        }
+        Ok(out)
+    }
+}
