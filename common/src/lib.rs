@@ -1,6 +1,11 @@
 //! siamese-cluster's library: data, pair protocol, SN-LeNet-5 and the training math that the
 //! `coordinator` and `worker` binaries share.
 
+pub mod config;
 pub mod data;
+pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod pairs;
+pub mod results;
+pub mod train;

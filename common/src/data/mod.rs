@@ -1,17 +1,22 @@
-//! TEMPORARY stub until the data layer lands.
-/// Dataset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum DatasetKind {
-    Mnist,
-    FashionMnist,
-    Cifar10,
-}
-impl DatasetKind {
-    /// Shape.
-    pub fn image_shape(&self) -> (usize, usize, usize) {
-        match self {
-            DatasetKind::Cifar10 => (3, 32, 32),
-            _ => (1, 28, 28),
-        }
-    }
-}
+//! Dataset layer: finding, downloading, verifying and decoding MNIST, Fashion-MNIST and CIFAR-10.
+
+mod cifar;
+mod download;
+mod error;
+mod idx;
+mod idx_reader;
+mod images;
+mod kind;
+mod resolve;
+mod source;
+#[cfg(test)]
+mod testutil;
+
+pub use cifar::{CIFAR_FOLDER, CIFAR_TEST_FILE, CIFAR_TRAIN_FILES, load_cifar10};
+pub use download::download;
+pub use error::DataError;
+pub use idx::{MNIST_FILES, load_idx_pair, load_mnist_like};
+pub use images::{Dataset, ImageSet};
+pub use kind::DatasetKind;
+pub use resolve::{DATA_DIR_ENV, files_present, load_dataset, obtain_dataset, resolve_data_dir};
+pub use source::{DATASET_URL_ENV, RemoteFile, Source, configured_source, official_source};

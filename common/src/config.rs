@@ -1,0 +1,97 @@
+//! The run configuration: one typed struct, read from flags or environment, printed at start and
+//! stored in the results file.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::DatasetKind;
+
+/// Every setting of a training run.
+#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Dataset to train on.
+    #[arg(long, value_enum, env = "SIAMESE_DATASET", default_value = "mnist")]
+    pub dataset: DatasetKind,
+    /// Folder holding the dataset's files (default: $SIAMESE_DATA_DIR/<dataset>, else ./data/<dataset>;
+    /// downloaded there when absent).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Training epochs (default: the paper's count for the dataset: 50, 100 or 1500).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Pairs per global batch, split across all workers.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub batch_size: u32,
+    /// Adam learning rate (the paper's 1e-3).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Seed for weights and training pairs; the split and the test pairs are fixed.
+    #[arg(long, env = "SIAMESE_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// Compute threads for this process (default: all cores).
+    #[arg(long, env = "SIAMESE_THREADS")]
+    pub threads: Option<usize>,
+    /// Embedding width of the subnet.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub embedding: u32,
+    /// Use only the first N images of the training split (for quick runs).
+    #[arg(long)]
+    pub train_subset: Option<usize>,
+    /// Use only the first N validation pairs.
+    #[arg(long)]
+    pub val_pairs: Option<usize>,
+    /// Score only the first N of the 10,000 test pairs (a prefix keeps them balanced).
+    #[arg(long)]
+    pub test_pairs: Option<usize>,
+    /// Results file (JSON, see SPEC.md); default results/<dataset>-<unix time>.json.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Where the final weights go (safetensors, written atomically after every epoch);
+    /// default beside the results file.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+}
+
+impl TrainConfig {
+    /// Fills every default that depends on the dataset or the clock, so the printed and stored
+    /// configuration is the one that runs.
+    pub fn resolved(mut self) -> Self {
+        self.epochs = Some(self.epochs());
+        self.out = Some(self.out_path());
+        self.threads = Some(self.threads());
+        self
+    }
+
+    /// Epoch count with the paper's default filled in.
+    pub fn epochs(&self) -> usize {
+        self.epochs.unwrap_or_else(|| self.dataset.paper_epochs())
+    }
+
+    /// Results path with the default filled in.
+    pub fn out_path(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            PathBuf::from(format!("results/{}-{secs}.json", self.dataset.name()))
+        })
+    }
+
+    /// Checkpoint path: the flag, else the results path with a `.safetensors` extension.
+    pub fn checkpoint_path(&self, out: &std::path::Path) -> PathBuf {
+        self.checkpoint
+            .clone()
+            .unwrap_or_else(|| out.with_extension("safetensors"))
+    }
+
+    /// Threads with the default (all cores) filled in.
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    }
+}

@@ -1,0 +1,92 @@
+//! The results file every run writes (SPEC.md, "The results file").
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Figures of one epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's pairs (as computed during the epoch).
+    pub train_loss: f64,
+    /// Training pair accuracy over the epoch's pairs.
+    pub train_accuracy: f64,
+    /// Validation loss at the end of the epoch.
+    pub val_loss: f64,
+    /// Validation pair accuracy at the end of the epoch.
+    pub val_accuracy: f64,
+    /// Training seconds, evaluation excluded.
+    pub seconds: f64,
+    /// Training pairs per second.
+    pub pairs_per_s: f64,
+}
+
+/// Figures on the test pairs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestRecord {
+    /// Number of test pairs scored.
+    pub pairs: usize,
+    /// Fraction of pairs with (s > 0.5) == same.
+    pub pair_accuracy: f64,
+    /// ROC AUC of the similarity.
+    pub roc_auc: f64,
+    /// Nearest-class-mean accuracy of the test images' embeddings.
+    pub ncm_accuracy: f64,
+    /// Seconds to score the test pairs (after a warm-up pass).
+    pub time_s: f64,
+    /// Distinct images embedded per second while scoring.
+    pub images_per_s: f64,
+}
+
+/// Where step time went, summed over the run (seconds).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepTiming {
+    /// Forward and backward.
+    pub compute_s: f64,
+    /// Waiting for the slowest shard or for data.
+    pub waiting_s: f64,
+    /// Moving gradients and weights.
+    pub transfer_s: f64,
+    /// Averaging gradients and the Adam update.
+    pub aggregation_s: f64,
+}
+
+/// Everything a run reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunResults {
+    /// Dataset name.
+    pub dataset: String,
+    /// Number of workers that trained.
+    pub workers: usize,
+    /// Device of the workers (`cpu`, `cuda:0`).
+    pub device: String,
+    /// How gradients were combined (`local`, `coordinator`, `nccl`).
+    pub aggregation: String,
+    /// The full configuration.
+    pub config: serde_json::Value,
+    /// Per-epoch figures.
+    pub epochs: Vec<EpochRecord>,
+    /// Test figures.
+    pub test: TestRecord,
+    /// Step-time split over the whole run.
+    pub timing: StepTiming,
+    /// Parameter count of the model.
+    pub parameters: usize,
+}
+
+impl RunResults {
+    /// Writes the JSON atomically, creating the folder if needed.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.partial");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(&tmp, path)
+    }
+}

@@ -1,0 +1,105 @@
+//! One model replica: turns pair indices into a gradient, and image indices into embeddings.
+
+use candle_core::{Device, Tensor};
+
+use super::TrainError;
+use crate::data::ImageSet;
+use crate::model::network::PairStep;
+use crate::model::{ModelSpec, Network};
+use crate::pairs::Pair;
+
+/// Images per forward pass when embedding for evaluation.
+const EMBED_BATCH: usize = 512;
+
+/// A replica of the network plus the buffer its batches are decoded into.
+pub struct Replica {
+    net: Network,
+    /// Reused across steps: a fresh 400 KB buffer per step costs page faults.
+    pixels: Vec<f32>,
+    indices: Vec<u32>,
+}
+
+impl Replica {
+    /// A replica on `device` starting from `weights`.
+    pub fn new(spec: ModelSpec, weights: &[f32], device: &Device) -> Result<Self, TrainError> {
+        Ok(Replica {
+            net: Network::new(spec, weights, device)?,
+            pixels: Vec::new(),
+            indices: Vec::new(),
+        })
+    }
+
+    /// The network.
+    pub fn network(&self) -> &Network {
+        &self.net
+    }
+
+    /// Replaces the weights.
+    pub fn set_weights(&mut self, weights: &[f32]) -> Result<(), TrainError> {
+        Ok(self.net.set_weights(weights)?)
+    }
+
+    fn batch_tensor(&mut self, images: &ImageSet) -> Result<Tensor, TrainError> {
+        let (c, h, w) = images.shape();
+        self.pixels
+            .resize(self.indices.len() * images.image_len(), 0.0);
+        images.fill_f32(&self.indices, &mut self.pixels);
+        Ok(Tensor::from_slice(
+            &self.pixels,
+            (self.indices.len(), c, h, w),
+            self.net.device(),
+        )
+        .map_err(crate::model::ModelError::from)?)
+    }
+
+    /// Mean-loss gradient over `pairs`, whose indices point into `images`.
+    pub fn pair_gradient(
+        &mut self,
+        images: &ImageSet,
+        pairs: &[Pair],
+    ) -> Result<PairStep, TrainError> {
+        check_indices(images, pairs.iter().flat_map(|p| [p.a, p.b]))?;
+        self.indices.clear();
+        self.indices.extend(pairs.iter().map(|p| p.a));
+        self.indices.extend(pairs.iter().map(|p| p.b));
+        let x = self.batch_tensor(images)?;
+        let same: Vec<f32> = pairs
+            .iter()
+            .map(|p| if p.same { 1.0 } else { 0.0 })
+            .collect();
+        let y = Tensor::from_vec(same, pairs.len(), self.net.device())
+            .map_err(crate::model::ModelError::from)?;
+        Ok(self.net.pair_step(&x, &y)?)
+    }
+
+    /// Subnet outputs of the given images, `indices.len() x width`, row-major.
+    pub fn embed(&mut self, images: &ImageSet, indices: &[u32]) -> Result<Vec<f32>, TrainError> {
+        check_indices(images, indices.iter().copied())?;
+        let mut out = Vec::with_capacity(indices.len() * self.net.spec().out_width());
+        for chunk in indices.chunks(EMBED_BATCH) {
+            self.indices.clear();
+            self.indices.extend_from_slice(chunk);
+            let x = self.batch_tensor(images)?;
+            let e = self.net.embed(&x)?;
+            out.extend(
+                e.flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(crate::model::ModelError::from)?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// Refuses indices past the image set, which would otherwise panic deep in a kernel.
+fn check_indices(images: &ImageSet, indices: impl Iterator<Item = u32>) -> Result<(), TrainError> {
+    let n = images.len();
+    for i in indices {
+        if i as usize >= n {
+            return Err(TrainError::Config(format!(
+                "image index {i} is out of range (the set holds {n} images)"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! The epoch loop: draws pairs, asks the engine for each batch's gradient, applies Adam, and
+//! evaluates. The same loop drives one process and the whole cluster.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::eval::{pair_figures, score_pairs, test_record};
+use super::{Engine, ImageSplit, TrainError};
+use crate::config::TrainConfig;
+use crate::data::Dataset;
+use crate::model::ModelSpec;
+use crate::optim::{Adam, AdamConfig};
+use crate::pairs::{Pair, batches, split, test_pairs, training_pairs, validation_pairs};
+use crate::results::{EpochRecord, RunResults};
+
+/// The dataset plus the fixed split and the pairs that do not change between epochs.
+pub struct TrainingData {
+    /// The decoded images.
+    pub dataset: Arc<Dataset>,
+    /// Training-split indices into the training file.
+    pub train_pool: Vec<u32>,
+    /// Validation pairs, drawn once.
+    pub val_pairs: Vec<Pair>,
+    /// Test pairs (all 10,000 unless a prefix was asked for).
+    pub test_pairs: Vec<Pair>,
+}
+
+impl TrainingData {
+    /// Applies SPEC.md's split and pair protocol (and any subset flags) to a loaded dataset.
+    pub fn prepare(cfg: &TrainConfig, dataset: Arc<Dataset>) -> Result<Self, TrainError> {
+        let (n_train, n_val) = dataset.kind.train_val_sizes();
+        let total = dataset.train.len();
+        if total < n_train + n_val {
+            return Err(TrainError::Config(format!(
+                "the training file holds {total} images, the {} split needs {}",
+                dataset.kind.name(),
+                n_train + n_val
+            )));
+        }
+        let s = split(total, n_train, n_val)?;
+        let mut train_pool = s.train;
+        if let Some(n) = cfg.train_subset {
+            train_pool.truncate(n);
+        }
+        let labels = dataset.train.labels();
+        let mut val_pairs = validation_pairs(labels, &s.val, cfg.seed)?;
+        if let Some(n) = cfg.val_pairs {
+            val_pairs.truncate(n);
+        }
+        let mut test = test_pairs(dataset.test.labels())?;
+        if let Some(n) = cfg.test_pairs {
+            test.truncate(n);
+        }
+        Ok(TrainingData {
+            dataset,
+            train_pool,
+            val_pairs,
+            test_pairs: test,
+        })
+    }
+}
+
+/// The optimizer side of a run: parameters, Adam state and the loop.
+pub struct Trainer {
+    cfg: TrainConfig,
+    spec: ModelSpec,
+    data: TrainingData,
+    params: Vec<f32>,
+    adam: Adam,
+    aggregation_s: f64,
+}
+
+impl Trainer {
+    /// A trainer starting from the seeded initial weights.
+    pub fn new(cfg: TrainConfig, data: TrainingData) -> Self {
+        let spec = ModelSpec::siamese(data.dataset.kind, cfg.embedding as usize);
+        let params = spec.init(cfg.seed);
+        let adam = Adam::new(
+            AdamConfig {
+                lr: cfg.lr,
+                ..AdamConfig::default()
+            },
+            params.len(),
+        );
+        Trainer {
+            cfg,
+            spec,
+            data,
+            params,
+            adam,
+            aggregation_s: 0.0,
+        }
+    }
+
+    /// The model layout.
+    pub fn spec(&self) -> ModelSpec {
+        self.spec
+    }
+
+    /// Current parameters.
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    /// The prepared data.
+    pub fn data(&self) -> &TrainingData {
+        &self.data
+    }
+
+    fn unit(&self) -> (f32, f32) {
+        let n = self.params.len();
+        (self.params[n - 2], self.params[n - 1])
+    }
+
+    /// Applies one averaged gradient, refusing non-finite values.
+    pub fn apply(
+        &mut self,
+        grad: &[f32],
+        epoch: usize,
+        step: usize,
+        from: &str,
+    ) -> Result<(), TrainError> {
+        self.spec
+            .check_len(grad, &format!("gradient from {from}"))?;
+        if grad.iter().any(|g| !g.is_finite()) {
+            return Err(TrainError::NonFinite {
+                epoch,
+                step,
+                source_name: from.to_string(),
+            });
+        }
+        let start = Instant::now();
+        self.adam.step(&mut self.params, grad);
+        self.aggregation_s += start.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Trains one epoch; returns its record (validation included).
+    pub fn epoch(
+        &mut self,
+        engine: &mut dyn Engine,
+        epoch: usize,
+    ) -> Result<EpochRecord, TrainError> {
+        let pairs = training_pairs(
+            self.data.dataset.train.labels(),
+            &self.data.train_pool,
+            self.cfg.seed,
+            epoch as u64,
+        )?;
+        let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
+        let start = Instant::now();
+        for (step, batch) in batches(&pairs, self.cfg.batch_size as usize).enumerate() {
+            let c = engine.gradient(batch)?;
+            self.apply(&c.grad, epoch, step, "the engine")?;
+            engine.set_weights(&self.params)?;
+            loss_sum += c.loss_sum;
+            correct += c.correct;
+            seen += c.pairs;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let scored = score_pairs(engine, ImageSplit::Train, &self.data.val_pairs, self.unit())?;
+        let val = pair_figures(&scored.scores, &self.data.val_pairs);
+        Ok(EpochRecord {
+            epoch,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: correct as f64 / seen.max(1) as f64,
+            val_loss: val.loss,
+            val_accuracy: val.accuracy,
+            seconds,
+            pairs_per_s: seen as f64 / seconds.max(1e-9),
+        })
+    }
+
+    /// The whole run: every epoch (checkpointing after each), then the test figures.
+    pub fn run(
+        &mut self,
+        engine: &mut dyn Engine,
+        on_epoch: &mut dyn FnMut(&EpochRecord),
+    ) -> Result<RunResults, TrainError> {
+        let out = self.cfg.out_path();
+        let checkpoint = self.cfg.checkpoint_path(&out);
+        if let Some(dir) = checkpoint.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| TrainError::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            })?;
+        }
+        engine.set_weights(&self.params)?;
+        let mut epochs = Vec::new();
+        for epoch in 1..=self.cfg.epochs() {
+            let record = self.epoch(engine, epoch)?;
+            self.spec.save(&self.params, &checkpoint)?;
+            on_epoch(&record);
+            epochs.push(record);
+        }
+        let ds = &self.data.dataset;
+        let test = test_record(
+            engine,
+            &self.data.test_pairs,
+            ds.test.labels(),
+            &self.data.train_pool,
+            ds.train.labels(),
+            self.unit(),
+        )?;
+        let info = engine.info();
+        let mut timing = engine.timing();
+        timing.aggregation_s += self.aggregation_s;
+        let mut config = serde_json::to_value(&self.cfg).unwrap_or(serde_json::Value::Null);
+        if let Some(obj) = config.as_object_mut() {
+            obj.insert("epochs".into(), self.cfg.epochs().into());
+            obj.insert("out".into(), out.display().to_string().into());
+            obj.insert("checkpoint".into(), checkpoint.display().to_string().into());
+            obj.insert("threads".into(), self.cfg.threads().into());
+        }
+        let results = RunResults {
+            dataset: ds.kind.name().to_string(),
+            workers: info.workers,
+            device: info.device,
+            aggregation: info.aggregation,
+            config,
+            epochs,
+            test,
+            timing,
+            parameters: self.params.len(),
+        };
+        results.write(&out).map_err(|e| TrainError::Io {
+            path: out.clone(),
+            source: e,
+        })?;
+        Ok(results)
+    }
+}
