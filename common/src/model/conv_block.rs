@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::{Mat, matmul};
+use super::conv_kernels::{self as kernels, Grads, Prepared, lanes_for};
 
 /// Static shape of one conv stage: input `cin x h x w`, `cout` filters of `k x k`, zero padding `pad`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,71 +50,11 @@ impl ConvGeom {
     pub fn out_w(&self) -> usize {
         self.conv_w() / 2
     }
-    fn patch(&self) -> usize {
-        self.cin * self.k * self.k
-    }
-    fn conv_pixels(&self) -> usize {
-        self.conv_h() * self.conv_w()
-    }
-    fn in_len(&self) -> usize {
+    pub(crate) fn in_len(&self) -> usize {
         self.cin * self.h * self.w
     }
-    fn out_len(&self) -> usize {
+    pub(crate) fn out_len(&self) -> usize {
         self.cout * self.out_h() * self.out_w()
-    }
-
-    /// Writes the `patch x conv_pixels` column matrix of one image.
-    fn im2col(&self, x: &[f32], cols: &mut [f32]) {
-        let (hc, wc, k, pad) = (self.conv_h(), self.conv_w(), self.k, self.pad);
-        for ci in 0..self.cin {
-            let plane = &x[ci * self.h * self.w..(ci + 1) * self.h * self.w];
-            for ky in 0..k {
-                for kx in 0..k {
-                    let row = &mut cols[((ci * k + ky) * k + kx) * hc * wc..][..hc * wc];
-                    // Output columns whose input column falls inside the image.
-                    let lo = pad.saturating_sub(kx);
-                    let hi = (self.w + pad).saturating_sub(kx).min(wc);
-                    for oy in 0..hc {
-                        let dst = &mut row[oy * wc..(oy + 1) * wc];
-                        let iy = oy + ky;
-                        if iy < pad || iy - pad >= self.h || lo >= hi {
-                            dst.fill(0.0);
-                            continue;
-                        }
-                        let src = &plane[(iy - pad) * self.w..];
-                        dst[..lo].fill(0.0);
-                        dst[hi..].fill(0.0);
-                        dst[lo..hi].copy_from_slice(&src[lo + kx - pad..hi + kx - pad]);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Adds the column-matrix gradient back onto the image gradient (the adjoint of `im2col`).
-    fn col2im(&self, dcols: &[f32], dx: &mut [f32]) {
-        let (hc, wc, k, pad) = (self.conv_h(), self.conv_w(), self.k, self.pad);
-        for ci in 0..self.cin {
-            let plane = &mut dx[ci * self.h * self.w..(ci + 1) * self.h * self.w];
-            for ky in 0..k {
-                for kx in 0..k {
-                    let row = &dcols[((ci * k + ky) * k + kx) * hc * wc..][..hc * wc];
-                    let lo = pad.saturating_sub(kx);
-                    let hi = (self.w + pad).saturating_sub(kx).min(wc);
-                    for oy in 0..hc {
-                        let iy = oy + ky;
-                        if iy < pad || iy - pad >= self.h || lo >= hi {
-                            continue;
-                        }
-                        let dst = &mut plane[(iy - pad) * self.w..];
-                        let src = &row[oy * wc..(oy + 1) * wc];
-                        for ox in lo..hi {
-                            dst[ox + kx - pad] += src[ox];
-                        }
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -157,6 +97,11 @@ impl ConvReluPool {
         if w.dims() != [g.cout, g.cin, g.k, g.k] || b.dims() != [g.cout] {
             candle_core::bail!("conv_relu_pool: weight {w:?} / bias {b:?} do not match {g:?}");
         }
+        if lanes_for(g.cout).is_none() || g.k > 8 {
+            candle_core::bail!(
+                "conv_relu_pool: the fused kernel takes up to 16 filters of up to 8x8, not {g:?}"
+            );
+        }
         if g.conv_h() % 2 != 0 || g.conv_w() % 2 != 0 {
             candle_core::bail!(
                 "conv_relu_pool: conv output {}x{} is not even",
@@ -165,101 +110,6 @@ impl ConvReluPool {
             );
         }
         Ok(n)
-    }
-
-    /// Forward for a run of images: writes pooled outputs and winners.
-    fn forward_images(&self, x: &[f32], w: &[f32], b: &[f32], out: &mut [f32], arg: &mut [u8]) {
-        let g = &self.geom;
-        let (wc, ho, wo, pix) = (g.conv_w(), g.out_h(), g.out_w(), g.conv_pixels());
-        let mut cols = vec![0.0f32; g.patch() * pix];
-        let mut z = vec![0.0f32; g.cout * pix];
-        let weights = Mat::new(w, g.cout, g.patch());
-        for ((img, o), a) in x
-            .chunks_exact(g.in_len())
-            .zip(out.chunks_exact_mut(g.out_len()))
-            .zip(arg.chunks_exact_mut(g.out_len()))
-        {
-            g.im2col(img, &mut cols);
-            matmul(&mut z, weights, Mat::new(&cols, g.patch(), pix), false);
-            for c in 0..g.cout {
-                let zc = &z[c * pix..(c + 1) * pix];
-                for oy in 0..ho {
-                    let top = &zc[2 * oy * wc..];
-                    let bottom = &zc[(2 * oy + 1) * wc..];
-                    for ox in 0..wo {
-                        let cand = [
-                            top[2 * ox],
-                            top[2 * ox + 1],
-                            bottom[2 * ox],
-                            bottom[2 * ox + 1],
-                        ];
-                        let mut best = 0;
-                        for (i, &v) in cand.iter().enumerate().skip(1) {
-                            if v > cand[best] {
-                                best = i;
-                            }
-                        }
-                        let idx = (c * ho + oy) * wo + ox;
-                        o[idx] = (cand[best] + b[c]).max(0.0);
-                        a[idx] = best as u8;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Backward for a run of images: accumulates weight and bias gradients, writes the input
-    /// gradient when asked.
-    #[allow(clippy::too_many_arguments)]
-    fn backward_images(
-        &self,
-        x: &[f32],
-        w: &[f32],
-        out: &[f32],
-        grad: &[f32],
-        arg: &[u8],
-        dx: &mut [f32],
-        dw: &mut [f32],
-        db: &mut [f32],
-    ) {
-        let g = &self.geom;
-        let (wc, ho, wo, pix) = (g.conv_w(), g.out_h(), g.out_w(), g.conv_pixels());
-        let mut cols = vec![0.0f32; g.patch() * pix];
-        let mut dz = vec![0.0f32; g.cout * pix];
-        let mut dcols = if self.input_grad {
-            vec![0.0f32; g.patch() * pix]
-        } else {
-            Vec::new()
-        };
-        let n = x.len() / g.in_len();
-        for i in 0..n {
-            let o = &out[i * g.out_len()..(i + 1) * g.out_len()];
-            let gr = &grad[i * g.out_len()..(i + 1) * g.out_len()];
-            let a = &arg[i * g.out_len()..(i + 1) * g.out_len()];
-            dz.fill(0.0);
-            for c in 0..g.cout {
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        let idx = (c * ho + oy) * wo + ox;
-                        // ReLU passes the gradient only where the pooled value was positive.
-                        if o[idx] > 0.0 {
-                            let win = a[idx] as usize;
-                            let zy = 2 * oy + win / 2;
-                            let zx = 2 * ox + win % 2;
-                            dz[c * pix + zy * wc + zx] = gr[idx];
-                            db[c] += gr[idx];
-                        }
-                    }
-                }
-            }
-            g.im2col(&x[i * g.in_len()..(i + 1) * g.in_len()], &mut cols);
-            let dzm = Mat::new(&dz, g.cout, pix);
-            matmul(dw, dzm, Mat::new(&cols, g.patch(), pix).t(), true);
-            if self.input_grad {
-                matmul(&mut dcols, Mat::new(w, g.cout, g.patch()).t(), dzm, false);
-                g.col2im(&dcols, &mut dx[i * g.in_len()..(i + 1) * g.in_len()]);
-            }
-        }
     }
 }
 
@@ -301,11 +151,19 @@ impl CustomOp3 for ConvReluPool {
         argmax.resize(n * g.out_len(), 0);
         let ranges = image_ranges(n);
         let per = ranges.first().map_or(1, |r| r.len());
+        let prepared = Prepared::new(&g, w, lanes_for(g.cout).unwrap_or(16));
         out.par_chunks_mut(per * g.out_len())
             .zip(argmax.par_chunks_mut(per * g.out_len()))
             .zip(ranges.into_par_iter())
             .for_each(|((o, a), r)| {
-                self.forward_images(&x[r.start * g.in_len()..r.end * g.in_len()], w, b, o, a)
+                kernels::forward(
+                    &g,
+                    &prepared,
+                    &x[r.start * g.in_len()..r.end * g.in_len()],
+                    b,
+                    o,
+                    a,
+                )
             });
         Ok((
             CpuStorage::F32(out),
@@ -348,31 +206,36 @@ impl CustomOp3 for ConvReluPool {
         let (xs, ws) = (cpu_slice(&xg, xl)?, cpu_slice(&wg, wl)?);
         let (os, gs) = (cpu_slice(&og, ol)?, cpu_slice(&gg, gl)?);
         let (il, ol) = (g.in_len(), g.out_len());
+        let prepared = Prepared::new(&g, ws, lanes_for(g.cout).unwrap_or(16));
         let partials: Vec<(Vec<f32>, Vec<f32>)> = ranges
             .into_par_iter()
             .zip(dx_chunks.into_par_iter())
-            .map(|(r, dxc)| {
-                let mut dw = vec![0.0f32; g.cout * g.patch()];
+            .map(|(r, dx)| {
+                let mut dw8 = vec![0.0f32; kernels::dw8_len(&g)];
                 let mut db = vec![0.0f32; g.cout];
-                self.backward_images(
+                kernels::backward(
+                    &g,
+                    &prepared,
                     &xs[r.start * il..r.end * il],
-                    ws,
                     &os[r.start * ol..r.end * ol],
                     &gs[r.start * ol..r.end * ol],
                     &argmax[r.start * ol..r.end * ol],
-                    dxc,
-                    &mut dw,
-                    &mut db,
+                    Grads {
+                        dx,
+                        dw8: &mut dw8,
+                        db: &mut db,
+                    },
                 );
-                (dw, db)
+                (dw8, db)
             })
             .collect();
-        let mut dw = vec![0.0f32; g.cout * g.patch()];
+        let mut dw8 = vec![0.0f32; kernels::dw8_len(&g)];
         let mut db = vec![0.0f32; g.cout];
         for (pw, pb) in partials {
-            dw.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
+            dw8.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
             db.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
         }
+        let dw = kernels::unpad_weight_grad(&g, &dw8);
         let dev = x.device();
         let dx = if self.input_grad {
             Some(Tensor::from_vec(dx, x.shape(), dev)?)

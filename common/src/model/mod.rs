@@ -2,7 +2,7 @@
 //! similarity unit and the paper's contrastive loss, in Candle.
 
 pub mod conv_block;
-pub mod gemm;
+pub mod conv_kernels;
 #[cfg(test)]
 mod gradcheck;
 pub mod lenet;

@@ -1,0 +1,422 @@
+//! The arithmetic of the fused conv stage, on plain slices, for one run of images.
+//!
+//! Forward: each conv output pixel accumulates all output channels at once (channels are the
+//! SIMD lanes, four pixels share every weight load), then the 2x2 pool keeps a one-byte argmax.
+//! Backward: the pool leaves at most one non-zero per window and channel, so instead of dense
+//! GEMMs over the whole conv output it walks those winners and updates 8-wide runs of the kernel
+//! window (`k <= 8`), for the weight gradient and, when asked, the input gradient.
+//!
+//! The kernels are compiled twice: with AVX2+FMA, chosen at run time where the CPU has them,
+//! and for the baseline target.
+
+use super::conv_block::ConvGeom;
+
+/// Width of one kernel-row run: a k-wide window row padded with zero weights.
+const RUN: usize = 8;
+/// Pixels that share each weight load in the forward.
+const PIX: usize = 4;
+
+/// Eight `f32` lanes: AVX2 registers where the CPU has them, plain arrays elsewhere.
+///
+/// LLVM does not vectorise the lane loops on its own here (it unrolls them into scalar FMAs and
+/// spills), so the AVX2 path spells the vector operations out.
+trait Lanes8 {
+    type V: Copy;
+    /// All lanes zero.
+    fn zero() -> Self::V;
+    /// Every lane `x`.
+    fn splat(x: f32) -> Self::V;
+    /// Eight values from the start of `s` (at least eight long).
+    fn load(s: &[f32]) -> Self::V;
+    /// Writes eight values to the start of `s`.
+    fn store(s: &mut [f32], v: Self::V);
+    /// `a * b + c` per lane.
+    fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+}
+
+/// The portable fallback.
+struct Scalar;
+impl Lanes8 for Scalar {
+    type V = [f32; 8];
+    #[inline(always)]
+    fn zero() -> Self::V {
+        [0.0; 8]
+    }
+    #[inline(always)]
+    fn splat(x: f32) -> Self::V {
+        [x; 8]
+    }
+    #[inline(always)]
+    fn load(s: &[f32]) -> Self::V {
+        let mut v = [0.0; 8];
+        v.copy_from_slice(&s[..8]);
+        v
+    }
+    #[inline(always)]
+    fn store(s: &mut [f32], v: Self::V) {
+        s[..8].copy_from_slice(&v);
+    }
+    #[inline(always)]
+    fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] * b[i] + c[i])
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+#[cfg(target_arch = "x86_64")]
+impl Lanes8 for Avx2 {
+    type V = std::arch::x86_64::__m256;
+    #[inline(always)]
+    fn zero() -> Self::V {
+        // SAFETY: only reached from functions compiled with AVX2 enabled, after detection.
+        unsafe { std::arch::x86_64::_mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    fn splat(x: f32) -> Self::V {
+        // SAFETY: as above.
+        unsafe { std::arch::x86_64::_mm256_set1_ps(x) }
+    }
+    #[inline(always)]
+    fn load(s: &[f32]) -> Self::V {
+        assert!(s.len() >= 8);
+        // SAFETY: eight readable floats checked above; unaligned load.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(s.as_ptr()) }
+    }
+    #[inline(always)]
+    fn store(s: &mut [f32], v: Self::V) {
+        assert!(s.len() >= 8);
+        // SAFETY: eight writable floats checked above; unaligned store.
+        unsafe { std::arch::x86_64::_mm256_storeu_ps(s.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        // SAFETY: FMA is detected together with AVX2 before this path is taken.
+        unsafe { std::arch::x86_64::_mm256_fmadd_ps(a, b, c) }
+    }
+}
+
+/// Weights rearranged once per call for the two kernels.
+pub(crate) struct Prepared {
+    /// `[tap][lanes]`: tap = (ci, ky, kx), output channels as lanes, zero past `cout`.
+    wt: Vec<f32>,
+    /// `[cout][cin][k][RUN]`: kernel rows padded to runs with zeros past `k`.
+    w8: Vec<f32>,
+    /// Padded input row length (`w + 2 pad + RUN`), so every run stays in bounds.
+    row: usize,
+    /// Padded input height.
+    rows: usize,
+}
+
+impl Prepared {
+    /// Rearranges `w` (`[cout][cin][k][k]`).
+    pub(crate) fn new(g: &ConvGeom, w: &[f32], lanes: usize) -> Self {
+        let taps = g.cin * g.k * g.k;
+        let mut wt = vec![0.0; taps * lanes];
+        let mut w8 = vec![0.0; g.cout * g.cin * g.k * RUN];
+        for c in 0..g.cout {
+            for t in 0..taps {
+                wt[t * lanes + c] = w[c * taps + t];
+                let (row, kx) = (t / g.k, t % g.k);
+                w8[(c * g.cin * g.k + row) * RUN + kx] = w[c * taps + t];
+            }
+        }
+        Prepared {
+            wt,
+            w8,
+            row: g.w + 2 * g.pad + RUN,
+            rows: g.h + 2 * g.pad,
+        }
+    }
+
+    /// Copies one image into a zero-bordered buffer so no kernel needs bounds logic.
+    fn pad_into(&self, g: &ConvGeom, img: &[f32], xp: &mut [f32]) {
+        xp.fill(0.0);
+        for ci in 0..g.cin {
+            for y in 0..g.h {
+                let dst = (ci * self.rows + y + g.pad) * self.row + g.pad;
+                xp[dst..dst + g.w].copy_from_slice(&img[(ci * g.h + y) * g.w..][..g.w]);
+            }
+        }
+    }
+
+    fn padded_len(&self, g: &ConvGeom) -> usize {
+        g.cin * self.rows * self.row
+    }
+}
+
+/// Lanes (output channels rounded up to the SIMD width) the forward uses for `cout`.
+pub(crate) fn lanes_for(cout: usize) -> Option<usize> {
+    match cout {
+        1..=8 => Some(8),
+        9..=16 => Some(16),
+        _ => None,
+    }
+}
+
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Forward over a run of images: pooled, ReLU'd outputs and the winner of every window.
+pub(crate) fn forward(
+    g: &ConvGeom,
+    p: &Prepared,
+    x: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    arg: &mut [u8],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU reports AVX2 and FMA, the only features the function enables.
+        unsafe { forward_avx2(g, p, x, b, out, arg) };
+        return;
+    }
+    forward_dispatch::<Scalar>(g, p, x, b, out, arg);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn forward_avx2(
+    g: &ConvGeom,
+    p: &Prepared,
+    x: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    arg: &mut [u8],
+) {
+    forward_dispatch::<Avx2>(g, p, x, b, out, arg);
+}
+
+#[inline(always)]
+fn forward_dispatch<S: Lanes8>(
+    g: &ConvGeom,
+    p: &Prepared,
+    x: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    arg: &mut [u8],
+) {
+    if p.wt.len() == g.cin * g.k * g.k * 8 {
+        forward_generic::<S, 1>(g, p, x, b, out, arg);
+    } else {
+        forward_generic::<S, 2>(g, p, x, b, out, arg);
+    }
+}
+
+#[inline(always)]
+fn forward_generic<S: Lanes8, const V: usize>(
+    g: &ConvGeom,
+    p: &Prepared,
+    x: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    arg: &mut [u8],
+) {
+    let lanes = 8 * V;
+    let (hc, wc, k) = (g.conv_h(), g.conv_w(), g.k);
+    let (ho, wo) = (g.out_h(), g.out_w());
+    let in_len = g.cin * g.h * g.w;
+    let out_len = g.cout * ho * wo;
+    let mut xp = vec![0.0f32; p.padded_len(g)];
+    // Conv output of one image, pixel-major with channels as lanes.
+    let mut z = vec![0.0f32; hc * wc * lanes];
+    // Blocks of PIX pixels; the last block of a row overlaps the one before (recomputing a few
+    // pixels is cheaper than a scalar tail).
+    let starts: Vec<usize> = if wc >= PIX {
+        (0..wc - PIX)
+            .step_by(PIX)
+            .chain(std::iter::once(wc - PIX))
+            .collect()
+    } else {
+        vec![0]
+    };
+    let width = PIX.min(wc);
+    for ((img, o), a) in x
+        .chunks_exact(in_len)
+        .zip(out.chunks_exact_mut(out_len))
+        .zip(arg.chunks_exact_mut(out_len))
+    {
+        p.pad_into(g, img, &mut xp);
+        for zy in 0..hc {
+            for &zx in &starts {
+                let mut acc = [[S::zero(); V]; PIX];
+                for ci in 0..g.cin {
+                    for ky in 0..k {
+                        let xrow = &xp[(ci * p.rows + zy + ky) * p.row + zx..][..PIX + k];
+                        let wrows = &p.wt[(ci * k + ky) * k * lanes..][..k * lanes];
+                        for kx in 0..k {
+                            let mut wv = [S::zero(); V];
+                            for (v, w) in wv.iter_mut().enumerate() {
+                                *w = S::load(&wrows[kx * lanes + 8 * v..]);
+                            }
+                            for (j, accj) in acc.iter_mut().enumerate() {
+                                let xv = S::splat(xrow[j + kx]);
+                                for v in 0..V {
+                                    accj[v] = S::madd(xv, wv[v], accj[v]);
+                                }
+                            }
+                        }
+                    }
+                }
+                for (j, accj) in acc.iter().enumerate().take(width) {
+                    for v in 0..V {
+                        S::store(&mut z[((zy * wc + zx + j) * V + v) * 8..], accj[v]);
+                    }
+                }
+            }
+        }
+        for c in 0..g.cout {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let at =
+                        |dy: usize, dx: usize| z[((2 * oy + dy) * wc + 2 * ox + dx) * lanes + c];
+                    let cand = [at(0, 0), at(0, 1), at(1, 0), at(1, 1)];
+                    let mut best = 0;
+                    for i in 1..4 {
+                        if cand[i] > cand[best] {
+                            best = i;
+                        }
+                    }
+                    let idx = (c * ho + oy) * wo + ox;
+                    o[idx] = (cand[best] + b[c]).max(0.0);
+                    a[idx] = best as u8;
+                }
+            }
+        }
+    }
+}
+
+/// Gradients accumulated by [`backward`] for a run of images.
+pub(crate) struct Grads<'a> {
+    /// Input gradient of the run's images (empty when not wanted).
+    pub dx: &'a mut [f32],
+    /// Weight gradient in the padded `[cout][cin][k][RUN]` layout; see [`unpad_weight_grad`].
+    pub dw8: &'a mut [f32],
+    /// Bias gradient.
+    pub db: &'a mut [f32],
+}
+
+/// Length of the padded weight-gradient accumulator.
+pub(crate) fn dw8_len(g: &ConvGeom) -> usize {
+    g.cout * g.cin * g.k * RUN
+}
+
+/// Folds the padded weight gradient back to `[cout][cin][k][k]`.
+pub(crate) fn unpad_weight_grad(g: &ConvGeom, dw8: &[f32]) -> Vec<f32> {
+    dw8.chunks_exact(RUN)
+        .flat_map(|run| run[..g.k].iter().copied())
+        .collect()
+}
+
+/// Backward over a run of images.
+pub(crate) fn backward(
+    g: &ConvGeom,
+    p: &Prepared,
+    x: &[f32],
+    out: &[f32],
+    grad: &[f32],
+    arg: &[u8],
+    gr: Grads<'_>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU reports AVX2 and FMA, the only features the function enables.
+        unsafe { backward_avx2(g, p, x, out, grad, arg, gr) };
+        return;
+    }
+    backward_generic::<Scalar>(g, p, x, out, grad, arg, gr);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn backward_avx2(
+    g: &ConvGeom,
+    p: &Prepared,
+    x: &[f32],
+    out: &[f32],
+    grad: &[f32],
+    arg: &[u8],
+    gr: Grads<'_>,
+) {
+    backward_generic::<Avx2>(g, p, x, out, grad, arg, gr);
+}
+
+#[inline(always)]
+fn backward_generic<S: Lanes8>(
+    g: &ConvGeom,
+    p: &Prepared,
+    x: &[f32],
+    out: &[f32],
+    grad: &[f32],
+    arg: &[u8],
+    gr: Grads<'_>,
+) {
+    let (ho, wo, k) = (g.out_h(), g.out_w(), g.k);
+    let in_len = g.cin * g.h * g.w;
+    let out_len = g.cout * ho * wo;
+    let want_dx = !gr.dx.is_empty();
+    let mut xp = vec![0.0f32; p.padded_len(g)];
+    let mut dxp = if want_dx {
+        vec![0.0f32; p.padded_len(g)]
+    } else {
+        Vec::new()
+    };
+    let n = x.len() / in_len;
+    for i in 0..n {
+        p.pad_into(g, &x[i * in_len..(i + 1) * in_len], &mut xp);
+        if want_dx {
+            dxp.fill(0.0);
+        }
+        let (o, gs, a) = (
+            &out[i * out_len..][..out_len],
+            &grad[i * out_len..][..out_len],
+            &arg[i * out_len..][..out_len],
+        );
+        for c in 0..g.cout {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let idx = (c * ho + oy) * wo + ox;
+                    let gv = gs[idx];
+                    // ReLU passes the gradient only where the pooled value was positive.
+                    if o[idx] <= 0.0 || gv == 0.0 {
+                        continue;
+                    }
+                    gr.db[c] += gv;
+                    let win = a[idx] as usize;
+                    let (zy, zx) = (2 * oy + win / 2, 2 * ox + win % 2);
+                    let gsplat = S::splat(gv);
+                    for ci in 0..g.cin {
+                        for ky in 0..k {
+                            let at = (ci * p.rows + zy + ky) * p.row + zx;
+                            let row = ((c * g.cin + ci) * k + ky) * RUN;
+                            let acc = S::load(&gr.dw8[row..]);
+                            S::store(&mut gr.dw8[row..], S::madd(gsplat, S::load(&xp[at..]), acc));
+                            if want_dx {
+                                let d = S::load(&dxp[at..]);
+                                S::store(&mut dxp[at..], S::madd(gsplat, S::load(&p.w8[row..]), d));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if want_dx {
+            let dx = &mut gr.dx[i * in_len..(i + 1) * in_len];
+            for ci in 0..g.cin {
+                for y in 0..g.h {
+                    let src = (ci * p.rows + y + g.pad) * p.row + g.pad;
+                    dx[(ci * g.h + y) * g.w..][..g.w].copy_from_slice(&dxp[src..src + g.w]);
+                }
+            }
+        }
+    }
+}
