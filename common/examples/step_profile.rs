@@ -110,6 +110,3 @@ fn main() -> candle_core::Result<()> {
     }
     Ok(())
 }
-
-#[allow(dead_code)]
-fn unused() {}

@@ -13,8 +13,8 @@ use super::conv_block::ConvGeom;
 
 /// Width of one kernel-row run: a k-wide window row padded with zero weights.
 const RUN: usize = 8;
-/// Pixels that share each weight load in the forward.
-const PIX: usize = 4;
+/// Largest kernel side the backward keeps in registers.
+const MAX_K: usize = 8;
 
 /// Eight `f32` lanes: AVX2 registers where the CPU has them, plain arrays elsewhere.
 ///
@@ -32,6 +32,8 @@ trait Lanes8 {
     fn store(s: &mut [f32], v: Self::V);
     /// `a * b + c` per lane.
     fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `a + b` per lane.
+    fn add(a: Self::V, b: Self::V) -> Self::V;
 }
 
 /// The portable fallback.
@@ -59,6 +61,10 @@ impl Lanes8 for Scalar {
     #[inline(always)]
     fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
         std::array::from_fn(|i| a[i] * b[i] + c[i])
+    }
+    #[inline(always)]
+    fn add(a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] + b[i])
     }
 }
 
@@ -93,6 +99,11 @@ impl Lanes8 for Avx2 {
     fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
         // SAFETY: FMA is detected together with AVX2 before this path is taken.
         unsafe { std::arch::x86_64::_mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    fn add(a: Self::V, b: Self::V) -> Self::V {
+        // SAFETY: only reached from functions compiled with AVX2 enabled, after detection.
+        unsafe { std::arch::x86_64::_mm256_add_ps(a, b) }
     }
 }
 
@@ -206,14 +217,14 @@ fn forward_dispatch<S: Lanes8>(
     arg: &mut [u8],
 ) {
     if p.wt.len() == g.cin * g.k * g.k * 8 {
-        forward_generic::<S, 1>(g, p, x, b, out, arg);
+        forward_generic::<S, 1, 8>(g, p, x, b, out, arg);
     } else {
-        forward_generic::<S, 2>(g, p, x, b, out, arg);
+        forward_generic::<S, 2, 4>(g, p, x, b, out, arg);
     }
 }
 
 #[inline(always)]
-fn forward_generic<S: Lanes8, const V: usize>(
+fn forward_generic<S: Lanes8, const V: usize, const P: usize>(
     g: &ConvGeom,
     p: &Prepared,
     x: &[f32],
@@ -229,17 +240,17 @@ fn forward_generic<S: Lanes8, const V: usize>(
     let mut xp = vec![0.0f32; p.padded_len(g)];
     // Conv output of one image, pixel-major with channels as lanes.
     let mut z = vec![0.0f32; hc * wc * lanes];
-    // Blocks of PIX pixels; the last block of a row overlaps the one before (recomputing a few
+    // Blocks of P pixels (P x V accumulators: enough independent FMA chains to hide latency); the last block of a row overlaps the one before (recomputing a few
     // pixels is cheaper than a scalar tail).
-    let starts: Vec<usize> = if wc >= PIX {
-        (0..wc - PIX)
-            .step_by(PIX)
-            .chain(std::iter::once(wc - PIX))
+    let starts: Vec<usize> = if wc >= P {
+        (0..wc - P)
+            .step_by(P)
+            .chain(std::iter::once(wc - P))
             .collect()
     } else {
         vec![0]
     };
-    let width = PIX.min(wc);
+    let width = P.min(wc);
     for ((img, o), a) in x
         .chunks_exact(in_len)
         .zip(out.chunks_exact_mut(out_len))
@@ -248,10 +259,10 @@ fn forward_generic<S: Lanes8, const V: usize>(
         p.pad_into(g, img, &mut xp);
         for zy in 0..hc {
             for &zx in &starts {
-                let mut acc = [[S::zero(); V]; PIX];
+                let mut acc = [[S::zero(); V]; P];
                 for ci in 0..g.cin {
                     for ky in 0..k {
-                        let xrow = &xp[(ci * p.rows + zy + ky) * p.row + zx..][..PIX + k];
+                        let xrow = &xp[(ci * p.rows + zy + ky) * p.row + zx..][..P + k];
                         let wrows = &p.wt[(ci * k + ky) * k * lanes..][..k * lanes];
                         for kx in 0..k {
                             let mut wv = [S::zero(); V];
@@ -371,6 +382,7 @@ fn backward_generic<S: Lanes8>(
         Vec::new()
     };
     let n = x.len() / in_len;
+    let mut winners: Vec<(f32, usize)> = Vec::with_capacity(ho * wo);
     for i in 0..n {
         p.pad_into(g, &x[i * in_len..(i + 1) * in_len], &mut xp);
         if want_dx {
@@ -382,28 +394,46 @@ fn backward_generic<S: Lanes8>(
             &arg[i * out_len..][..out_len],
         );
         for c in 0..g.cout {
+            // This channel's winners: the only non-zeros of its conv-output gradient.
+            winners.clear();
             for oy in 0..ho {
                 for ox in 0..wo {
                     let idx = (c * ho + oy) * wo + ox;
                     let gv = gs[idx];
                     // ReLU passes the gradient only where the pooled value was positive.
-                    if o[idx] <= 0.0 || gv == 0.0 {
-                        continue;
+                    if o[idx] > 0.0 && gv != 0.0 {
+                        let win = a[idx] as usize;
+                        let at = (2 * oy + win / 2) * p.row + 2 * ox + win % 2;
+                        winners.push((gv, at));
+                        gr.db[c] += gv;
                     }
-                    gr.db[c] += gv;
-                    let win = a[idx] as usize;
-                    let (zy, zx) = (2 * oy + win / 2, 2 * ox + win % 2);
+                }
+            }
+            for ci in 0..g.cin {
+                let plane = ci * p.rows * p.row;
+                let rows = ((c * g.cin + ci) * k) * RUN;
+                // The weight gradient of one (channel, input channel) stays in registers across
+                // all winners: a load and store per update would serialise on store forwarding.
+                let mut acc = [S::zero(); MAX_K];
+                for &(gv, at) in &winners {
                     let gsplat = S::splat(gv);
-                    for ci in 0..g.cin {
+                    for (ky, accy) in acc.iter_mut().enumerate().take(k) {
+                        *accy = S::madd(gsplat, S::load(&xp[plane + at + ky * p.row..]), *accy);
+                    }
+                }
+                for (ky, accy) in acc.iter().enumerate().take(k) {
+                    let row = rows + ky * RUN;
+                    let sum = S::add(S::load(&gr.dw8[row..]), *accy);
+                    S::store(&mut gr.dw8[row..], sum);
+                }
+                if want_dx {
+                    for &(gv, at) in &winners {
+                        let gsplat = S::splat(gv);
                         for ky in 0..k {
-                            let at = (ci * p.rows + zy + ky) * p.row + zx;
-                            let row = ((c * g.cin + ci) * k + ky) * RUN;
-                            let acc = S::load(&gr.dw8[row..]);
-                            S::store(&mut gr.dw8[row..], S::madd(gsplat, S::load(&xp[at..]), acc));
-                            if want_dx {
-                                let d = S::load(&dxp[at..]);
-                                S::store(&mut dxp[at..], S::madd(gsplat, S::load(&p.w8[row..]), d));
-                            }
+                            let d = &mut dxp[plane + at + ky * p.row..];
+                            let w = S::load(&p.w8[rows + ky * RUN..]);
+                            let sum = S::madd(gsplat, w, S::load(d));
+                            S::store(d, sum);
                         }
                     }
                 }
