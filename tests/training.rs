@@ -1,1 +1,55 @@
+//! Single-process training on real MNIST reaches the accuracy the model should.
 
+use std::process::Command;
+use std::time::Duration;
+
+use integration_tests::{bin, read_results, run_with_limit, shared_dataset};
+
+#[test]
+fn trains_on_real_mnist_subset_to_90_percent_pair_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.json");
+    let output = run_with_limit(
+        Command::new(bin("coordinator"))
+            .args(["--dataset", "mnist", "--epochs", "3", "--train-subset", "12000"])
+            .args(["--val-pairs", "2000", "--test-pairs", "2000", "--threads", "2"])
+            .arg("--data-dir")
+            .arg(shared_dataset("mnist"))
+            .arg("--out")
+            .arg(&out),
+        Duration::from_secs(300),
+    );
+    assert!(output.status.success(), "coordinator failed: {}", String::from_utf8_lossy(&output.stderr));
+    let r = read_results(&out);
+    assert_eq!(r["dataset"], "mnist");
+    assert_eq!(r["epochs"].as_array().unwrap().len(), 3);
+    assert_eq!(r["config"]["seed"], 1);
+    let test = &r["test"];
+    assert_eq!(test["pairs"], 2000);
+    let acc = test["pair_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.90, "test pair accuracy {acc}");
+    assert!(test["roc_auc"].as_f64().unwrap() > 0.95);
+    assert!(test["ncm_accuracy"].as_f64().unwrap() > 0.85);
+    assert!(test["time_s"].as_f64().unwrap() > 0.0);
+    // The final weights were checkpointed beside the results.
+    assert!(out.with_extension("safetensors").exists());
+}
+
+#[test]
+fn corrupt_dataset_is_reported_with_the_file_name_and_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    // A label file with the magic number of an image file.
+    for name in ["train-images-idx3-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+        std::fs::copy(shared_dataset("mnist").join(format!("{name}.gz")), dir.path().join(format!("{name}.gz")))
+            .unwrap();
+    }
+    std::fs::write(dir.path().join("train-labels-idx1-ubyte"), [0, 0, 8, 3, 0, 0, 0, 1, 7]).unwrap();
+    let output = run_with_limit(
+        Command::new(bin("coordinator")).args(["--dataset", "mnist", "--epochs", "1"]).arg("--data-dir").arg(dir.path()),
+        Duration::from_secs(60),
+    );
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("train-labels-idx1-ubyte") && err.contains("magic"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -102,7 +102,7 @@ impl ConvReluPool {
                 "conv_relu_pool: the fused kernel takes up to 16 filters of up to 8x8, not {g:?}"
             );
         }
-        if g.conv_h() % 2 != 0 || g.conv_w() % 2 != 0 {
+        if !g.conv_h().is_multiple_of(2) || !g.conv_w().is_multiple_of(2) {
             candle_core::bail!(
                 "conv_relu_pool: conv output {}x{} is not even",
                 g.conv_h(),

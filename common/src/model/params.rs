@@ -163,7 +163,7 @@ impl ModelSpec {
     }
 
     /// Seeded initial weights: PyTorch's defaults (uniform within 1/sqrt(fan_in)) for conv and
-    /// linear layers; the similarity unit starts at s = sigmoid(1 - d).
+    /// linear layers; the similarity unit starts at s = sigmoid(2 - 2d).
     ///
     /// The similarity slope starts negative on purpose: a larger distance must mean a smaller
     /// similarity, and a unit that starts with the wrong sign spends epochs flipping it.
@@ -172,8 +172,8 @@ impl ModelSpec {
         let mut out = Vec::with_capacity(self.num_params());
         for p in self.params() {
             match p.name {
-                "out.weight" => out.push(-1.0),
-                "out.bias" => out.push(1.0),
+                "out.weight" => out.push(-2.0),
+                "out.bias" => out.push(2.0),
                 _ => {
                     let bound = 1.0 / (p.fan_in as f32).sqrt();
                     for _ in 0..p.len() {
