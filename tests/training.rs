@@ -11,15 +11,33 @@ fn trains_on_real_mnist_subset_to_90_percent_pair_accuracy() {
     let out = dir.path().join("run.json");
     let output = run_with_limit(
         Command::new(bin("coordinator"))
-            .args(["--dataset", "mnist", "--epochs", "3", "--train-subset", "12000"])
-            .args(["--val-pairs", "2000", "--test-pairs", "2000", "--threads", "2"])
+            .args([
+                "--dataset",
+                "mnist",
+                "--epochs",
+                "3",
+                "--train-subset",
+                "12000",
+            ])
+            .args([
+                "--val-pairs",
+                "2000",
+                "--test-pairs",
+                "2000",
+                "--threads",
+                "2",
+            ])
             .arg("--data-dir")
             .arg(shared_dataset("mnist"))
             .arg("--out")
             .arg(&out),
         Duration::from_secs(300),
     );
-    assert!(output.status.success(), "coordinator failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "coordinator failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let r = read_results(&out);
     assert_eq!(r["dataset"], "mnist");
     assert_eq!(r["epochs"].as_array().unwrap().len(), 3);
@@ -39,17 +57,34 @@ fn trains_on_real_mnist_subset_to_90_percent_pair_accuracy() {
 fn corrupt_dataset_is_reported_with_the_file_name_and_no_panic() {
     let dir = tempfile::tempdir().unwrap();
     // A label file with the magic number of an image file.
-    for name in ["train-images-idx3-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
-        std::fs::copy(shared_dataset("mnist").join(format!("{name}.gz")), dir.path().join(format!("{name}.gz")))
-            .unwrap();
+    for name in [
+        "train-images-idx3-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        std::fs::copy(
+            shared_dataset("mnist").join(format!("{name}.gz")),
+            dir.path().join(format!("{name}.gz")),
+        )
+        .unwrap();
     }
-    std::fs::write(dir.path().join("train-labels-idx1-ubyte"), [0, 0, 8, 3, 0, 0, 0, 1, 7]).unwrap();
+    std::fs::write(
+        dir.path().join("train-labels-idx1-ubyte"),
+        [0, 0, 8, 3, 0, 0, 0, 1, 7],
+    )
+    .unwrap();
     let output = run_with_limit(
-        Command::new(bin("coordinator")).args(["--dataset", "mnist", "--epochs", "1"]).arg("--data-dir").arg(dir.path()),
+        Command::new(bin("coordinator"))
+            .args(["--dataset", "mnist", "--epochs", "1"])
+            .arg("--data-dir")
+            .arg(dir.path()),
         Duration::from_secs(60),
     );
     assert!(!output.status.success());
     let err = String::from_utf8_lossy(&output.stderr);
-    assert!(err.contains("train-labels-idx1-ubyte") && err.contains("magic"), "{err}");
+    assert!(
+        err.contains("train-labels-idx1-ubyte") && err.contains("magic"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: finding the built binaries and the shared data,
 //! running processes with a deadline.
 
+pub mod fake_worker;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -9,26 +11,39 @@ use std::time::{Duration, Instant};
 pub fn bin_dir() -> PathBuf {
     // The test executable lives in target/<profile>/deps/.
     let exe = std::env::current_exe().expect("test executable path");
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
 }
 
 /// Path of a workspace binary (`coordinator` or `worker`), built by `cargo test --workspace`.
 pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
-    assert!(path.exists(), "{} is missing: run the tests with `cargo test --release --workspace`", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --release --workspace`",
+        path.display()
+    );
     path
 }
 
 /// The shared real datasets beside the repository (`../shared/datasets/<name>`).
 pub fn shared_dataset(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets").join(name);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/datasets")
+        .join(name);
     assert!(dir.exists(), "real data expected at {}", dir.display());
     dir
 }
 
 /// Runs a command to completion, killing it after `limit`.
 pub fn run_with_limit(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     let start = Instant::now();
     loop {
         if child.try_wait().expect("wait").is_some() {

@@ -29,12 +29,16 @@ pub struct TrainConfig {
     /// Seed for weights and training pairs; the split and the test pairs are fixed.
     #[arg(long, env = "SIAMESE_SEED", default_value_t = 1)]
     pub seed: u64,
-    /// Compute threads for this process (default: all cores).
+    /// Compute threads: of this process with --workers 0, else of each local worker
+    /// (default: the cores split evenly among the workers).
     #[arg(long, env = "SIAMESE_THREADS")]
     pub threads: Option<usize>,
     /// Embedding width of the subnet.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub embedding: u32,
+    /// Stop after this many optimizer steps in all (the last epoch may be partial).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
     /// Use only the first N images of the training split (for quick runs).
     #[arg(long)]
     pub train_subset: Option<usize>,
@@ -59,7 +63,6 @@ impl TrainConfig {
     pub fn resolved(mut self) -> Self {
         self.epochs = Some(self.epochs());
         self.out = Some(self.out_path());
-        self.threads = Some(self.threads());
         self
     }
 

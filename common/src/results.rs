@@ -40,7 +40,38 @@ pub struct TestRecord {
     pub images_per_s: f64,
 }
 
-/// Where step time went, summed over the run (seconds).
+/// Where one worker's step time went, summed over the run (seconds).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerTiming {
+    /// The worker's rank.
+    pub rank: u32,
+    /// host:pid and address.
+    pub peer: String,
+    /// Training steps it took part in.
+    pub steps: u64,
+    /// Forward and backward, as the worker measured it.
+    pub compute_s: f64,
+    /// Idle while slower workers finished.
+    pub waiting_s: f64,
+    /// Round trip minus compute: encoding, the network, decoding.
+    pub transfer_s: f64,
+    /// Idle while the coordinator averaged, stepped Adam and sent the weights.
+    pub aggregation_s: f64,
+}
+
+impl WorkerTiming {
+    /// Fraction of the step time spent outside compute.
+    pub fn comm_share(&self) -> f64 {
+        let total = self.compute_s + self.waiting_s + self.transfer_s + self.aggregation_s;
+        if total > 0.0 {
+            1.0 - self.compute_s / total
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Where step time went, summed over the run (seconds; for a cluster, the mean over workers).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepTiming {
     /// Forward and backward.
@@ -51,6 +82,34 @@ pub struct StepTiming {
     pub transfer_s: f64,
     /// Averaging gradients and the Adam update.
     pub aggregation_s: f64,
+    /// The same split for each worker of a cluster.
+    #[serde(default)]
+    pub per_worker: Vec<WorkerTiming>,
+}
+
+impl StepTiming {
+    /// The mean over workers, with the per-worker figures kept.
+    pub fn from_workers(per_worker: Vec<WorkerTiming>) -> Self {
+        let n = per_worker.len().max(1) as f64;
+        let mean = |f: fn(&WorkerTiming) -> f64| per_worker.iter().map(f).sum::<f64>() / n;
+        StepTiming {
+            compute_s: mean(|w| w.compute_s),
+            waiting_s: mean(|w| w.waiting_s),
+            transfer_s: mean(|w| w.transfer_s),
+            aggregation_s: mean(|w| w.aggregation_s),
+            per_worker,
+        }
+    }
+
+    /// Fraction of the step time spent outside compute.
+    pub fn comm_share(&self) -> f64 {
+        let total = self.compute_s + self.waiting_s + self.transfer_s + self.aggregation_s;
+        if total > 0.0 {
+            1.0 - self.compute_s / total
+        } else {
+            0.0
+        }
+    }
 }
 
 /// Everything a run reports.

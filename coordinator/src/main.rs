@@ -1,21 +1,28 @@
-//! `coordinator`: trains SN-LeNet-5 (in this process for now) and reports SPEC.md's figures.
+//! `coordinator`: trains SN-LeNet-5 across worker processes (or in this process with
+//! `--workers 0`) and reports the figures of SPEC.md.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use siamese_common::cluster::{ClusterArgs, train_on_cluster};
 use siamese_common::config::TrainConfig;
 use siamese_common::data::obtain_dataset;
-use siamese_common::model::ModelSpec;
+use siamese_common::results::{EpochRecord, RunResults};
 use siamese_common::train::{LocalEngine, Trainer, TrainingData};
 
-/// Distributed trainer for the siamese LeNet-5 of "Advancements in Image Recognition: A Siamese
-/// Network Approach" on MNIST, Fashion-MNIST and CIFAR-10.
+/// Data-parallel trainer for the siamese LeNet-5 of "Advancements in Image Recognition: A
+/// Siamese Network Approach" on MNIST, Fashion-MNIST and CIFAR-10.
+///
+/// By default it starts --workers worker processes on this machine and trains across them over
+/// gRPC; with --no-spawn it waits for remote workers (`worker --coordinator http://HOST:PORT`).
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about)]
 struct Cli {
     #[command(flatten)]
     train: TrainConfig,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -36,41 +43,94 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+fn print_epoch(e: &EpochRecord) {
+    println!(
+        "epoch {:>4}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  {:.2} s ({:.0} pairs/s)",
+        e.epoch,
+        e.train_loss,
+        e.train_accuracy,
+        e.val_loss,
+        e.val_accuracy,
+        e.seconds,
+        e.pairs_per_s
+    );
+}
+
+fn print_summary(r: &RunResults, out: &std::path::Path) {
+    let t = &r.test;
+    println!(
+        "test: {} pairs  pair accuracy {:.4}  ROC AUC {:.4}  nearest-class-mean accuracy {:.4}  test time {:.3} s ({:.0} images/s)",
+        t.pairs, t.pair_accuracy, t.roc_auc, t.ncm_accuracy, t.time_s, t.images_per_s
+    );
+    for w in &r.timing.per_worker {
+        println!(
+            "worker {} ({}): {} steps  compute {:.2} s  waiting {:.2} s  transfer {:.2} s  aggregation {:.2} s  ({:.1}% outside compute)",
+            w.rank,
+            w.peer,
+            w.steps,
+            w.compute_s,
+            w.waiting_s,
+            w.transfer_s,
+            w.aggregation_s,
+            100.0 * w.comm_share()
+        );
+    }
+    println!("results written to {}", out.display());
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = cli.train.resolved();
-    let threads = cfg.threads();
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .context("starting the compute thread pool")?;
-    tracing::info!(config = %serde_json::to_string(&cfg)?, "starting");
-
+    let local = cli.cluster.workers == 0;
+    if local {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.threads())
+            .build_global()
+            .context("starting the compute thread pool")?;
+    }
+    tracing::info!(
+        config = %serde_json::to_string(&cfg)?,
+        cluster = %serde_json::to_string(&cli.cluster)?,
+        "starting"
+    );
     let dataset = Arc::new(obtain_dataset(cfg.dataset, cfg.data_dir.as_deref())?);
     let data = TrainingData::prepare(&cfg, dataset.clone())?;
     println!(
-        "{}: {} training images, {} validation pairs, {} test pairs; {} epochs of batch {} on {} thread(s)",
+        "{}: {} training images, {} validation pairs, {} test pairs; {} epochs of batch {} on {}",
         dataset.kind.name(),
         data.train_pool.len(),
         data.val_pairs.len(),
         data.test_pairs.len(),
         cfg.epochs(),
         cfg.batch_size,
-        threads
+        if local {
+            format!("this process ({} threads)", cfg.threads())
+        } else {
+            format!("{} workers", cli.cluster.workers)
+        }
     );
-    let mut trainer = Trainer::new(cfg.clone(), data);
-    let spec: ModelSpec = trainer.spec();
-    let mut engine = LocalEngine::new(spec, trainer.params(), dataset, &candle_core::Device::Cpu)?;
-    let results = trainer.run(&mut engine, &mut |e| {
-        println!(
-            "epoch {:>4}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  {:.2} s ({:.0} pairs/s)",
-            e.epoch, e.train_loss, e.train_accuracy, e.val_loss, e.val_accuracy, e.seconds, e.pairs_per_s
-        );
-    })?;
-    let t = &results.test;
-    println!(
-        "test: {} pairs  pair accuracy {:.4}  ROC AUC {:.4}  nearest-class-mean accuracy {:.4}  test time {:.3} s ({:.0} images/s)",
-        t.pairs, t.pair_accuracy, t.roc_auc, t.ncm_accuracy, t.time_s, t.images_per_s
-    );
-    println!("results written to {}", cfg.out_path().display());
+    let out = cfg.out_path();
+    let results = if local {
+        let mut trainer = Trainer::new(cfg.clone(), data);
+        let mut engine = LocalEngine::new(
+            trainer.spec(),
+            trainer.params(),
+            dataset,
+            &candle_core::Device::Cpu,
+        )?;
+        trainer.run(&mut engine, &mut print_epoch)?
+    } else {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        runtime.block_on(async {
+            tokio::select! {
+                r = train_on_cluster(cfg.clone(), cli.cluster.clone(), data, Box::new(print_epoch)) => r.map_err(anyhow::Error::from),
+                _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; workers stopped")),
+            }
+        })?
+    };
+    print_summary(&results, &out);
     Ok(())
 }

@@ -1,1 +1,81 @@
-fn main() {}
+//! `worker`: joins a coordinator and computes gradients and embeddings for its shards.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use siamese_common::cluster::auth::TOKEN_ENV;
+use siamese_common::cluster::{WorkerOptions, run_worker};
+
+/// A siamese-cluster worker: holds a replica of SN-LeNet-5 on its device, loads the dataset the
+/// coordinator names (same --data-dir resolution as the coordinator) and trains the shards it is
+/// sent until the run ends.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// The coordinator's URL, e.g. http://10.0.0.5:50051.
+    #[arg(long, env = "SIAMESE_COORDINATOR")]
+    coordinator: String,
+    /// The run's shared token.
+    #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
+    token: Option<String>,
+    /// Device of the replica: cpu, or cuda:K in a build with the `cuda` feature.
+    #[arg(long, env = "SIAMESE_DEVICE", default_value = "cpu")]
+    device: String,
+    /// Compute threads (default: all cores).
+    #[arg(long, env = "SIAMESE_THREADS")]
+    threads: Option<usize>,
+    /// Folder holding the dataset's files (default: $SIAMESE_DATA_DIR/<dataset>, else ./data/<dataset>).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Seconds to keep retrying the first connection.
+    #[arg(long, default_value_t = 60)]
+    connect_timeout: u64,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let threads = cli.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .context("starting the compute thread pool")?;
+    let opts = WorkerOptions {
+        coordinator: cli.coordinator,
+        token: cli.token,
+        device: cli.device,
+        threads,
+        data_dir: cli.data_dir,
+        connect_timeout: Duration::from_secs(cli.connect_timeout),
+    };
+    tracing::info!(coordinator = %opts.coordinator, device = %opts.device, threads, "worker starting");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_worker(opts))?;
+    Ok(())
+}

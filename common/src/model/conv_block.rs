@@ -207,12 +207,12 @@ impl CustomOp3 for ConvReluPool {
         let (os, gs) = (cpu_slice(&og, ol)?, cpu_slice(&gg, gl)?);
         let (il, ol) = (g.in_len(), g.out_len());
         let prepared = Prepared::new(&g, ws, lanes_for(g.cout).unwrap_or(16));
-        let partials: Vec<(Vec<f32>, Vec<f32>)> = ranges
+        let partials: Vec<(Vec<f64>, Vec<f64>)> = ranges
             .into_par_iter()
             .zip(dx_chunks.into_par_iter())
             .map(|(r, dx)| {
-                let mut dw8 = vec![0.0f32; kernels::dw8_len(&g)];
-                let mut db = vec![0.0f32; g.cout];
+                let mut dw8 = vec![0.0f64; kernels::dw8_len(&g)];
+                let mut db = vec![0.0f64; g.cout];
                 kernels::backward(
                     &g,
                     &prepared,
@@ -229,8 +229,8 @@ impl CustomOp3 for ConvReluPool {
                 (dw8, db)
             })
             .collect();
-        let mut dw8 = vec![0.0f32; kernels::dw8_len(&g)];
-        let mut db = vec![0.0f32; g.cout];
+        let mut dw8 = vec![0.0f64; kernels::dw8_len(&g)];
+        let mut db = vec![0.0f64; g.cout];
         for (pw, pb) in partials {
             dw8.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
             db.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
@@ -245,7 +245,11 @@ impl CustomOp3 for ConvReluPool {
         Ok((
             dx,
             Some(Tensor::from_vec(dw, w.shape(), dev)?),
-            Some(Tensor::from_vec(db, g.cout, dev)?),
+            Some(Tensor::from_vec(
+                db.iter().map(|&v| v as f32).collect::<Vec<f32>>(),
+                g.cout,
+                dev,
+            )?),
         ))
     }
 }

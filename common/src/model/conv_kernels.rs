@@ -32,8 +32,6 @@ trait Lanes8 {
     fn store(s: &mut [f32], v: Self::V);
     /// `a * b + c` per lane.
     fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
-    /// `a + b` per lane.
-    fn add(a: Self::V, b: Self::V) -> Self::V;
 }
 
 /// The portable fallback.
@@ -61,10 +59,6 @@ impl Lanes8 for Scalar {
     #[inline(always)]
     fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
         std::array::from_fn(|i| a[i] * b[i] + c[i])
-    }
-    #[inline(always)]
-    fn add(a: Self::V, b: Self::V) -> Self::V {
-        std::array::from_fn(|i| a[i] + b[i])
     }
 }
 
@@ -99,11 +93,6 @@ impl Lanes8 for Avx2 {
     fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
         // SAFETY: FMA is detected together with AVX2 before this path is taken.
         unsafe { std::arch::x86_64::_mm256_fmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    fn add(a: Self::V, b: Self::V) -> Self::V {
-        // SAFETY: only reached from functions compiled with AVX2 enabled, after detection.
-        unsafe { std::arch::x86_64::_mm256_add_ps(a, b) }
     }
 }
 
@@ -311,9 +300,9 @@ pub(crate) struct Grads<'a> {
     /// Input gradient of the run's images (empty when not wanted).
     pub dx: &'a mut [f32],
     /// Weight gradient in the padded `[cout][cin][k][RUN]` layout; see [`unpad_weight_grad`].
-    pub dw8: &'a mut [f32],
+    pub dw8: &'a mut [f64],
     /// Bias gradient.
-    pub db: &'a mut [f32],
+    pub db: &'a mut [f64],
 }
 
 /// Length of the padded weight-gradient accumulator.
@@ -322,9 +311,9 @@ pub(crate) fn dw8_len(g: &ConvGeom) -> usize {
 }
 
 /// Folds the padded weight gradient back to `[cout][cin][k][k]`.
-pub(crate) fn unpad_weight_grad(g: &ConvGeom, dw8: &[f32]) -> Vec<f32> {
+pub(crate) fn unpad_weight_grad(g: &ConvGeom, dw8: &[f64]) -> Vec<f32> {
     dw8.chunks_exact(RUN)
-        .flat_map(|run| run[..g.k].iter().copied())
+        .flat_map(|run| run[..g.k].iter().map(|&v| v as f32))
         .collect()
 }
 
@@ -405,7 +394,7 @@ fn backward_generic<S: Lanes8>(
                         let win = a[idx] as usize;
                         let at = (2 * oy + win / 2) * p.row + 2 * ox + win % 2;
                         winners.push((gv, at));
-                        gr.db[c] += gv;
+                        gr.db[c] += f64::from(gv);
                     }
                 }
             }
@@ -423,8 +412,13 @@ fn backward_generic<S: Lanes8>(
                 }
                 for (ky, accy) in acc.iter().enumerate().take(k) {
                     let row = rows + ky * RUN;
-                    let sum = S::add(S::load(&gr.dw8[row..]), *accy);
-                    S::store(&mut gr.dw8[row..], sum);
+                    // Summed over images in f64, so the total does not depend on how images
+                    // are split across threads or workers.
+                    let mut lanes = [0.0f32; RUN];
+                    S::store(&mut lanes, *accy);
+                    for (d, v) in gr.dw8[row..row + RUN].iter_mut().zip(lanes) {
+                        *d += f64::from(v);
+                    }
                 }
                 if want_dx {
                     for &(gv, at) in &winners {

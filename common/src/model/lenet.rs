@@ -1,10 +1,10 @@
 //! The LeNet-5 subnet shared by both branches of the siamese network.
 
-use candle_core::{Module, Result, Tensor};
-use candle_nn::Linear;
+use candle_core::{Result, Tensor};
 
 use super::conv_block::conv_relu_pool;
-use super::params::ModelSpec;
+use super::linear::linear;
+use super::params::{Head, ModelSpec};
 
 /// The subnet's tensors, in [`ModelSpec::params`] order (first ten entries).
 pub struct LeNetWeights<'a> {
@@ -13,17 +13,22 @@ pub struct LeNetWeights<'a> {
 }
 
 /// LeNet-5 forward: two conv/ReLU/pool stages, then 400 -> 120 -> 84 -> out_width.
+///
+/// The siamese head leaves out the last layer's bias: a distance between two embeddings does not
+/// change when both shift by the same vector, so that bias has an exactly zero gradient, and in
+/// floating point that zero is rounding noise which Adam's normalisation turns into random
+/// steps of size lr (and different replicas into different weights).
 pub fn forward(spec: &ModelSpec, w: LeNetWeights<'_>, x: &Tensor) -> Result<Tensor> {
     let t = w.t;
     // The first stage's input is data, so no gradient is computed for it.
     let h = conv_relu_pool(x, &t[0], &t[1], spec.conv1(), false)?;
     let h = conv_relu_pool(&h, &t[2], &t[3], spec.conv2(), true)?;
     let h = h.flatten_from(1)?;
-    let h = Linear::new(t[4].clone(), Some(t[5].clone()))
-        .forward(&h)?
-        .relu()?;
-    let h = Linear::new(t[6].clone(), Some(t[7].clone()))
-        .forward(&h)?
-        .relu()?;
-    Linear::new(t[8].clone(), Some(t[9].clone())).forward(&h)
+    let h = linear(&h, &t[4], &t[5])?.relu()?;
+    let h = linear(&h, &t[6], &t[7])?.relu()?;
+    match spec.head {
+        Head::Classifier => linear(&h, &t[8], &t[9]),
+        // A zero bias of no gradient: one kernel serves both heads.
+        Head::Siamese { .. } => linear(&h, &t[8], &t[9].detach().zeros_like()?),
+    }
 }

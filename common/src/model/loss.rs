@@ -7,9 +7,15 @@ pub const MARGIN: f32 = 1.0;
 
 /// Mean over the batch of `(1 - y) s^2 + y max(margin - s, 0)^2`, with `y = 1` for same-class pairs.
 pub fn contrastive_loss(s: &Tensor, y: &Tensor) -> Result<Tensor> {
+    contrastive_loss_sum(s, y)? / s.elem_count() as f64
+}
+
+/// The same loss summed over the batch: what replicas differentiate, so that shard gradients
+/// add up to the batch's without a per-shard 1/n rounding.
+pub fn contrastive_loss_sum(s: &Tensor, y: &Tensor) -> Result<Tensor> {
     let different = (1.0 - y)?.mul(&s.sqr()?)?;
     let same = y.mul(&(MARGIN as f64 - s)?.relu()?.sqr()?)?;
-    (different + same)?.mean_all()
+    (different + same)?.sum_all()
 }
 
 /// The same loss for one pair, for evaluation without building a graph.

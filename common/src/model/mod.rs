@@ -6,6 +6,7 @@ pub mod conv_kernels;
 #[cfg(test)]
 mod gradcheck;
 pub mod lenet;
+pub mod linear;
 pub mod loss;
 pub mod network;
 pub mod params;

@@ -4,7 +4,7 @@ use candle_core::{DType, Device, Tensor, Var, backprop::GradStore};
 
 use super::ModelError;
 use super::lenet::{self, LeNetWeights};
-use super::loss::contrastive_loss;
+use super::loss::contrastive_loss_sum;
 use super::params::{Head, ModelSpec};
 
 /// Keeps the distance differentiable where two embeddings coincide.
@@ -13,11 +13,11 @@ const DIST_EPS: f64 = 1e-7;
 /// What one forward + backward pass over a batch of pairs produced.
 #[derive(Debug, Clone)]
 pub struct PairStep {
-    /// Mean loss over the batch.
-    pub loss: f32,
+    /// Loss summed over the batch.
+    pub loss_sum: f32,
     /// Predicted similarity of each pair.
     pub similarity: Vec<f32>,
-    /// Gradient of the mean loss, flat, in [`ModelSpec::params`] order.
+    /// Gradient of the summed loss, flat, in [`ModelSpec::params`] order.
     pub grad: Vec<f32>,
 }
 
@@ -133,10 +133,10 @@ impl Network {
         }
         let t = self.tensors(true);
         let s = self.pair_similarity(&t, x)?;
-        let loss = contrastive_loss(&s, same)?;
+        let loss = contrastive_loss_sum(&s, same)?;
         let grads = loss.backward()?;
         Ok(PairStep {
-            loss: loss.to_dtype(DType::F32)?.to_scalar::<f32>()?,
+            loss_sum: loss.to_dtype(DType::F32)?.to_scalar::<f32>()?,
             similarity: s.to_dtype(DType::F32)?.to_vec1::<f32>()?,
             grad: self.flat_gradient(&grads)?,
         })

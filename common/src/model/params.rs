@@ -174,6 +174,10 @@ impl ModelSpec {
             match p.name {
                 "out.weight" => out.push(-2.0),
                 "out.bias" => out.push(2.0),
+                // Unused by the siamese head (see `lenet::forward`); zero so checkpoints say so.
+                "fc3.bias" if matches!(self.head, Head::Siamese { .. }) => {
+                    out.extend(std::iter::repeat_n(0.0, p.len()))
+                }
                 _ => {
                     let bound = 1.0 / (p.fan_in as f32).sqrt();
                     for _ in 0..p.len() {

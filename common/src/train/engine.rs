@@ -34,6 +34,21 @@ pub struct Contribution {
     pub pairs: usize,
 }
 
+/// Mean gradient of a batch from the summed-loss gradients of its shards: summed in f64 and
+/// divided once, so every sharding of a batch gives the same result up to f64 rounding.
+pub fn mean_gradient(shards: &[Vec<f32>], batch: usize) -> Vec<f32> {
+    let n = shards.first().map_or(0, Vec::len);
+    let mut total = vec![0.0f64; n];
+    for g in shards {
+        total
+            .iter_mut()
+            .zip(g)
+            .for_each(|(t, v)| *t += f64::from(*v));
+    }
+    let scale = 1.0 / batch.max(1) as f64;
+    total.into_iter().map(|t| (t * scale) as f32).collect()
+}
+
 /// How an engine describes itself in the results file.
 #[derive(Clone, Debug)]
 pub struct EngineInfo {
@@ -53,6 +68,11 @@ pub trait Engine {
     fn set_weights(&mut self, weights: &[f32]) -> Result<(), TrainError>;
     /// The gradient of the mean loss over one global batch of pairs (indices into the train file).
     fn gradient(&mut self, batch: &[Pair]) -> Result<Contribution, TrainError>;
+    /// Announces the batch that follows the current one, to be computed at the next weights, so
+    /// that workers hold their next shard while the current step is being aggregated.
+    fn prefetch(&mut self, _next: &[Pair]) -> Result<(), TrainError> {
+        Ok(())
+    }
     /// Subnet outputs for images of one split, row-major.
     fn embed(&mut self, split: ImageSplit, indices: &[u32]) -> Result<Vec<f32>, TrainError>;
     /// Step-time split accumulated so far.
@@ -64,6 +84,8 @@ pub struct LocalEngine {
     replica: Replica,
     data: Arc<Dataset>,
     timing: StepTiming,
+    /// When the last gradient was handed out: the time until the next weights is aggregation.
+    gradient_done: Option<Instant>,
 }
 
 impl LocalEngine {
@@ -78,6 +100,7 @@ impl LocalEngine {
             replica: Replica::new(spec, weights, device)?,
             data,
             timing: StepTiming::default(),
+            gradient_done: None,
         })
     }
 }
@@ -96,7 +119,11 @@ impl Engine for LocalEngine {
     }
 
     fn set_weights(&mut self, weights: &[f32]) -> Result<(), TrainError> {
-        self.replica.set_weights(weights)
+        self.replica.set_weights(weights)?;
+        if let Some(t) = self.gradient_done.take() {
+            self.timing.aggregation_s += t.elapsed().as_secs_f64();
+        }
+        Ok(())
     }
 
     fn gradient(&mut self, batch: &[Pair]) -> Result<Contribution, TrainError> {
@@ -109,9 +136,11 @@ impl Engine for LocalEngine {
             .zip(batch)
             .filter(|(s, p)| (**s > 0.5) == p.same)
             .count();
-        let loss_sum = f64::from(step.loss) * batch.len() as f64;
+        let loss_sum = f64::from(step.loss_sum);
+        let grad = mean_gradient(&[step.grad], batch.len());
+        self.gradient_done = Some(Instant::now());
         Ok(Contribution {
-            grad: step.grad,
+            grad,
             loss_sum,
             correct,
             pairs: batch.len(),

@@ -8,7 +8,7 @@ pub mod trainer;
 
 use std::path::PathBuf;
 
-pub use engine::{Contribution, Engine, EngineInfo, ImageSplit, LocalEngine};
+pub use engine::{Contribution, Engine, EngineInfo, ImageSplit, LocalEngine, mean_gradient};
 pub use replica::Replica;
 pub use trainer::{Trainer, TrainingData};
 

@@ -52,7 +52,7 @@ impl Replica {
         .map_err(crate::model::ModelError::from)?)
     }
 
-    /// Mean-loss gradient over `pairs`, whose indices point into `images`.
+    /// Gradient of the loss summed over `pairs`, whose indices point into `images`.
     pub fn pair_gradient(
         &mut self,
         images: &ImageSet,
@@ -102,4 +102,52 @@ fn check_indices(images: &ImageSet, indices: impl Iterator<Item = u32>) -> Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelSpec;
+    use crate::pairs::shard_ranges;
+
+    /// The data-parallel identity the cluster rests on: shard gradients of the summed loss add
+    /// up to the whole batch's.
+    #[test]
+    fn weighted_shard_gradients_equal_the_batch_gradient() {
+        let n = 40;
+        let images: Vec<u8> = (0..n * 784).map(|i| ((i * 7919) % 251) as u8).collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        let set = ImageSet::new(images, labels, 1, 28, 28).unwrap();
+        let pairs: Vec<Pair> = (0..16u32)
+            .map(|i| Pair {
+                a: i,
+                b: (i * 3 + 1) % 40,
+                same: i % 2 == 0,
+            })
+            .collect();
+        let spec = ModelSpec {
+            channels: 1,
+            size: 28,
+            head: crate::model::Head::Siamese { width: 10 },
+        };
+        let mut r = Replica::new(spec, &spec.init(3), &Device::Cpu).unwrap();
+        let whole = r.pair_gradient(&set, &pairs).unwrap().grad;
+        let mut sum = vec![0.0f64; whole.len()];
+        for range in shard_ranges(pairs.len(), 3) {
+            let g = r.pair_gradient(&set, &pairs[range]).unwrap().grad;
+            sum.iter_mut()
+                .zip(&g)
+                .for_each(|(a, b)| *a += f64::from(*b));
+        }
+        let avg: Vec<f32> = sum.iter().map(|&v| v as f32).collect();
+        let scale = whole.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let diff = whole
+            .iter()
+            .zip(&avg)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            diff <= 1e-6 * scale,
+            "max difference {diff:e} against max gradient {scale:e}"
+        );
+    }
 }

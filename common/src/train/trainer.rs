@@ -67,7 +67,8 @@ pub struct Trainer {
     data: TrainingData,
     params: Vec<f32>,
     adam: Adam,
-    aggregation_s: f64,
+    /// Optimizer steps taken so far.
+    steps: u64,
 }
 
 impl Trainer {
@@ -88,7 +89,7 @@ impl Trainer {
             data,
             params,
             adam,
-            aggregation_s: 0.0,
+            steps: 0,
         }
     }
 
@@ -129,9 +130,7 @@ impl Trainer {
                 source_name: from.to_string(),
             });
         }
-        let start = Instant::now();
         self.adam.step(&mut self.params, grad);
-        self.aggregation_s += start.elapsed().as_secs_f64();
         Ok(())
     }
 
@@ -149,10 +148,21 @@ impl Trainer {
         )?;
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
         let start = Instant::now();
-        for (step, batch) in batches(&pairs, self.cfg.batch_size as usize).enumerate() {
+        let mut steps = batches(&pairs, self.cfg.batch_size as usize)
+            .enumerate()
+            .peekable();
+        while let Some((step, batch)) = steps.next() {
+            if self.cfg.max_steps.is_some_and(|m| self.steps >= m) {
+                break;
+            }
             let c = engine.gradient(batch)?;
+            let last = self.cfg.max_steps.is_some_and(|m| self.steps + 1 >= m);
+            if let Some((_, next)) = steps.peek().filter(|_| !last) {
+                engine.prefetch(next)?;
+            }
             self.apply(&c.grad, epoch, step, "the engine")?;
             engine.set_weights(&self.params)?;
+            self.steps += 1;
             loss_sum += c.loss_sum;
             correct += c.correct;
             seen += c.pairs;
@@ -192,6 +202,9 @@ impl Trainer {
             self.spec.save(&self.params, &checkpoint)?;
             on_epoch(&record);
             epochs.push(record);
+            if self.cfg.max_steps.is_some_and(|m| self.steps >= m) {
+                break;
+            }
         }
         let ds = &self.data.dataset;
         let test = test_record(
@@ -203,8 +216,7 @@ impl Trainer {
             self.unit(),
         )?;
         let info = engine.info();
-        let mut timing = engine.timing();
-        timing.aggregation_s += self.aggregation_s;
+        let timing = engine.timing();
         let mut config = serde_json::to_value(&self.cfg).unwrap_or(serde_json::Value::Null);
         if let Some(obj) = config.as_object_mut() {
             obj.insert("epochs".into(), self.cfg.epochs().into());

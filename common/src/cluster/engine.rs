@@ -1,0 +1,388 @@
+//! The coordinator's side of training: shards each global batch across the admitted workers,
+//! collects and averages their gradients, and broadcasts weights.
+//!
+//! The coordinator owns the parameters and the Adam state (see `docs/architecture.md`): workers
+//! hold no optimizer state, so any worker can be replaced by sending it the current weights, and
+//! checkpoints are taken in one place.
+
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use super::ClusterError;
+use super::proto::{
+    CoordinatorMessage, EmbedTask, GradientTask, ImageSet, Stop, Task, Weights,
+    coordinator_message, task, worker_message,
+};
+use super::service::{Inbound, WorkerLink};
+use super::wire::{decode_f32, encode_f32};
+use crate::model::ModelSpec;
+use crate::pairs::{Pair, shard_ranges};
+use crate::results::{StepTiming, WorkerTiming};
+use crate::train::{Contribution, Engine, EngineInfo, ImageSplit, TrainError, mean_gradient};
+
+/// Tasks sent ahead for the next batch.
+struct Prefetched {
+    first: Pair,
+    len: usize,
+    ids: Vec<Option<u64>>,
+}
+
+/// Drives the admitted workers.
+pub struct ClusterEngine {
+    handle: Handle,
+    workers: Vec<WorkerLink>,
+    spec: ModelSpec,
+    version: u64,
+    weights_sent: Instant,
+    next_id: u64,
+    step_timeout: Duration,
+    prefetched: Option<Prefetched>,
+    last_arrival: Option<Instant>,
+    timing: Vec<WorkerTiming>,
+}
+
+impl ClusterEngine {
+    /// Waits (up to `join_timeout`) until `world` workers were admitted, ordered by rank.
+    pub fn admit(
+        handle: Handle,
+        links: &mut mpsc::Receiver<WorkerLink>,
+        world: usize,
+        spec: ModelSpec,
+        join_timeout: Duration,
+        step_timeout: Duration,
+    ) -> Result<Self, ClusterError> {
+        let mut workers = Vec::with_capacity(world);
+        let deadline = tokio::time::Instant::now() + join_timeout;
+        while workers.len() < world {
+            match handle.block_on(tokio::time::timeout_at(deadline, links.recv())) {
+                Ok(Some(link)) => workers.push(link),
+                Ok(None) => {
+                    return Err(ClusterError::Setup(
+                        "the server stopped while workers were joining".into(),
+                    ));
+                }
+                Err(_) => {
+                    return Err(ClusterError::Timeout {
+                        what: format!("{world} workers to join ({} joined)", workers.len()),
+                        secs: join_timeout.as_secs(),
+                    });
+                }
+            }
+        }
+        workers.sort_by_key(|w| w.rank);
+        let timing = workers
+            .iter()
+            .map(|w| WorkerTiming {
+                rank: w.rank,
+                peer: w.peer.clone(),
+                ..WorkerTiming::default()
+            })
+            .collect();
+        Ok(ClusterEngine {
+            handle,
+            workers,
+            spec,
+            version: 0,
+            weights_sent: Instant::now(),
+            next_id: 0,
+            step_timeout,
+            prefetched: None,
+            last_arrival: None,
+            timing,
+        })
+    }
+
+    /// Number of workers.
+    pub fn world(&self) -> usize {
+        self.workers.len()
+    }
+
+    fn send(&self, w: usize, body: coordinator_message::Body) -> Result<(), ClusterError> {
+        let link = &self.workers[w];
+        let msg: Result<CoordinatorMessage, Status> = Ok(CoordinatorMessage { body: Some(body) });
+        self.handle
+            .block_on(link.to_worker.send(msg))
+            .map_err(|_| ClusterError::WorkerLost {
+                rank: link.rank,
+                peer: link.peer.clone(),
+                why: "its session is closed".into(),
+            })
+    }
+
+    fn task(&mut self, w: usize, version: u64, kind: task::Kind) -> Result<u64, ClusterError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(
+            w,
+            coordinator_message::Body::Task(Task {
+                id,
+                weights_version: version,
+                kind: Some(kind),
+            }),
+        )?;
+        Ok(id)
+    }
+
+    /// The next message of worker `w`, with its arrival time.
+    fn receive(
+        &mut self,
+        w: usize,
+        id: u64,
+    ) -> Result<(Instant, worker_message::Body), ClusterError> {
+        let limit = self.step_timeout;
+        let link = &mut self.workers[w];
+        let lost = |why: String| ClusterError::WorkerLost {
+            rank: link.rank,
+            peer: link.peer.clone(),
+            why,
+        };
+        match self
+            .handle
+            .block_on(tokio::time::timeout(limit, link.from_worker.recv()))
+        {
+            Err(_) => Err(ClusterError::Timeout {
+                what: format!("worker {} ({}) to answer task {id}", link.rank, link.peer),
+                secs: limit.as_secs(),
+            }),
+            Ok(None) => Err(lost("its session ended".into())),
+            Ok(Some(Inbound::Lost(why))) => Err(lost(why)),
+            Ok(Some(Inbound::Message(at, msg))) => match msg.body {
+                Some(worker_message::Body::Error(e)) => Err(ClusterError::WorkerFailed {
+                    rank: link.rank,
+                    peer: link.peer.clone(),
+                    message: e.message,
+                }),
+                Some(body) => Ok((at, body)),
+                None => Err(ClusterError::Protocol {
+                    peer: link.peer.clone(),
+                    what: "an empty message".into(),
+                }),
+            },
+        }
+    }
+
+    fn send_gradient_tasks(
+        &mut self,
+        batch: &[Pair],
+        version: u64,
+    ) -> Result<Vec<Option<u64>>, ClusterError> {
+        let ranges: Vec<Range<usize>> = shard_ranges(batch.len(), self.world());
+        let mut ids = Vec::with_capacity(ranges.len());
+        for (w, r) in ranges.into_iter().enumerate() {
+            if r.is_empty() {
+                ids.push(None);
+                continue;
+            }
+            let shard = &batch[r];
+            let kind = task::Kind::Gradient(GradientTask {
+                first: shard.iter().map(|p| p.a).collect(),
+                second: shard.iter().map(|p| p.b).collect(),
+                same: shard.iter().map(|p| p.same).collect(),
+            });
+            ids.push(Some(self.task(w, version, kind)?));
+        }
+        Ok(ids)
+    }
+
+    /// Tells every worker to stop.
+    pub fn stop(&mut self, reason: &str) {
+        for w in 0..self.world() {
+            let _ = self.send(
+                w,
+                coordinator_message::Body::Stop(Stop {
+                    reason: reason.into(),
+                }),
+            );
+        }
+    }
+
+    fn bad_gradient(&self, w: usize, task: u64, why: String) -> ClusterError {
+        let link = &self.workers[w];
+        tracing::error!(rank = link.rank, peer = %link.peer, task, %why, "refused a gradient");
+        ClusterError::BadGradient {
+            rank: link.rank,
+            peer: link.peer.clone(),
+            task,
+            why,
+        }
+    }
+
+    fn collect_gradients(
+        &mut self,
+        ids: &[Option<u64>],
+        batch: usize,
+        sent: Instant,
+    ) -> Result<Contribution, ClusterError> {
+        let n = self.spec.num_params();
+        let mut shards = Vec::with_capacity(ids.len());
+        let (mut loss_sum, mut correct, mut pairs) = (0.0, 0usize, 0usize);
+        let mut arrivals = Vec::with_capacity(ids.len());
+        for (w, id) in ids.iter().enumerate() {
+            let Some(id) = *id else { continue };
+            let (at, body) = self.receive(w, id)?;
+            let r = match body {
+                worker_message::Body::Gradient(r) if r.id == id => r,
+                _ => {
+                    let peer = self.workers[w].peer.clone();
+                    return Err(ClusterError::Protocol {
+                        peer,
+                        what: format!("expected the gradient of task {id}"),
+                    });
+                }
+            };
+            let g = decode_f32(&r.grad).ok_or_else(|| {
+                self.bad_gradient(w, id, "its byte length is not a multiple of 4".into())
+            })?;
+            if g.len() != n {
+                return Err(self.bad_gradient(
+                    w,
+                    id,
+                    format!("it has {} values, the model has {n}", g.len()),
+                ));
+            }
+            if let Some(i) = g.iter().position(|v| !v.is_finite()) {
+                return Err(self.bad_gradient(w, id, format!("value {i} is {}", g[i])));
+            }
+            shards.push(g);
+            loss_sum += r.loss_sum;
+            correct += r.correct as usize;
+            pairs += r.pairs as usize;
+            arrivals.push((w, at, r.compute_s));
+        }
+        if pairs != batch {
+            return Err(ClusterError::Protocol {
+                peer: "the workers".into(),
+                what: format!("gradients cover {pairs} pairs, the batch has {batch}"),
+            });
+        }
+        let last = arrivals.iter().map(|a| a.1).max().unwrap_or(sent);
+        for (w, at, compute) in arrivals {
+            let t = &mut self.timing[w];
+            t.steps += 1;
+            t.compute_s += compute;
+            t.transfer_s += (at.saturating_duration_since(sent).as_secs_f64() - compute).max(0.0);
+            t.waiting_s += last.saturating_duration_since(at).as_secs_f64();
+        }
+        self.last_arrival = Some(last);
+        Ok(Contribution {
+            grad: mean_gradient(&shards, batch),
+            loss_sum,
+            correct,
+            pairs,
+        })
+    }
+}
+
+impl Engine for ClusterEngine {
+    fn info(&self) -> EngineInfo {
+        let device = self
+            .workers
+            .first()
+            .map_or_else(|| "cpu".into(), |w| w.join.device.clone());
+        EngineInfo {
+            workers: self.world(),
+            device,
+            aggregation: "coordinator".into(),
+        }
+    }
+
+    fn set_weights(&mut self, weights: &[f32]) -> Result<(), TrainError> {
+        self.spec.check_len(weights, "weights")?;
+        self.version += 1;
+        let values = encode_f32(weights);
+        for w in 0..self.world() {
+            let body = coordinator_message::Body::Weights(Weights {
+                version: self.version,
+                values: values.clone(),
+            });
+            self.send(w, body)?;
+        }
+        self.weights_sent = Instant::now();
+        if let Some(last) = self.last_arrival.take() {
+            let idle = self
+                .weights_sent
+                .saturating_duration_since(last)
+                .as_secs_f64();
+            self.timing.iter_mut().for_each(|t| t.aggregation_s += idle);
+        }
+        Ok(())
+    }
+
+    fn gradient(&mut self, batch: &[Pair]) -> Result<Contribution, TrainError> {
+        // A prefetched shard waited for the weights; a fresh one starts now.
+        let (ids, sent) = match self.prefetched.take() {
+            Some(p) if p.len == batch.len() && batch.first() == Some(&p.first) => {
+                (p.ids, self.weights_sent)
+            }
+            _ => {
+                let now = Instant::now();
+                (self.send_gradient_tasks(batch, self.version)?, now)
+            }
+        };
+        Ok(self.collect_gradients(&ids, batch.len(), sent)?)
+    }
+
+    fn prefetch(&mut self, next: &[Pair]) -> Result<(), TrainError> {
+        let Some(&first) = next.first() else {
+            return Ok(());
+        };
+        let ids = self.send_gradient_tasks(next, self.version + 1)?;
+        self.prefetched = Some(Prefetched {
+            first,
+            len: next.len(),
+            ids,
+        });
+        Ok(())
+    }
+
+    fn embed(&mut self, split: ImageSplit, indices: &[u32]) -> Result<Vec<f32>, TrainError> {
+        let set = match split {
+            ImageSplit::Train => ImageSet::Train,
+            ImageSplit::Test => ImageSet::Test,
+        };
+        let ranges = shard_ranges(indices.len(), self.world());
+        let mut ids = Vec::with_capacity(ranges.len());
+        for (w, r) in ranges.iter().enumerate() {
+            let kind = task::Kind::Embed(EmbedTask {
+                set: set as i32,
+                indices: indices[r.clone()].to_vec(),
+            });
+            ids.push(self.task(w, self.version, kind)?);
+        }
+        let width = self.spec.out_width();
+        let mut out = Vec::with_capacity(indices.len() * width);
+        for (w, (id, r)) in ids.into_iter().zip(ranges).enumerate() {
+            let (_, body) = self.receive(w, id)?;
+            let peer = self.workers[w].peer.clone();
+            let values = match body {
+                worker_message::Body::Embedding(e) if e.id == id => decode_f32(&e.values),
+                _ => {
+                    return Err(ClusterError::Protocol {
+                        peer,
+                        what: format!("expected the embeddings of task {id}"),
+                    }
+                    .into());
+                }
+            };
+            match values {
+                Some(v) if v.len() == r.len() * width => out.extend(v),
+                _ => {
+                    let what = format!(
+                        "embeddings of task {id} do not hold {} x {width} values",
+                        r.len()
+                    );
+                    return Err(ClusterError::Protocol { peer, what }.into());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn timing(&self) -> StepTiming {
+        StepTiming::from_workers(self.timing.clone())
+    }
+}

@@ -1,0 +1,246 @@
+//! The coordinator's gRPC service: admits workers into ranks and hands each admitted session to
+//! the engine as a [`WorkerLink`].
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::auth::CheckToken;
+use super::proto::cluster_server::{Cluster, ClusterServer};
+use super::proto::{
+    CoordinatorMessage, FILE_DESCRIPTOR_SET, Join, Refusal, RunInfo, RunRequest, Welcome,
+    WorkerMessage, coordinator_message, worker_message,
+};
+use super::{ClusterError, MODEL_VERSION, PROTOCOL_VERSION};
+
+/// Largest message either side accepts (weights are ~250 KB; embeddings of a shard a few MB).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// What a joining worker must match, and what it is told when admitted.
+pub struct Admission {
+    /// Dataset name of the run.
+    pub dataset: String,
+    /// Digest of the coordinator's decoded data.
+    pub digest: String,
+    /// Number of workers the run trains with.
+    pub world_size: u32,
+    /// Model layout, JSON.
+    pub spec_json: String,
+    /// Run configuration, JSON.
+    pub config_json: String,
+}
+
+impl Admission {
+    /// Why `join` cannot take part in this run, if it cannot.
+    fn check(&self, join: &Join) -> Result<(), String> {
+        if join.protocol_version != PROTOCOL_VERSION {
+            return Err(format!(
+                "the worker speaks protocol version {}, this coordinator speaks {PROTOCOL_VERSION}: run matching builds",
+                join.protocol_version
+            ));
+        }
+        if join.model_version != MODEL_VERSION {
+            return Err(format!(
+                "the worker's model is {:?}, this coordinator's is {MODEL_VERSION:?}: run matching builds",
+                join.model_version
+            ));
+        }
+        if join.dataset != self.dataset {
+            return Err(format!(
+                "the worker loaded {:?}, this run trains on {:?}",
+                join.dataset, self.dataset
+            ));
+        }
+        if join.data_digest != self.digest {
+            return Err(format!(
+                "the worker's {} data has digest {}, the coordinator's has {}: it holds different files (check its --data-dir)",
+                join.dataset, join.data_digest, self.digest
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A message from a worker, stamped when it arrived, or the end of its stream.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A message and its arrival time.
+    Message(Instant, WorkerMessage),
+    /// The stream ended or failed.
+    Lost(String),
+}
+
+/// An admitted worker's session, as the engine sees it.
+pub struct WorkerLink {
+    /// Its rank.
+    pub rank: u32,
+    /// `host:pid` and address, for messages.
+    pub peer: String,
+    /// What it said at join.
+    pub join: Join,
+    /// Messages to it.
+    pub to_worker: mpsc::Sender<Result<CoordinatorMessage, Status>>,
+    /// Messages from it.
+    pub from_worker: mpsc::Receiver<Inbound>,
+}
+
+/// The `Cluster` service.
+pub struct CoordinatorService {
+    admission: Arc<Admission>,
+    admitted: Arc<AtomicU32>,
+    links: mpsc::Sender<WorkerLink>,
+}
+
+impl CoordinatorService {
+    /// A service that admits up to `admission.world_size` workers and passes them to `links`.
+    pub fn new(admission: Admission, links: mpsc::Sender<WorkerLink>) -> Self {
+        CoordinatorService {
+            admission: Arc::new(admission),
+            admitted: Arc::new(AtomicU32::new(0)),
+            links,
+        }
+    }
+}
+
+fn message(body: coordinator_message::Body) -> Result<CoordinatorMessage, Status> {
+    Ok(CoordinatorMessage { body: Some(body) })
+}
+
+#[tonic::async_trait]
+impl Cluster for CoordinatorService {
+    async fn run(&self, _req: Request<RunRequest>) -> Result<Response<RunInfo>, Status> {
+        Ok(Response::new(RunInfo {
+            protocol_version: PROTOCOL_VERSION,
+            model_version: MODEL_VERSION.into(),
+            dataset: self.admission.dataset.clone(),
+            world_size: self.admission.world_size,
+        }))
+    }
+
+    type SessionStream = ReceiverStream<Result<CoordinatorMessage, Status>>;
+
+    async fn session(
+        &self,
+        req: Request<Streaming<WorkerMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let addr = req
+            .remote_addr()
+            .map_or_else(|| "unknown address".to_string(), |a| a.to_string());
+        let mut inbound = req.into_inner();
+        let join = match inbound.message().await? {
+            Some(WorkerMessage {
+                body: Some(worker_message::Body::Join(j)),
+            }) => j,
+            Some(_) => {
+                return Err(Status::invalid_argument(
+                    "the first message of a session must be Join",
+                ));
+            }
+            None => return Err(Status::invalid_argument("the session closed before Join")),
+        };
+        let peer = format!("{}:{} at {addr}", join.host, join.pid);
+        let (tx, rx) = mpsc::channel(64);
+        let refuse = |reason: String| {
+            tracing::warn!(%peer, %reason, "refused a worker");
+            let tx = tx.clone();
+            async move {
+                let _ = tx
+                    .send(message(coordinator_message::Body::Refusal(Refusal {
+                        reason,
+                    })))
+                    .await;
+            }
+        };
+        if let Err(reason) = self.admission.check(&join) {
+            refuse(reason).await;
+            return Ok(Response::new(ReceiverStream::new(rx)));
+        }
+        let world = self.admission.world_size;
+        let rank = self.admitted.fetch_add(1, Ordering::SeqCst);
+        if rank >= world {
+            self.admitted.fetch_sub(1, Ordering::SeqCst);
+            refuse(format!("the run already has all {world} workers")).await;
+            return Ok(Response::new(ReceiverStream::new(rx)));
+        }
+        let welcome = Welcome {
+            rank,
+            world_size: world,
+            model_spec_json: self.admission.spec_json.clone(),
+            config_json: self.admission.config_json.clone(),
+        };
+        tx.send(message(coordinator_message::Body::Welcome(welcome)))
+            .await
+            .map_err(|_| Status::unavailable("the coordinator is shutting down"))?;
+        let (in_tx, in_rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let next = match inbound.message().await {
+                    Ok(Some(m)) => Inbound::Message(Instant::now(), m),
+                    Ok(None) => Inbound::Lost("it closed its stream".into()),
+                    Err(s) => Inbound::Lost(format!("its stream failed: {}", s.message())),
+                };
+                let lost = matches!(next, Inbound::Lost(_));
+                if in_tx.send(next).await.is_err() || lost {
+                    break;
+                }
+            }
+        });
+        tracing::info!(rank, %peer, device = %join.device, threads = join.threads, "worker joined");
+        let link = WorkerLink {
+            rank,
+            peer,
+            join,
+            to_worker: tx,
+            from_worker: in_rx,
+        };
+        self.links
+            .send(link)
+            .await
+            .map_err(|_| Status::unavailable("the coordinator no longer admits workers"))?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Serves the cluster, the standard health service and server reflection on `listener` until
+/// `shutdown` completes. Health and reflection answer without the token so that Kubernetes
+/// probes and stock gRPC tools work.
+pub async fn serve(
+    listener: TcpListener,
+    service: CoordinatorService,
+    token: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ClusterError> {
+    let peer = listener
+        .local_addr()
+        .map_or_else(|_| "listener".into(), |a| a.to_string());
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(
+            "siamese.cluster.v1.Cluster",
+            tonic_health::ServingStatus::Serving,
+        )
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ClusterError::Setup(format!("building the reflection service: {e}")))?;
+    let cluster = ClusterServer::new(service)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            cluster,
+            CheckToken::new(token),
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|source| ClusterError::Transport { peer, source })
+}

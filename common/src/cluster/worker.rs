@@ -1,0 +1,316 @@
+//! The worker: joins a coordinator, proves it holds the same data, then computes the gradients
+//! and embeddings of the shards it is sent until told to stop.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use super::auth::AddToken;
+use super::proto::cluster_client::ClusterClient;
+use super::proto::{
+    CoordinatorMessage, EmbedResult, GradientResult, ImageSet, Join, RunRequest, Task, WorkerError,
+    WorkerMessage, coordinator_message, task, worker_message,
+};
+use super::service::MAX_MESSAGE_BYTES;
+use super::wire::{decode_f32, encode_f32};
+use super::{ClusterError, MODEL_VERSION, PROTOCOL_VERSION};
+use crate::data::{Dataset, DatasetKind, obtain_dataset};
+use crate::model::ModelSpec;
+use crate::pairs::Pair;
+use crate::train::Replica;
+
+/// How a worker is started.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// The coordinator's URL, e.g. `http://10.0.0.5:50051`.
+    pub coordinator: String,
+    /// The run's shared token.
+    pub token: Option<String>,
+    /// `cpu` or `cuda:K`.
+    pub device: String,
+    /// Compute threads.
+    pub threads: usize,
+    /// The dataset folder (same resolution as the coordinator when absent).
+    pub data_dir: Option<PathBuf>,
+    /// How long to keep retrying the first connection.
+    pub connect_timeout: Duration,
+}
+
+/// Parses `cpu` / `cuda:K` into a Candle device.
+pub fn parse_device(name: &str) -> Result<Device, ClusterError> {
+    if name == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let Some(ordinal) = name
+        .strip_prefix("cuda:")
+        .and_then(|k| k.parse::<usize>().ok())
+    else {
+        return Err(ClusterError::Setup(format!(
+            "unknown device {name:?}: use cpu or cuda:K"
+        )));
+    };
+    if !cfg!(feature = "cuda") {
+        return Err(ClusterError::Setup(format!(
+            "device {name} needs CUDA, but this build has none: rebuild with `cargo build --release --features cuda` (see ../shared/gpu/README.md)"
+        )));
+    }
+    Device::new_cuda(ordinal).map_err(|e| ClusterError::Setup(format!("opening {name}: {e}")))
+}
+
+fn status(call: &'static str) -> impl Fn(tonic::Status) -> ClusterError {
+    move |s| match s.code() {
+        tonic::Code::Unauthenticated => ClusterError::Refused(s.message().to_string()),
+        _ => ClusterError::Status {
+            call,
+            status: Box::new(s),
+        },
+    }
+}
+
+async fn connect(opts: &WorkerOptions) -> Result<Channel, ClusterError> {
+    let endpoint = Endpoint::from_shared(opts.coordinator.clone()).map_err(|e| {
+        ClusterError::Setup(format!("bad coordinator URL {:?}: {e}", opts.coordinator))
+    })?;
+    let deadline = Instant::now() + opts.connect_timeout;
+    loop {
+        match endpoint.connect().await {
+            Ok(ch) => return Ok(ch),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(ClusterError::Transport {
+                    peer: opts.coordinator.clone(),
+                    source: e,
+                });
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Joins the coordinator and serves tasks until it says stop.
+pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
+    let device = parse_device(&opts.device)?;
+    let channel = connect(&opts).await?;
+    let auth = AddToken::new(opts.token.as_deref())
+        .map_err(|s| ClusterError::Setup(s.message().to_string()))?;
+    let mut client = ClusterClient::with_interceptor(channel, auth)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let info = client
+        .run(RunRequest {})
+        .await
+        .map_err(status("Run"))?
+        .into_inner();
+    if info.protocol_version != PROTOCOL_VERSION {
+        return Err(ClusterError::Refused(format!(
+            "the coordinator speaks protocol version {}, this worker speaks {PROTOCOL_VERSION}: run matching builds",
+            info.protocol_version
+        )));
+    }
+    let kind: DatasetKind = info
+        .dataset
+        .parse()
+        .map_err(|e| ClusterError::Setup(format!("{e}")))?;
+    let data_dir = opts.data_dir.clone();
+    let dataset = tokio::task::spawn_blocking(move || obtain_dataset(kind, data_dir.as_deref()))
+        .await
+        .map_err(|e| ClusterError::Setup(format!("loading the dataset: {e}")))?
+        .map_err(|e| ClusterError::Setup(format!("loading the dataset: {e}")))?;
+    let dataset = Arc::new(dataset);
+    let digest = dataset.digest();
+
+    let (out_tx, out_rx) = mpsc::channel::<WorkerMessage>(64);
+    let join = Join {
+        protocol_version: PROTOCOL_VERSION,
+        model_version: MODEL_VERSION.into(),
+        dataset: kind.name().into(),
+        data_digest: digest,
+        device: opts.device.clone(),
+        threads: opts.threads as u32,
+        host: hostname(),
+        pid: std::process::id(),
+    };
+    out_tx
+        .send(WorkerMessage {
+            body: Some(worker_message::Body::Join(join)),
+        })
+        .await
+        .map_err(|_| ClusterError::Setup("the outgoing stream closed".into()))?;
+    let mut inbound = client
+        .session(ReceiverStream::new(out_rx))
+        .await
+        .map_err(status("Session"))?
+        .into_inner();
+    let welcome = match inbound.message().await.map_err(status("Session"))? {
+        Some(CoordinatorMessage {
+            body: Some(coordinator_message::Body::Welcome(w)),
+        }) => w,
+        Some(CoordinatorMessage {
+            body: Some(coordinator_message::Body::Refusal(r)),
+        }) => {
+            return Err(ClusterError::Refused(r.reason));
+        }
+        _ => {
+            let what = "the session did not start with Welcome or Refusal".into();
+            return Err(ClusterError::Protocol {
+                peer: opts.coordinator.clone(),
+                what,
+            });
+        }
+    };
+    let spec: ModelSpec =
+        serde_json::from_str(&welcome.model_spec_json).map_err(|e| ClusterError::Protocol {
+            peer: opts.coordinator.clone(),
+            what: format!("bad model spec: {e}"),
+        })?;
+    tracing::info!(
+        rank = welcome.rank,
+        world = welcome.world_size,
+        "joined the run"
+    );
+
+    let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<CoordinatorMessage>();
+    let compute = std::thread::Builder::new()
+        .name("compute".into())
+        .spawn(move || compute_loop(spec, device, &dataset, cmd_rx, out_tx))
+        .map_err(|e| ClusterError::Setup(format!("starting the compute thread: {e}")))?;
+    let mut stopped = false;
+    while let Some(msg) = inbound.message().await.map_err(status("Session"))? {
+        if let Some(coordinator_message::Body::Stop(s)) = &msg.body {
+            tracing::info!(reason = %s.reason, "stopping");
+            stopped = true;
+        }
+        if cmd_tx.send(msg).is_err() || stopped {
+            break;
+        }
+    }
+    drop(cmd_tx);
+    let result = compute
+        .join()
+        .map_err(|_| ClusterError::Setup("the compute thread panicked".into()))?;
+    result?;
+    if !stopped {
+        return Err(ClusterError::Protocol {
+            peer: opts.coordinator,
+            what: "the coordinator ended the session without Stop".into(),
+        });
+    }
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Runs tasks in arrival order, each once the weights it names have arrived.
+fn compute_loop(
+    spec: ModelSpec,
+    device: Device,
+    data: &Dataset,
+    commands: std::sync::mpsc::Receiver<CoordinatorMessage>,
+    out: mpsc::Sender<WorkerMessage>,
+) -> Result<(), ClusterError> {
+    let mut replica = Replica::new(spec, &spec.init(0), &device)
+        .map_err(|e| ClusterError::Setup(format!("building the replica: {e}")))?;
+    let mut version = 0u64;
+    let mut pending: VecDeque<Task> = VecDeque::new();
+    for msg in commands {
+        match msg.body {
+            Some(coordinator_message::Body::Weights(w)) => {
+                let values = decode_f32(&w.values).ok_or_else(|| ClusterError::Protocol {
+                    peer: "coordinator".into(),
+                    what: "weights of odd byte length".into(),
+                })?;
+                replica
+                    .set_weights(&values)
+                    .map_err(|e| ClusterError::Setup(format!("loading weights: {e}")))?;
+                version = w.version;
+            }
+            Some(coordinator_message::Body::Task(t)) => pending.push_back(t),
+            Some(coordinator_message::Body::Stop(_)) => return Ok(()),
+            _ => {}
+        }
+        while pending
+            .front()
+            .is_some_and(|t| t.weights_version <= version)
+        {
+            if let Some(t) = pending.pop_front() {
+                let reply = run_task(&mut replica, data, t);
+                if out.blocking_send(reply).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_task(replica: &mut Replica, data: &Dataset, t: Task) -> WorkerMessage {
+    let start = Instant::now();
+    let id = t.id;
+    let body = match t.kind {
+        Some(task::Kind::Gradient(g)) => {
+            if g.first.len() != g.second.len() || g.first.len() != g.same.len() {
+                Err("gradient task with lists of different lengths".to_string())
+            } else {
+                let pairs: Vec<Pair> = g
+                    .first
+                    .iter()
+                    .zip(&g.second)
+                    .zip(&g.same)
+                    .map(|((&a, &b), &same)| Pair { a, b, same })
+                    .collect();
+                replica
+                    .pair_gradient(&data.train, &pairs)
+                    .map_err(|e| e.to_string())
+                    .map(|step| {
+                        let correct = step
+                            .similarity
+                            .iter()
+                            .zip(&pairs)
+                            .filter(|(s, p)| (**s > 0.5) == p.same)
+                            .count();
+                        worker_message::Body::Gradient(GradientResult {
+                            id,
+                            grad: encode_f32(&step.grad),
+                            loss_sum: f64::from(step.loss_sum),
+                            correct: correct as u32,
+                            pairs: pairs.len() as u32,
+                            compute_s: start.elapsed().as_secs_f64(),
+                        })
+                    })
+            }
+        }
+        Some(task::Kind::Embed(e)) => {
+            let images = if e.set == ImageSet::Test as i32 {
+                &data.test
+            } else {
+                &data.train
+            };
+            replica
+                .embed(images, &e.indices)
+                .map_err(|e| e.to_string())
+                .map(|values| {
+                    worker_message::Body::Embedding(EmbedResult {
+                        id,
+                        width: replica.network().spec().out_width() as u32,
+                        values: encode_f32(&values),
+                        compute_s: start.elapsed().as_secs_f64(),
+                    })
+                })
+        }
+        None => Err("a task without a kind".to_string()),
+    };
+    let body = body.unwrap_or_else(|message| {
+        tracing::error!(task = id, %message, "task failed");
+        worker_message::Body::Error(WorkerError { id, message })
+    });
+    WorkerMessage { body: Some(body) }
+}

@@ -1,0 +1,325 @@
+//! A fully connected layer whose results do not depend on how samples are batched.
+//!
+//! Candle's matmul picks different kernels for different batch sizes, so the same image gets
+//! slightly different activations in a batch of 21 and in one of 64, and its weight gradient sums
+//! over the batch in an order set by the kernel's blocking. Data-parallel training must give the
+//! same model whatever the sharding (and Adam turns tiny differences in near-zero gradients
+//! into steps of size lr), so this layer computes every output row with one fixed-order dot
+//! product and sums the weight and bias gradients over samples in f64.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+/// Lanes of the fixed-order dot product.
+const LANES: usize = 8;
+
+/// Dot product with a fixed association: eight running lanes, then a fixed tree.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (ca, ra) = a.as_chunks::<LANES>();
+    let (cb, rb) = b.as_chunks::<LANES>();
+    for (x, y) in ca.iter().zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    for (l, (x, y)) in ra.iter().zip(rb).enumerate() {
+        acc[l] += x * y;
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `y[i] = x[i] . w[o] + b[o]` for a run of rows.
+#[inline(always)]
+fn forward_rows(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], k: usize) {
+    let m = b.len();
+    for (xi, yi) in x.chunks_exact(k).zip(y.chunks_exact_mut(m)) {
+        for (o, yo) in yi.iter_mut().enumerate() {
+            *yo = dot(xi, &w[o * k..(o + 1) * k]) + b[o];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn forward_rows_avx2(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], k: usize) {
+    forward_rows(x, w, b, y, k)
+}
+
+/// `dx[i] = sum_o g[i, o] w[o]` for a run of rows, in a fixed order.
+#[inline(always)]
+fn input_grad_rows(g: &[f32], w: &[f32], dx: &mut [f32], k: usize, m: usize) {
+    for (gi, dxi) in g.chunks_exact(m).zip(dx.chunks_exact_mut(k)) {
+        dxi.fill(0.0);
+        for (o, &go) in gi.iter().enumerate() {
+            if go != 0.0 {
+                for (d, &wv) in dxi.iter_mut().zip(&w[o * k..(o + 1) * k]) {
+                    *d += go * wv;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn input_grad_rows_avx2(g: &[f32], w: &[f32], dx: &mut [f32], k: usize, m: usize) {
+    input_grad_rows(g, w, dx, k, m)
+}
+
+/// Weight-gradient row `o` (and its bias entry): sums over samples in f64.
+#[inline(always)]
+fn weight_grad_row(
+    g: &[f32],
+    x: &[f32],
+    o: usize,
+    m: usize,
+    k: usize,
+    acc: &mut [f64],
+    dw: &mut [f32],
+) -> f32 {
+    acc.fill(0.0);
+    let mut bias = 0.0f64;
+    for (gi, xi) in g.chunks_exact(m).zip(x.chunks_exact(k)) {
+        let go = f64::from(gi[o]);
+        if go != 0.0 {
+            bias += go;
+            for (a, &xv) in acc.iter_mut().zip(xi) {
+                *a += go * f64::from(xv);
+            }
+        }
+    }
+    for (d, a) in dw.iter_mut().zip(acc.iter()) {
+        *d = *a as f32;
+    }
+    bias as f32
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn weight_grad_row_avx2(
+    g: &[f32],
+    x: &[f32],
+    o: usize,
+    m: usize,
+    k: usize,
+    acc: &mut [f64],
+    dw: &mut [f32],
+) -> f32 {
+    weight_grad_row(g, x, o, m, k, acc, dw)
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("linear: {what} must be contiguous"),
+    }
+}
+
+fn tensor_slice<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
+    match storage {
+        Storage::Cpu(cpu) => slice(cpu, layout, "tensor"),
+        _ => candle_core::bail!("linear: the batch-invariant kernel runs on the CPU only"),
+    }
+}
+
+struct BatchInvariantLinear;
+
+impl CustomOp3 for BatchInvariantLinear {
+    fn name(&self) -> &'static str {
+        "batch_invariant_linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, k) = l1.shape().dims2()?;
+        let (m, k2) = l2.shape().dims2()?;
+        if k != k2 || l3.shape().dims() != [m] {
+            candle_core::bail!(
+                "linear: input {:?}, weight {:?}, bias {:?}",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        let (x, w, b) = (
+            slice(s1, l1, "input")?,
+            slice(s2, l2, "weight")?,
+            slice(s3, l3, "bias")?,
+        );
+        let mut y = vec![0.0f32; n * m];
+        let avx2 = has_avx2();
+        y.par_chunks_mut(m * 16)
+            .zip(x.par_chunks(k * 16))
+            .for_each(|(yc, xc)| {
+                #[cfg(target_arch = "x86_64")]
+                if avx2 {
+                    // SAFETY: AVX2 was detected at run time.
+                    unsafe { forward_rows_avx2(xc, w, b, yc, k) };
+                    return;
+                }
+                let _ = avx2;
+                forward_rows(xc, w, b, yc, k);
+            });
+        Ok((CpuStorage::F32(y), Shape::from((n, m))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (x, w, grad) = (x.contiguous()?, w.contiguous()?, grad.contiguous()?);
+        let (n, k) = x.dims2()?;
+        let m = w.dim(0)?;
+        let (xg, xl) = x.storage_and_layout();
+        let (wg, wl) = w.storage_and_layout();
+        let (gg, gl) = grad.storage_and_layout();
+        let (xs, ws, gs) = (
+            tensor_slice(&xg, xl)?,
+            tensor_slice(&wg, wl)?,
+            tensor_slice(&gg, gl)?,
+        );
+        let avx2 = has_avx2();
+        let mut dx = vec![0.0f32; n * k];
+        dx.par_chunks_mut(k * 16)
+            .zip(gs.par_chunks(m * 16))
+            .for_each(|(dxc, gc)| {
+                #[cfg(target_arch = "x86_64")]
+                if avx2 {
+                    // SAFETY: AVX2 was detected at run time.
+                    unsafe { input_grad_rows_avx2(gc, ws, dxc, k, m) };
+                    return;
+                }
+                input_grad_rows(gc, ws, dxc, k, m);
+            });
+        let mut dw = vec![0.0f32; m * k];
+        let db: Vec<f32> = dw
+            .par_chunks_mut(k)
+            .enumerate()
+            .map_init(
+                || vec![0.0f64; k],
+                |acc, (o, row)| {
+                    #[cfg(target_arch = "x86_64")]
+                    if avx2 {
+                        // SAFETY: AVX2 was detected at run time.
+                        return unsafe { weight_grad_row_avx2(gs, xs, o, m, k, acc, row) };
+                    }
+                    weight_grad_row(gs, xs, o, m, k, acc, row)
+                },
+            )
+            .collect();
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, (n, k), dev)?),
+            Some(Tensor::from_vec(dw, (m, k), dev)?),
+            Some(Tensor::from_vec(db, m, dev)?),
+        ))
+    }
+}
+
+/// `x w^T + b` for `x: [n, k]`, `w: [m, k]`, `b: [m]`; batch-invariant on the CPU, Candle's
+/// matmul elsewhere.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return x.matmul(&w.t()?)?.broadcast_add(b);
+    }
+    let x = x.contiguous()?;
+    if x.track_op() || w.track_op() || b.track_op() {
+        x.apply_op3(w, b, BatchInvariantLinear)
+    } else {
+        x.apply_op3_no_bwd(w, b, &BatchInvariantLinear)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Module, Var};
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 2000) as f32 / 1000.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn matches_candle_linear_and_its_gradients() {
+        let dev = Device::Cpu;
+        let x = Var::from_vec(values(37 * 45, 1), (37, 45), &dev).unwrap();
+        let w = Var::from_vec(values(13 * 45, 2), (13, 45), &dev).unwrap();
+        let b = Var::from_vec(values(13, 3), 13, &dev).unwrap();
+        let probe = Tensor::from_vec(values(37 * 13, 4), (37, 13), &dev).unwrap();
+        let ours = linear(&x, &w, &b).unwrap();
+        let theirs = candle_nn::Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()))
+            .forward(&x)
+            .unwrap();
+        let diff = |a: &Tensor, b: &Tensor| {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert!(diff(&ours, &theirs) < 1e-5);
+        let g1 = (ours * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (theirs * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for v in [&x, &w, &b] {
+            assert!(diff(g1.get(v).unwrap(), g2.get(v).unwrap()) < 1e-4);
+        }
+    }
+
+    #[test]
+    fn rows_do_not_depend_on_the_batch() {
+        let dev = Device::Cpu;
+        let x = Tensor::from_vec(values(64 * 84, 5), (64, 84), &dev).unwrap();
+        let w = Tensor::from_vec(values(10 * 84, 6), (10, 84), &dev).unwrap();
+        let b = Tensor::from_vec(values(10, 7), 10, &dev).unwrap();
+        let whole = linear(&x, &w, &b).unwrap().to_vec2::<f32>().unwrap();
+        for n in [1, 3, 21] {
+            let part = linear(&x.narrow(0, 0, n).unwrap(), &w, &b)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            assert_eq!(part[..], whole[..n]);
+        }
+    }
+}

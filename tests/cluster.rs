@@ -1,0 +1,308 @@
+//! The cluster over real processes on 127.0.0.1: equivalence with one worker, local spawning,
+//! remote workers, and what the coordinator refuses.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use integration_tests::fake_worker::{self, Fault};
+use integration_tests::{bin, read_results, run_with_limit, shared_dataset};
+
+/// Common flags of a quick run on a subset of real MNIST.
+fn quick_run(cmd: &mut Command, dir: &Path, name: &str) {
+    cmd.args([
+        "--dataset",
+        "mnist",
+        "--val-pairs",
+        "400",
+        "--test-pairs",
+        "400",
+    ])
+    .arg("--data-dir")
+    .arg(shared_dataset("mnist"))
+    .arg("--out")
+    .arg(dir.join(format!("{name}.json")));
+}
+
+fn load_weights(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (name, values)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Largest relative difference over tensors: max |a - b| / max |a|.
+fn max_relative_difference(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|((na, va), (nb, vb))| {
+            assert_eq!(na, nb);
+            let scale = va.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
+            va.iter()
+                .zip(vb)
+                .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+                / scale
+        })
+        .fold(0.0, f32::max)
+}
+
+fn train_steps(dir: &Path, workers: usize, seed: u64) -> PathBuf {
+    let name = format!("w{workers}-s{seed}");
+    let mut cmd = Command::new(bin("coordinator"));
+    quick_run(&mut cmd, dir, &name);
+    cmd.args([
+        "--workers",
+        &workers.to_string(),
+        "--max-steps",
+        "20",
+        "--train-subset",
+        "6000",
+        "--threads",
+        "1",
+    ])
+    .args(["--seed", &seed.to_string()]);
+    let out = run_with_limit(&mut cmd, Duration::from_secs(180));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        read_results(&dir.join(format!("{name}.json")))["workers"],
+        workers
+    );
+    dir.join(format!("{name}.safetensors"))
+}
+
+#[test]
+fn one_and_three_workers_end_with_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = load_weights(&train_steps(dir.path(), 1, 1));
+    let three = load_weights(&train_steps(dir.path(), 3, 1));
+    let diff = max_relative_difference(&one, &three);
+    assert!(diff <= 1e-5, "1 vs 3 workers differ by {diff:e} (relative)");
+    // The comparison is sharp enough to see a different run.
+    let other = load_weights(&train_steps(dir.path(), 1, 2));
+    assert!(max_relative_difference(&one, &other) > 1e-3);
+}
+
+fn pid_of(peer: &str) -> u32 {
+    // "host:pid at 127.0.0.1:port"
+    peer.split_whitespace()
+        .next()
+        .and_then(|h| h.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn four_local_workers_train_and_leave_no_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bin("coordinator"));
+    quick_run(&mut cmd, dir.path(), "four");
+    cmd.args([
+        "--workers",
+        "4",
+        "--epochs",
+        "2",
+        "--train-subset",
+        "12000",
+        "--threads",
+        "1",
+    ]);
+    let out = run_with_limit(&mut cmd, Duration::from_secs(300));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = read_results(&dir.path().join("four.json"));
+    assert_eq!(r["workers"], 4);
+    assert_eq!(r["aggregation"], "coordinator");
+    let per_worker = r["timing"]["per_worker"].as_array().unwrap();
+    assert_eq!(per_worker.len(), 4);
+    let acc = r["test"]["pair_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.90, "pair accuracy {acc}");
+    for w in per_worker {
+        assert!(w["steps"].as_u64().unwrap() > 0);
+        let pid = pid_of(w["peer"].as_str().unwrap());
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "worker process {pid} is still running"
+        );
+    }
+}
+
+/// A coordinator waiting for `workers` remote workers; returns it and its address.
+fn waiting_coordinator(dir: &Path, workers: usize, token: &str) -> (Child, String) {
+    let addr_file = dir.join("addr");
+    let mut cmd = Command::new(bin("coordinator"));
+    quick_run(&mut cmd, dir, "remote");
+    let child = cmd
+        .args([
+            "--workers",
+            &workers.to_string(),
+            "--no-spawn",
+            "--token",
+            token,
+            "--epochs",
+            "1",
+        ])
+        .args(["--train-subset", "3000", "--join-timeout", "60"])
+        .arg("--address-file")
+        .arg(&addr_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    let start = Instant::now();
+    loop {
+        match std::fs::read_to_string(&addr_file) {
+            Ok(addr) if !addr.is_empty() => return (child, addr),
+            _ => {}
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the coordinator never wrote its address");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn worker(addr: &str, token: &str, data: &Path) -> Command {
+    let mut cmd = Command::new(bin("worker"));
+    cmd.args([
+        "--coordinator",
+        &format!("http://{addr}"),
+        "--token",
+        token,
+        "--threads",
+        "1",
+    ])
+    .arg("--data-dir")
+    .arg(data);
+    cmd
+}
+
+fn wait_success(child: Child, what: &str) -> String {
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{what} failed:\n{err}");
+    err
+}
+
+#[test]
+fn remote_workers_join_a_waiting_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, addr) = waiting_coordinator(dir.path(), 2, "s3cret");
+    let workers: Vec<Child> = (0..2)
+        .map(|_| {
+            worker(&addr, "s3cret", &shared_dataset("mnist"))
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_success(coordinator, "coordinator");
+    for w in workers {
+        wait_success(w, "worker");
+    }
+    let r = read_results(&dir.path().join("remote.json"));
+    assert_eq!(r["workers"], 2);
+    assert!(r["test"]["pair_accuracy"].as_f64().unwrap() > 0.6);
+}
+
+#[test]
+fn wrong_token_and_different_data_are_refused_while_training_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, addr) = waiting_coordinator(dir.path(), 2, "right-token");
+    let bad_token = run_with_limit(
+        &mut worker(&addr, "wrong-token", &shared_dataset("mnist")),
+        Duration::from_secs(60),
+    );
+    assert!(!bad_token.status.success());
+    let err = String::from_utf8_lossy(&bad_token.stderr);
+    assert!(err.contains("wrong token"), "{err}");
+    // Fashion-MNIST's files under the names MNIST expects: same format, other data.
+    let other = run_with_limit(
+        &mut worker(&addr, "right-token", &shared_dataset("fashion-mnist")),
+        Duration::from_secs(60),
+    );
+    assert!(!other.status.success());
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(err.contains("digest") && err.contains("different"), "{err}");
+    let good: Vec<Child> = (0..2)
+        .map(|_| {
+            worker(&addr, "right-token", &shared_dataset("mnist"))
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_success(coordinator, "coordinator");
+    for w in good {
+        wait_success(w, "worker");
+    }
+    assert_eq!(read_results(&dir.path().join("remote.json"))["workers"], 2);
+}
+
+fn coordinator_against_fake(fault: Fault) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, addr) = waiting_coordinator(dir.path(), 1, "tok");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(fake_worker::run(
+        &addr,
+        "tok",
+        &shared_dataset("mnist"),
+        fault,
+    ));
+    let out = coordinator.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "the coordinator accepted a faulty worker:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    // No epoch finished, so no checkpoint was written from a bad step.
+    assert!(!dir.path().join("remote.safetensors").exists());
+    err
+}
+
+#[test]
+fn nan_gradient_is_refused_naming_the_worker() {
+    let err = coordinator_against_fake(Fault::NanGradient);
+    assert!(
+        err.contains("worker 0") && err.contains("NaN") && err.contains("not applied"),
+        "{err}"
+    );
+}
+
+#[test]
+fn gradient_of_the_wrong_length_is_refused() {
+    let err = coordinator_against_fake(Fault::ShortGradient);
+    assert!(
+        err.contains("worker 0") && err.contains("values, the model has"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_vanished_worker_stops_the_run_with_a_clear_error() {
+    let err = coordinator_against_fake(Fault::VanishAfter(3));
+    assert!(err.contains("worker 0") && err.contains("lost"), "{err}");
+}
