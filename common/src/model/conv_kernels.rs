@@ -10,91 +10,14 @@
 //! and for the baseline target.
 
 use super::conv_block::ConvGeom;
+#[cfg(target_arch = "x86_64")]
+use super::simd::Avx2;
+use super::simd::{Lanes8, Scalar, has_avx2_fma};
 
 /// Width of one kernel-row run: a k-wide window row padded with zero weights.
 const RUN: usize = 8;
 /// Largest kernel side the backward keeps in registers.
 const MAX_K: usize = 8;
-
-/// Eight `f32` lanes: AVX2 registers where the CPU has them, plain arrays elsewhere.
-///
-/// LLVM does not vectorise the lane loops on its own here (it unrolls them into scalar FMAs and
-/// spills), so the AVX2 path spells the vector operations out.
-trait Lanes8 {
-    type V: Copy;
-    /// All lanes zero.
-    fn zero() -> Self::V;
-    /// Every lane `x`.
-    fn splat(x: f32) -> Self::V;
-    /// Eight values from the start of `s` (at least eight long).
-    fn load(s: &[f32]) -> Self::V;
-    /// Writes eight values to the start of `s`.
-    fn store(s: &mut [f32], v: Self::V);
-    /// `a * b + c` per lane.
-    fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
-}
-
-/// The portable fallback.
-struct Scalar;
-impl Lanes8 for Scalar {
-    type V = [f32; 8];
-    #[inline(always)]
-    fn zero() -> Self::V {
-        [0.0; 8]
-    }
-    #[inline(always)]
-    fn splat(x: f32) -> Self::V {
-        [x; 8]
-    }
-    #[inline(always)]
-    fn load(s: &[f32]) -> Self::V {
-        let mut v = [0.0; 8];
-        v.copy_from_slice(&s[..8]);
-        v
-    }
-    #[inline(always)]
-    fn store(s: &mut [f32], v: Self::V) {
-        s[..8].copy_from_slice(&v);
-    }
-    #[inline(always)]
-    fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
-        std::array::from_fn(|i| a[i] * b[i] + c[i])
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-struct Avx2;
-#[cfg(target_arch = "x86_64")]
-impl Lanes8 for Avx2 {
-    type V = std::arch::x86_64::__m256;
-    #[inline(always)]
-    fn zero() -> Self::V {
-        // SAFETY: only reached from functions compiled with AVX2 enabled, after detection.
-        unsafe { std::arch::x86_64::_mm256_setzero_ps() }
-    }
-    #[inline(always)]
-    fn splat(x: f32) -> Self::V {
-        // SAFETY: as above.
-        unsafe { std::arch::x86_64::_mm256_set1_ps(x) }
-    }
-    #[inline(always)]
-    fn load(s: &[f32]) -> Self::V {
-        assert!(s.len() >= 8);
-        // SAFETY: eight readable floats checked above; unaligned load.
-        unsafe { std::arch::x86_64::_mm256_loadu_ps(s.as_ptr()) }
-    }
-    #[inline(always)]
-    fn store(s: &mut [f32], v: Self::V) {
-        assert!(s.len() >= 8);
-        // SAFETY: eight writable floats checked above; unaligned store.
-        unsafe { std::arch::x86_64::_mm256_storeu_ps(s.as_mut_ptr(), v) }
-    }
-    #[inline(always)]
-    fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
-        // SAFETY: FMA is detected together with AVX2 before this path is taken.
-        unsafe { std::arch::x86_64::_mm256_fmadd_ps(a, b, c) }
-    }
-}
 
 /// Weights rearranged once per call for the two kernels.
 pub(crate) struct Prepared {
@@ -151,17 +74,6 @@ pub(crate) fn lanes_for(cout: usize) -> Option<usize> {
         1..=8 => Some(8),
         9..=16 => Some(16),
         _ => None,
-    }
-}
-
-fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 
@@ -240,6 +152,8 @@ fn forward_generic<S: Lanes8, const V: usize, const P: usize>(
         vec![0]
     };
     let width = P.min(wc);
+    let mut bias_lanes = vec![0.0f32; lanes];
+    bias_lanes[..g.cout].copy_from_slice(b);
     for ((img, o), a) in x
         .chunks_exact(in_len)
         .zip(out.chunks_exact_mut(out_len))
@@ -274,21 +188,29 @@ fn forward_generic<S: Lanes8, const V: usize, const P: usize>(
                 }
             }
         }
-        for c in 0..g.cout {
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let at =
-                        |dy: usize, dx: usize| z[((2 * oy + dy) * wc + 2 * ox + dx) * lanes + c];
-                    let cand = [at(0, 0), at(0, 1), at(1, 0), at(1, 1)];
-                    let mut best = 0;
-                    for i in 1..4 {
-                        if cand[i] > cand[best] {
-                            best = i;
-                        }
+        // 2x2 pool over all channel lanes at once; the first maximum wins, as in the scalar
+        // definition the tests hold this to.
+        let mut vals = [0.0f32; 16];
+        let mut wins = [0.0f32; 16];
+        let (zero, idx_of) = (S::zero(), [S::splat(1.0), S::splat(2.0), S::splat(3.0)]);
+        for oy in 0..ho {
+            for ox in 0..wo {
+                for v in 0..V {
+                    let at = |dy: usize, dx: usize| {
+                        S::load(&z[(((2 * oy + dy) * wc + 2 * ox + dx) * V + v) * 8..])
+                    };
+                    let (mut best, mut win) = (at(0, 0), zero);
+                    for (i, cand) in [at(0, 1), at(1, 0), at(1, 1)].into_iter().enumerate() {
+                        (best, win) = S::take_greater(cand, best, idx_of[i], win);
                     }
+                    let bias = S::load(&bias_lanes[8 * v..]);
+                    S::store(&mut vals[8 * v..], S::max(S::add(best, bias), zero));
+                    S::store(&mut wins[8 * v..], win);
+                }
+                for c in 0..g.cout {
                     let idx = (c * ho + oy) * wo + ox;
-                    o[idx] = (cand[best] + b[c]).max(0.0);
-                    a[idx] = best as u8;
+                    o[idx] = vals[c];
+                    a[idx] = wins[c] as u8;
                 }
             }
         }

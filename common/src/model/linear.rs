@@ -10,73 +10,70 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-/// Lanes of the fixed-order dot product.
-const LANES: usize = 8;
+use super::simd::{Lanes8, Scalar, has_avx2_fma, sum_lanes};
 
-/// Dot product with a fixed association: eight running lanes, then a fixed tree.
+/// Dot product with a fixed association: four independent eight-lane chains (one chain would
+/// wait on the FMA latency), an eight-lane tail, a scalar tail, then a fixed tree.
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let (ca, ra) = a.as_chunks::<LANES>();
-    let (cb, rb) = b.as_chunks::<LANES>();
-    for (x, y) in ca.iter().zip(cb) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
+fn dot<S: Lanes8>(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (mut acc, mut i) = ([S::zero(); 4], 0);
+    while i + 32 <= n {
+        for (c, acc) in acc.iter_mut().enumerate() {
+            *acc = S::madd(S::load(&a[i + 8 * c..]), S::load(&b[i + 8 * c..]), *acc);
         }
+        i += 32;
     }
-    for (l, (x, y)) in ra.iter().zip(rb).enumerate() {
-        acc[l] += x * y;
+    while i + 8 <= n {
+        acc[0] = S::madd(S::load(&a[i..]), S::load(&b[i..]), acc[0]);
+        i += 8;
     }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+    let mut tail = 0.0f32;
+    for j in i..n {
+        tail += a[j] * b[j];
+    }
+    sum_lanes::<S>(S::add(S::add(acc[0], acc[1]), S::add(acc[2], acc[3]))) + tail
 }
 
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2")
+/// `y += alpha * x`, eight lanes at a time.
+#[inline(always)]
+fn axpy<S: Lanes8>(alpha: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    let full = n / 8 * 8;
+    let a = S::splat(alpha);
+    let mut i = 0;
+    while i < full {
+        let sum = S::madd(a, S::load(&x[i..]), S::load(&y[i..]));
+        S::store(&mut y[i..], sum);
+        i += 8;
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+    for j in full..n {
+        y[j] += alpha * x[j];
     }
 }
 
 /// `y[i] = x[i] . w[o] + b[o]` for a run of rows.
 #[inline(always)]
-fn forward_rows(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], k: usize) {
+fn forward_rows<S: Lanes8>(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], k: usize) {
     let m = b.len();
     for (xi, yi) in x.chunks_exact(k).zip(y.chunks_exact_mut(m)) {
         for (o, yo) in yi.iter_mut().enumerate() {
-            *yo = dot(xi, &w[o * k..(o + 1) * k]) + b[o];
+            *yo = dot::<S>(xi, &w[o * k..(o + 1) * k]) + b[o];
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn forward_rows_avx2(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], k: usize) {
-    forward_rows(x, w, b, y, k)
 }
 
 /// `dx[i] = sum_o g[i, o] w[o]` for a run of rows, in a fixed order.
 #[inline(always)]
-fn input_grad_rows(g: &[f32], w: &[f32], dx: &mut [f32], k: usize, m: usize) {
+fn input_grad_rows<S: Lanes8>(g: &[f32], w: &[f32], dx: &mut [f32], k: usize, m: usize) {
     for (gi, dxi) in g.chunks_exact(m).zip(dx.chunks_exact_mut(k)) {
         dxi.fill(0.0);
         for (o, &go) in gi.iter().enumerate() {
             if go != 0.0 {
-                for (d, &wv) in dxi.iter_mut().zip(&w[o * k..(o + 1) * k]) {
-                    *d += go * wv;
-                }
+                axpy::<S>(go, &w[o * k..(o + 1) * k], dxi);
             }
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn input_grad_rows_avx2(g: &[f32], w: &[f32], dx: &mut [f32], k: usize, m: usize) {
-    input_grad_rows(g, w, dx, k, m)
 }
 
 /// Weight-gradient row `o` (and its bias entry): sums over samples in f64.
@@ -108,17 +105,32 @@ fn weight_grad_row(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn weight_grad_row_avx2(
-    g: &[f32],
-    x: &[f32],
-    o: usize,
-    m: usize,
-    k: usize,
-    acc: &mut [f64],
-    dw: &mut [f32],
-) -> f32 {
-    weight_grad_row(g, x, o, m, k, acc, dw)
+mod avx2 {
+    //! The kernels compiled with AVX2 and FMA enabled.
+    use super::super::simd::Avx2;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn forward_rows(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], k: usize) {
+        super::forward_rows::<Avx2>(x, w, b, y, k)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn input_grad_rows(g: &[f32], w: &[f32], dx: &mut [f32], k: usize, m: usize) {
+        super::input_grad_rows::<Avx2>(g, w, dx, k, m)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn weight_grad_row(
+        g: &[f32],
+        x: &[f32],
+        o: usize,
+        m: usize,
+        k: usize,
+        acc: &mut [f64],
+        dw: &mut [f32],
+    ) -> f32 {
+        super::weight_grad_row(g, x, o, m, k, acc, dw)
+    }
 }
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
@@ -168,18 +180,18 @@ impl CustomOp3 for BatchInvariantLinear {
             slice(s3, l3, "bias")?,
         );
         let mut y = vec![0.0f32; n * m];
-        let avx2 = has_avx2();
+        let avx2 = has_avx2_fma();
         y.par_chunks_mut(m * 16)
             .zip(x.par_chunks(k * 16))
             .for_each(|(yc, xc)| {
                 #[cfg(target_arch = "x86_64")]
                 if avx2 {
-                    // SAFETY: AVX2 was detected at run time.
-                    unsafe { forward_rows_avx2(xc, w, b, yc, k) };
+                    // SAFETY: AVX2 and FMA were detected at run time.
+                    unsafe { avx2::forward_rows(xc, w, b, yc, k) };
                     return;
                 }
                 let _ = avx2;
-                forward_rows(xc, w, b, yc, k);
+                forward_rows::<Scalar>(xc, w, b, yc, k);
             });
         Ok((CpuStorage::F32(y), Shape::from((n, m))))
     }
@@ -203,18 +215,18 @@ impl CustomOp3 for BatchInvariantLinear {
             tensor_slice(&wg, wl)?,
             tensor_slice(&gg, gl)?,
         );
-        let avx2 = has_avx2();
+        let avx2 = has_avx2_fma();
         let mut dx = vec![0.0f32; n * k];
         dx.par_chunks_mut(k * 16)
             .zip(gs.par_chunks(m * 16))
             .for_each(|(dxc, gc)| {
                 #[cfg(target_arch = "x86_64")]
                 if avx2 {
-                    // SAFETY: AVX2 was detected at run time.
-                    unsafe { input_grad_rows_avx2(gc, ws, dxc, k, m) };
+                    // SAFETY: AVX2 and FMA were detected at run time.
+                    unsafe { avx2::input_grad_rows(gc, ws, dxc, k, m) };
                     return;
                 }
-                input_grad_rows(gc, ws, dxc, k, m);
+                input_grad_rows::<Scalar>(gc, ws, dxc, k, m);
             });
         let mut dw = vec![0.0f32; m * k];
         let db: Vec<f32> = dw
@@ -225,8 +237,8 @@ impl CustomOp3 for BatchInvariantLinear {
                 |acc, (o, row)| {
                     #[cfg(target_arch = "x86_64")]
                     if avx2 {
-                        // SAFETY: AVX2 was detected at run time.
-                        return unsafe { weight_grad_row_avx2(gs, xs, o, m, k, acc, row) };
+                        // SAFETY: AVX2 and FMA were detected at run time.
+                        return unsafe { avx2::weight_grad_row(gs, xs, o, m, k, acc, row) };
                     }
                     weight_grad_row(gs, xs, o, m, k, acc, row)
                 },

@@ -10,6 +10,7 @@ pub mod linear;
 pub mod loss;
 pub mod network;
 pub mod params;
+pub(crate) mod simd;
 
 use std::path::PathBuf;
 
