@@ -9,4 +9,5 @@ pub mod model;
 pub mod optim;
 pub mod pairs;
 pub mod results;
+pub mod threads;
 pub mod train;

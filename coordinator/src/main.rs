@@ -34,6 +34,14 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // The coordinator of a cluster computes only Adam; in this process it trains.
+    let threads = if cli.cluster.workers == 0 {
+        cli.train.threads()
+    } else {
+        1
+    };
+    // SAFETY: nothing has started a thread yet.
+    unsafe { siamese_common::threads::pin_compute_threads(threads) };
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -81,12 +89,6 @@ fn print_summary(r: &RunResults, out: &std::path::Path) {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = cli.train.resolved();
     let local = cli.cluster.workers == 0;
-    if local {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(cfg.threads())
-            .build_global()
-            .context("starting the compute thread pool")?;
-    }
     tracing::info!(
         config = %serde_json::to_string(&cfg)?,
         cluster = %serde_json::to_string(&cli.cluster)?,
@@ -110,6 +112,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     );
     let out = cfg.out_path();
     let results = if local {
+        // Training runs inside the pool so the kernels' parallel loops start on this thread.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.threads())
+            .build()
+            .context("starting the compute thread pool")?;
         let mut trainer = Trainer::new(cfg.clone(), data);
         let mut engine = LocalEngine::new(
             trainer.spec(),
@@ -117,7 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dataset,
             &candle_core::Device::Cpu,
         )?;
-        trainer.run(&mut engine, &mut print_epoch)?
+        pool.install(|| trainer.run(&mut engine, &mut print_epoch))?
     } else {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -43,6 +43,13 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let threads = cli.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    // SAFETY: nothing has started a thread yet.
+    unsafe { siamese_common::threads::pin_compute_threads(threads) };
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -58,10 +65,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .context("starting the compute thread pool")?;
     let opts = WorkerOptions {
         coordinator: cli.coordinator,
         token: cli.token,

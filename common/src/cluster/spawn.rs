@@ -60,6 +60,9 @@ impl LocalWorkers {
                 .arg("--device")
                 .arg(opts.device)
                 .env(TOKEN_ENV, opts.token)
+                // The coordinator pinned its own (single) compute thread; each worker gets its share.
+                .env("CANDLE_NUM_THREADS", opts.threads.to_string())
+                .env("RAYON_NUM_THREADS", opts.threads.to_string())
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());

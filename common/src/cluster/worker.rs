@@ -17,7 +17,7 @@ use super::proto::{
     CoordinatorMessage, EmbedResult, GradientResult, ImageSet, Join, RunRequest, Task, WorkerError,
     WorkerMessage, coordinator_message, task, worker_message,
 };
-use super::service::MAX_MESSAGE_BYTES;
+use super::service::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
 use super::wire::{decode_f32, encode_f32};
 use super::{ClusterError, MODEL_VERSION, PROTOCOL_VERSION};
 use crate::data::{Dataset, DatasetKind, obtain_dataset};
@@ -74,9 +74,13 @@ fn status(call: &'static str) -> impl Fn(tonic::Status) -> ClusterError {
 }
 
 async fn connect(opts: &WorkerOptions) -> Result<Channel, ClusterError> {
-    let endpoint = Endpoint::from_shared(opts.coordinator.clone()).map_err(|e| {
-        ClusterError::Setup(format!("bad coordinator URL {:?}: {e}", opts.coordinator))
-    })?;
+    let endpoint = Endpoint::from_shared(opts.coordinator.clone())
+        .map_err(|e| {
+            ClusterError::Setup(format!("bad coordinator URL {:?}: {e}", opts.coordinator))
+        })?
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .tcp_nodelay(true);
     let deadline = Instant::now() + opts.connect_timeout;
     loop {
         match endpoint.connect().await {
@@ -175,9 +179,16 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
     );
 
     let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<CoordinatorMessage>();
+    // The compute loop runs inside its own pool, so the kernels' parallel loops run on the
+    // loop's thread instead of handing every operation to another thread and waiting.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.max(1))
+        .thread_name(|i| format!("compute-{i}"))
+        .build()
+        .map_err(|e| ClusterError::Setup(format!("starting the compute threads: {e}")))?;
     let compute = std::thread::Builder::new()
         .name("compute".into())
-        .spawn(move || compute_loop(spec, device, &dataset, cmd_rx, out_tx))
+        .spawn(move || pool.install(|| compute_loop(spec, device, &dataset, cmd_rx, out_tx)))
         .map_err(|e| ClusterError::Setup(format!("starting the compute thread: {e}")))?;
     let mut stopped = false;
     while let Some(msg) = inbound.message().await.map_err(status("Session"))? {

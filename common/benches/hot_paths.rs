@@ -1,0 +1,100 @@
+//! Criterion benchmarks of the hot paths: one training step of a 64-pair batch, scoring 1,000
+//! test pairs, the wire encoding of a gradient, and the aggregation of worker gradients.
+//!
+//! `cargo bench -p siamese-common` (one compute thread unless `RAYON_NUM_THREADS` says more).
+//! Uses the real MNIST in `../shared/datasets/mnist` when present, random images otherwise.
+
+use std::hint::black_box;
+use std::path::Path;
+
+use candle_core::Device;
+use criterion::{Criterion, criterion_group, criterion_main};
+use siamese_common::cluster::wire::{decode_f32, encode_f32};
+use siamese_common::data::{DatasetKind, ImageSet, load_dataset};
+use siamese_common::model::ModelSpec;
+use siamese_common::pairs::{test_pairs, training_pairs};
+use siamese_common::train::eval::similarity;
+use siamese_common::train::{Replica, mean_gradient};
+
+fn images() -> (ImageSet, ImageSet) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/mnist");
+    if let Ok(ds) = load_dataset(DatasetKind::Mnist, &dir) {
+        return (ds.train, ds.test);
+    }
+    let make = |n: usize| {
+        let px = (0..n * 784)
+            .map(|i| ((i * 2654435761) % 256) as u8)
+            .collect();
+        ImageSet::new(px, (0..n).map(|i| (i % 10) as u8).collect(), 1, 28, 28)
+            .expect("synthetic set")
+    };
+    (make(10_000), make(10_000))
+}
+
+fn benches(c: &mut Criterion) {
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global();
+    let (train, test) = images();
+    let spec = ModelSpec::siamese(DatasetKind::Mnist, 10);
+    let weights = spec.init(1);
+    let mut replica = Replica::new(spec, &weights, &Device::Cpu).expect("replica");
+    let pool: Vec<u32> = (0..train.len().min(48_000) as u32).collect();
+    let pairs = training_pairs(train.labels(), &pool, 1, 1).expect("pairs");
+
+    let mut at = 0;
+    c.bench_function("train step, 64 pairs (forward + backward)", |b| {
+        b.iter(|| {
+            at = (at + 64) % (pairs.len() - 64);
+            black_box(
+                replica
+                    .pair_gradient(&train, &pairs[at..at + 64])
+                    .expect("step"),
+            )
+        })
+    });
+
+    let scored = test_pairs(test.labels()).expect("test pairs");
+    let scored = &scored[..1000];
+    c.bench_function("score 1,000 test pairs (embed each image once)", |b| {
+        b.iter(|| {
+            let mut ids: Vec<u32> = scored.iter().flat_map(|p| [p.a, p.b]).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let emb = replica.embed(&test, &ids).expect("embed");
+            let row = |i: u32| {
+                let r = ids.binary_search(&i).unwrap_or(0);
+                &emb[r * 10..(r + 1) * 10]
+            };
+            black_box(
+                scored
+                    .iter()
+                    .map(|p| similarity(row(p.a), row(p.b), -2.0, 2.0))
+                    .sum::<f32>(),
+            )
+        })
+    });
+
+    let grad = replica
+        .pair_gradient(&train, &pairs[..64])
+        .expect("step")
+        .grad;
+    c.bench_function("gradient encode + decode for the wire", |b| {
+        b.iter(|| black_box(decode_f32(&encode_f32(black_box(&grad)))))
+    });
+    let shards = vec![grad.clone(); 4];
+    c.bench_function("aggregate 4 worker gradients", |b| {
+        b.iter(|| black_box(mean_gradient(black_box(&shards), 64)))
+    });
+}
+
+criterion_group! {
+    name = hot_paths;
+    config = Criterion::default().sample_size(30);
+    targets = benches
+}
+criterion_main!(hot_paths);
