@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("cluster_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // `bytes` fields as `Bytes`: the weights are encoded once and shared by every worker's
+    // message, and received vectors are sliced from the receive buffer rather than copied.
+    tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
     Ok(())
 }

@@ -1,12 +1,12 @@
 //! Float vectors on the wire: little-endian `f32` bytes.
 
 /// Encodes floats as little-endian bytes.
-pub fn encode_f32(values: &[f32]) -> Vec<u8> {
+pub fn encode_f32(values: &[f32]) -> prost::bytes::Bytes {
     let mut out = Vec::with_capacity(values.len() * 4);
     for v in values {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    out
+    out.into()
 }
 
 /// Decodes little-endian bytes into floats; `None` when the length is not a multiple of 4.

@@ -232,9 +232,25 @@ fn compute_loop(
         .map_err(|e| ClusterError::Setup(format!("building the replica: {e}")))?;
     let mut version = 0u64;
     let mut pending: VecDeque<Task> = VecDeque::new();
-    for msg in commands {
+    // Where this worker's time went, logged at the end: idle (waiting for the coordinator),
+    // applying weights, computing, handing results to the network.
+    let (mut idle, mut apply, mut compute, mut send) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    let summary = |idle: f64, apply: f64, compute: f64, send: f64| {
+        tracing::info!(
+            idle_s = idle,
+            apply_weights_s = apply,
+            compute_s = compute,
+            send_s = send,
+            "worker time split"
+        );
+    };
+    loop {
+        let waited = Instant::now();
+        let Ok(msg) = commands.recv() else { break };
+        idle += waited.elapsed().as_secs_f64();
         match msg.body {
             Some(coordinator_message::Body::Weights(w)) => {
+                let start = Instant::now();
                 let values = decode_f32(&w.values).ok_or_else(|| ClusterError::Protocol {
                     peer: "coordinator".into(),
                     what: "weights of odd byte length".into(),
@@ -243,9 +259,13 @@ fn compute_loop(
                     .set_weights(&values)
                     .map_err(|e| ClusterError::Setup(format!("loading weights: {e}")))?;
                 version = w.version;
+                apply += start.elapsed().as_secs_f64();
             }
             Some(coordinator_message::Body::Task(t)) => pending.push_back(t),
-            Some(coordinator_message::Body::Stop(_)) => return Ok(()),
+            Some(coordinator_message::Body::Stop(_)) => {
+                summary(idle, apply, compute, send);
+                return Ok(());
+            }
             _ => {}
         }
         while pending
@@ -253,13 +273,18 @@ fn compute_loop(
             .is_some_and(|t| t.weights_version <= version)
         {
             if let Some(t) = pending.pop_front() {
+                let start = Instant::now();
                 let reply = run_task(&mut replica, data, t);
+                let sending = Instant::now();
+                compute += sending.duration_since(start).as_secs_f64();
                 if out.blocking_send(reply).is_err() {
                     return Ok(());
                 }
+                send += sending.elapsed().as_secs_f64();
             }
         }
     }
+    summary(idle, apply, compute, send);
     Ok(())
 }
 
