@@ -2,11 +2,23 @@
 
 /// Encodes floats as little-endian bytes.
 pub fn encode_f32(values: &[f32]) -> prost::bytes::Bytes {
-    let mut out = Vec::with_capacity(values.len() * 4);
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: any f32 is four initialised bytes, u8 has no alignment requirement, and on a
+        // little-endian target the in-memory bytes are the wire's little-endian encoding.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+        };
+        prost::bytes::Bytes::copy_from_slice(bytes)
     }
-    out.into()
+    #[cfg(not(target_endian = "little"))]
+    {
+        values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into()
+    }
 }
 
 /// Decodes little-endian bytes into floats; `None` when the length is not a multiple of 4.
