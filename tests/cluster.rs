@@ -246,6 +246,13 @@ fn wrong_token_and_different_data_are_refused_while_training_goes_on() {
     assert!(!other.status.success());
     let err = String::from_utf8_lossy(&other.stderr);
     assert!(err.contains("digest") && err.contains("different"), "{err}");
+    let bad_rank = run_with_limit(
+        worker(&addr, "right-token", &shared_dataset("mnist")).args(["--rank", "7"]),
+        Duration::from_secs(60),
+    );
+    assert!(!bad_rank.status.success());
+    let err = String::from_utf8_lossy(&bad_rank.stderr);
+    assert!(err.contains("rank 7 is out of range"), "{err}");
     let good: Vec<Child> = (0..2)
         .map(|_| {
             worker(&addr, "right-token", &shared_dataset("mnist"))
@@ -305,4 +312,135 @@ fn gradient_of_the_wrong_length_is_refused() {
 fn a_vanished_worker_stops_the_run_with_a_clear_error() {
     let err = coordinator_against_fake(Fault::VanishAfter(3));
     assert!(err.contains("worker 0") && err.contains("lost"), "{err}");
+}
+
+/// Process ids whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // Field 4 of /proc/PID/stat, after the parenthesised command name, is the parent's pid.
+        let after = stat.rsplit(')').next().unwrap_or("");
+        if after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok())
+            == Some(pid)
+        {
+            out.push(child);
+        }
+    }
+    out
+}
+
+#[test]
+fn interrupting_the_coordinator_leaves_no_worker_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bin("coordinator"));
+    quick_run(&mut cmd, dir.path(), "interrupted");
+    let mut coordinator = cmd
+        .args(["--workers", "2", "--epochs", "50", "--threads", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = coordinator.id();
+    let start = Instant::now();
+    let workers = loop {
+        let found = children_of(pid);
+        if found.len() == 2 || start.elapsed() > Duration::from_secs(30) {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        workers.len(),
+        2,
+        "the coordinator did not start two workers"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = coordinator.wait().unwrap();
+    assert!(
+        !status.success(),
+        "an interrupted run must not report success"
+    );
+    for w in workers {
+        assert!(
+            !Path::new(&format!("/proc/{w}")).exists(),
+            "worker {w} outlived the coordinator"
+        );
+    }
+}
+
+#[test]
+fn health_reflection_and_token_checks_answer_stock_grpc_clients() {
+    use siamese_common::cluster::proto::RunRequest;
+    use siamese_common::cluster::proto::cluster_client::ClusterClient;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut coordinator, addr) = waiting_coordinator(dir.path(), 1, "tok");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        // Kubernetes' gRPC probe asks the standard health service, without any token.
+        let health = HealthClient::new(channel.clone())
+            .check(HealthCheckRequest {
+                service: "siamese.cluster.v1.Cluster".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(health.status, ServingStatus::Serving as i32);
+        // grpcurl-style reflection lists the cluster service.
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = ServerReflectionClient::new(channel.clone())
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            answers.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("reflection did not list services");
+        };
+        assert!(
+            list.service
+                .iter()
+                .any(|s| s.name == "siamese.cluster.v1.Cluster"),
+            "{list:?}"
+        );
+        // The cluster service itself refuses a call without the token.
+        let err = ClusterClient::new(channel)
+            .run(RunRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    });
+    let _ = coordinator.kill();
+    let _ = coordinator.wait();
 }

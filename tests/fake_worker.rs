@@ -47,6 +47,7 @@ pub async fn run(addr: &str, token: &str, data: &Path, fault: Fault) {
         threads: 1,
         host: "fake".into(),
         pid: std::process::id(),
+        rank: None,
     };
     tx.send(WorkerMessage {
         body: Some(worker_message::Body::Join(join)),

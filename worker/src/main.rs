@@ -29,6 +29,9 @@ struct Cli {
     /// Folder holding the dataset's files (default: $SIAMESE_DATA_DIR/<dataset>, else ./data/<dataset>).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Rank to ask for, 0..workers (default: the lowest free one).
+    #[arg(long, env = "SIAMESE_RANK")]
+    rank: Option<u32>,
     /// Seconds to keep retrying the first connection.
     #[arg(long, default_value_t = 60)]
     connect_timeout: u64,
@@ -72,6 +75,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         threads,
         data_dir: cli.data_dir,
         connect_timeout: Duration::from_secs(cli.connect_timeout),
+        rank: cli.rank,
     };
     tracing::info!(coordinator = %opts.coordinator, device = %opts.device, threads, "worker starting");
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -2,8 +2,7 @@
 //! the engine as a [`WorkerLink`].
 
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::net::TcpListener;
@@ -100,18 +99,42 @@ pub struct WorkerLink {
 /// The `Cluster` service.
 pub struct CoordinatorService {
     admission: Arc<Admission>,
-    admitted: Arc<AtomicU32>,
+    /// Which ranks are taken.
+    ranks: Arc<Mutex<Vec<bool>>>,
     links: mpsc::Sender<WorkerLink>,
 }
 
 impl CoordinatorService {
     /// A service that admits up to `admission.world_size` workers and passes them to `links`.
     pub fn new(admission: Admission, links: mpsc::Sender<WorkerLink>) -> Self {
+        let world = admission.world_size as usize;
         CoordinatorService {
             admission: Arc::new(admission),
-            admitted: Arc::new(AtomicU32::new(0)),
+            ranks: Arc::new(Mutex::new(vec![false; world])),
             links,
         }
+    }
+
+    /// Takes the requested rank, or the lowest free one.
+    fn claim_rank(&self, requested: Option<u32>) -> Result<u32, String> {
+        let world = self.admission.world_size;
+        let mut taken = self
+            .ranks
+            .lock()
+            .map_err(|_| "the rank table is unusable".to_string())?;
+        let rank = match requested {
+            Some(r) if r >= world => {
+                return Err(format!("rank {r} is out of range for {world} workers"));
+            }
+            Some(r) if taken[r as usize] => return Err(format!("rank {r} is already taken")),
+            Some(r) => r,
+            None => match taken.iter().position(|t| !t) {
+                Some(r) => r as u32,
+                None => return Err(format!("the run already has all {world} workers")),
+            },
+        };
+        taken[rank as usize] = true;
+        Ok(rank)
     }
 }
 
@@ -169,12 +192,13 @@ impl Cluster for CoordinatorService {
             return Ok(Response::new(ReceiverStream::new(rx)));
         }
         let world = self.admission.world_size;
-        let rank = self.admitted.fetch_add(1, Ordering::SeqCst);
-        if rank >= world {
-            self.admitted.fetch_sub(1, Ordering::SeqCst);
-            refuse(format!("the run already has all {world} workers")).await;
-            return Ok(Response::new(ReceiverStream::new(rx)));
-        }
+        let rank = match self.claim_rank(join.rank) {
+            Ok(rank) => rank,
+            Err(reason) => {
+                refuse(reason).await;
+                return Ok(Response::new(ReceiverStream::new(rx)));
+            }
+        };
         let welcome = Welcome {
             rank,
             world_size: world,

@@ -53,7 +53,9 @@ impl LocalWorkers {
         };
         for i in 0..opts.count {
             let mut cmd = Command::new(&bin);
-            cmd.arg("--coordinator")
+            cmd.arg("--rank")
+                .arg(i.to_string())
+                .arg("--coordinator")
                 .arg(&opts.coordinator)
                 .arg("--threads")
                 .arg(opts.threads.to_string())
@@ -72,7 +74,8 @@ impl LocalWorkers {
             let mut child = cmd
                 .spawn()
                 .map_err(|e| ClusterError::Setup(format!("starting {}: {e}", bin.display())))?;
-            let prefix = format!("[worker {i}]");
+            // Each worker asks for the rank of its start order, so the prefix names its rank.
+            let prefix = format!("[rank {i}]");
             for stream in [
                 child
                     .stdout

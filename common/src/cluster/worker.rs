@@ -40,6 +40,8 @@ pub struct WorkerOptions {
     pub data_dir: Option<PathBuf>,
     /// How long to keep retrying the first connection.
     pub connect_timeout: Duration,
+    /// The rank to ask for (the coordinator picks one when absent).
+    pub rank: Option<u32>,
 }
 
 /// Parses `cpu` / `cuda:K` into a Candle device.
@@ -138,6 +140,7 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
         threads: opts.threads as u32,
         host: hostname(),
         pid: std::process::id(),
+        rank: opts.rank,
     };
     out_tx
         .send(WorkerMessage {
