@@ -5,24 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use integration_tests::fake_worker::{self, Fault};
-use integration_tests::{bin, read_results, run_with_limit, shared_dataset};
-
-/// Common flags of a quick run on a subset of real MNIST.
-fn quick_run(cmd: &mut Command, dir: &Path, name: &str) {
-    cmd.args([
-        "--dataset",
-        "mnist",
-        "--val-pairs",
-        "400",
-        "--test-pairs",
-        "400",
-    ])
-    .arg("--data-dir")
-    .arg(shared_dataset("mnist"))
-    .arg("--out")
-    .arg(dir.join(format!("{name}.json")));
-}
+use integration_tests::{
+    bin, quick_run, read_results, run_with_limit, shared_dataset, waiting_coordinator,
+};
 
 fn load_weights(path: &Path) -> Vec<(String, Vec<f32>)> {
     let bytes = std::fs::read(path).unwrap();
@@ -146,44 +131,6 @@ fn four_local_workers_train_and_leave_no_process() {
     }
 }
 
-/// A coordinator waiting for `workers` remote workers; returns it and its address.
-fn waiting_coordinator(dir: &Path, workers: usize, token: &str) -> (Child, String) {
-    let addr_file = dir.join("addr");
-    let mut cmd = Command::new(bin("coordinator"));
-    quick_run(&mut cmd, dir, "remote");
-    let child = cmd
-        .args([
-            "--workers",
-            &workers.to_string(),
-            "--no-spawn",
-            "--token",
-            token,
-            "--epochs",
-            "1",
-        ])
-        .args(["--train-subset", "3000", "--join-timeout", "60"])
-        .arg("--address-file")
-        .arg(&addr_file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = child;
-    let start = Instant::now();
-    loop {
-        match std::fs::read_to_string(&addr_file) {
-            Ok(addr) if !addr.is_empty() => return (child, addr),
-            _ => {}
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the coordinator never wrote its address");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn worker(addr: &str, token: &str, data: &Path) -> Command {
     let mut cmd = Command::new(bin("worker"));
     cmd.args([
@@ -268,52 +215,6 @@ fn wrong_token_and_different_data_are_refused_while_training_goes_on() {
     assert_eq!(read_results(&dir.path().join("remote.json"))["workers"], 2);
 }
 
-fn coordinator_against_fake(fault: Fault) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let (coordinator, addr) = waiting_coordinator(dir.path(), 1, "tok");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(fake_worker::run(
-        &addr,
-        "tok",
-        &shared_dataset("mnist"),
-        fault,
-    ));
-    let out = coordinator.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !out.status.success(),
-        "the coordinator accepted a faulty worker:\n{err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    // No epoch finished, so no checkpoint was written from a bad step.
-    assert!(!dir.path().join("remote.safetensors").exists());
-    err
-}
-
-#[test]
-fn nan_gradient_is_refused_naming_the_worker() {
-    let err = coordinator_against_fake(Fault::NanGradient);
-    assert!(
-        err.contains("worker 0") && err.contains("NaN") && err.contains("not applied"),
-        "{err}"
-    );
-}
-
-#[test]
-fn gradient_of_the_wrong_length_is_refused() {
-    let err = coordinator_against_fake(Fault::ShortGradient);
-    assert!(
-        err.contains("worker 0") && err.contains("values, the model has"),
-        "{err}"
-    );
-}
-
-#[test]
-fn a_vanished_worker_stops_the_run_with_a_clear_error() {
-    let err = coordinator_against_fake(Fault::VanishAfter(3));
-    assert!(err.contains("worker 0") && err.contains("lost"), "{err}");
-}
-
 /// Process ids whose parent is `pid`.
 fn children_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
@@ -382,65 +283,4 @@ fn interrupting_the_coordinator_leaves_no_worker_running() {
             "worker {w} outlived the coordinator"
         );
     }
-}
-
-#[test]
-fn health_reflection_and_token_checks_answer_stock_grpc_clients() {
-    use siamese_common::cluster::proto::RunRequest;
-    use siamese_common::cluster::proto::cluster_client::ClusterClient;
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-
-    let dir = tempfile::tempdir().unwrap();
-    let (mut coordinator, addr) = waiting_coordinator(dir.path(), 1, "tok");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        // Kubernetes' gRPC probe asks the standard health service, without any token.
-        let health = HealthClient::new(channel.clone())
-            .check(HealthCheckRequest {
-                service: "siamese.cluster.v1.Cluster".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(health.status, ServingStatus::Serving as i32);
-        // grpcurl-style reflection lists the cluster service.
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut answers = ServerReflectionClient::new(channel.clone())
-            .server_reflection_info(tokio_stream::iter(vec![request]))
-            .await
-            .unwrap()
-            .into_inner();
-        let Some(MessageResponse::ListServicesResponse(list)) =
-            answers.message().await.unwrap().unwrap().message_response
-        else {
-            panic!("reflection did not list services");
-        };
-        assert!(
-            list.service
-                .iter()
-                .any(|s| s.name == "siamese.cluster.v1.Cluster"),
-            "{list:?}"
-        );
-        // The cluster service itself refuses a call without the token.
-        let err = ClusterClient::new(channel)
-            .run(RunRequest {})
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), tonic::Code::Unauthenticated);
-    });
-    let _ = coordinator.kill();
-    let _ = coordinator.wait();
 }

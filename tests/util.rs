@@ -4,7 +4,7 @@
 pub mod fake_worker;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The folder holding the binaries of the profile the tests were built with.
@@ -66,4 +66,58 @@ pub fn run_with_limit(cmd: &mut Command, limit: Duration) -> Output {
 pub fn read_results(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("results file is JSON")
+}
+
+/// Common flags of a quick run on a subset of real MNIST.
+pub fn quick_run(cmd: &mut Command, dir: &Path, name: &str) {
+    cmd.args([
+        "--dataset",
+        "mnist",
+        "--val-pairs",
+        "400",
+        "--test-pairs",
+        "400",
+    ])
+    .arg("--data-dir")
+    .arg(shared_dataset("mnist"))
+    .arg("--out")
+    .arg(dir.join(format!("{name}.json")));
+}
+
+/// A coordinator waiting for `workers` remote workers; returns it and its address.
+pub fn waiting_coordinator(dir: &Path, workers: usize, token: &str) -> (Child, String) {
+    let addr_file = dir.join("addr");
+    let mut cmd = Command::new(bin("coordinator"));
+    quick_run(&mut cmd, dir, "remote");
+    let child = cmd
+        .args([
+            "--workers",
+            &workers.to_string(),
+            "--no-spawn",
+            "--token",
+            token,
+            "--epochs",
+            "1",
+        ])
+        .args(["--train-subset", "3000", "--join-timeout", "60"])
+        .arg("--address-file")
+        .arg(&addr_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    let start = Instant::now();
+    loop {
+        match std::fs::read_to_string(&addr_file) {
+            Ok(addr) if !addr.is_empty() => return (child, addr),
+            _ => {}
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the coordinator never wrote its address");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -18,6 +18,7 @@ use super::proto::{
     coordinator_message, task, worker_message,
 };
 use super::service::{Inbound, WorkerLink};
+use super::step_clock::StepClock;
 use super::wire::{decode_f32, encode_f32};
 use crate::model::ModelSpec;
 use crate::pairs::{Pair, shard_ranges};
@@ -37,18 +38,10 @@ pub struct ClusterEngine {
     workers: Vec<WorkerLink>,
     spec: ModelSpec,
     version: u64,
-    weights_sent: Instant,
     next_id: u64,
     step_timeout: Duration,
     prefetched: Option<Prefetched>,
-    last_arrival: Option<Instant>,
-    timing: Vec<WorkerTiming>,
-    /// When the last step's gradient was handed to the trainer.
-    handed_over: Option<Instant>,
-    /// The coordinator's own share of aggregation, in seconds: from the last gradient's arrival
-    /// to handing the mean over (wake-up, decode, checks, mean); the trainer's part (prefetch,
-    /// Adam); encoding and queueing the weights.
-    overhead: [f64; 3],
+    clock: StepClock,
 }
 
 impl ClusterEngine {
@@ -93,14 +86,10 @@ impl ClusterEngine {
             workers,
             spec,
             version: 0,
-            weights_sent: Instant::now(),
             next_id: 0,
             step_timeout,
             prefetched: None,
-            last_arrival: None,
-            timing,
-            handed_over: None,
-            overhead: [0.0; 3],
+            clock: StepClock::new(timing),
         })
     }
 
@@ -199,13 +188,7 @@ impl ClusterEngine {
 
     /// Tells every worker to stop.
     pub fn stop(&mut self, reason: &str) {
-        let [collect, trainer, send] = self.overhead;
-        tracing::info!(
-            collect_s = collect,
-            trainer_s = trainer,
-            send_s = send,
-            "coordinator aggregation split"
-        );
+        self.clock.log_overhead();
         for w in 0..self.world() {
             let _ = self.send(
                 w,
@@ -275,15 +258,7 @@ impl ClusterEngine {
                 what: format!("gradients cover {pairs} pairs, the batch has {batch}"),
             });
         }
-        let last = arrivals.iter().map(|a| a.1).max().unwrap_or(sent);
-        for (w, at, compute) in arrivals {
-            let t = &mut self.timing[w];
-            t.steps += 1;
-            t.compute_s += compute;
-            t.transfer_s += (at.saturating_duration_since(sent).as_secs_f64() - compute).max(0.0);
-            t.waiting_s += last.saturating_duration_since(at).as_secs_f64();
-        }
-        self.last_arrival = Some(last);
+        self.clock.arrivals(sent, &arrivals);
         Ok(Contribution {
             grad: mean_gradient(&shards, batch),
             loss_sum,
@@ -307,10 +282,7 @@ impl Engine for ClusterEngine {
     }
 
     fn set_weights(&mut self, weights: &[f32]) -> Result<(), TrainError> {
-        let start = Instant::now();
-        if let Some(t) = self.handed_over.take() {
-            self.overhead[1] += start.saturating_duration_since(t).as_secs_f64();
-        }
+        let start = self.clock.weights_start();
         self.spec.check_len(weights, "weights")?;
         self.version += 1;
         let values = encode_f32(weights);
@@ -321,18 +293,7 @@ impl Engine for ClusterEngine {
             });
             self.send(w, body)?;
         }
-        self.weights_sent = Instant::now();
-        self.overhead[2] += self
-            .weights_sent
-            .saturating_duration_since(start)
-            .as_secs_f64();
-        if let Some(last) = self.last_arrival.take() {
-            let idle = self
-                .weights_sent
-                .saturating_duration_since(last)
-                .as_secs_f64();
-            self.timing.iter_mut().for_each(|t| t.aggregation_s += idle);
-        }
+        self.clock.weights_queued(start);
         Ok(())
     }
 
@@ -340,7 +301,7 @@ impl Engine for ClusterEngine {
         // A prefetched shard waited for the weights; a fresh one starts now.
         let (ids, sent) = match self.prefetched.take() {
             Some(p) if p.len == batch.len() && batch.first() == Some(&p.first) => {
-                (p.ids, self.weights_sent)
+                (p.ids, self.clock.weights_sent())
             }
             _ => {
                 let now = Instant::now();
@@ -348,11 +309,7 @@ impl Engine for ClusterEngine {
             }
         };
         let contribution = self.collect_gradients(&ids, batch.len(), sent)?;
-        let now = Instant::now();
-        if let Some(last) = self.last_arrival {
-            self.overhead[0] += now.saturating_duration_since(last).as_secs_f64();
-        }
-        self.handed_over = Some(now);
+        self.clock.handed_over();
         Ok(contribution)
     }
 
@@ -413,6 +370,6 @@ impl Engine for ClusterEngine {
     }
 
     fn timing(&self) -> StepTiming {
-        StepTiming::from_workers(self.timing.clone())
+        self.clock.timing()
     }
 }

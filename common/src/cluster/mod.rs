@@ -7,6 +7,7 @@ pub mod proto;
 pub mod run;
 pub mod service;
 pub mod spawn;
+mod step_clock;
 pub mod wire;
 pub mod worker;
 
