@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod config;
 pub mod data;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod optim;

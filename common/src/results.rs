@@ -59,15 +59,25 @@ pub struct WorkerTiming {
     pub aggregation_s: f64,
 }
 
+/// Fraction of `compute + waiting + transfer + aggregation` that is not compute.
+fn outside_compute(compute: f64, waiting: f64, transfer: f64, aggregation: f64) -> f64 {
+    let total = compute + waiting + transfer + aggregation;
+    if total > 0.0 {
+        1.0 - compute / total
+    } else {
+        0.0
+    }
+}
+
 impl WorkerTiming {
     /// Fraction of the step time spent outside compute.
     pub fn comm_share(&self) -> f64 {
-        let total = self.compute_s + self.waiting_s + self.transfer_s + self.aggregation_s;
-        if total > 0.0 {
-            1.0 - self.compute_s / total
-        } else {
-            0.0
-        }
+        outside_compute(
+            self.compute_s,
+            self.waiting_s,
+            self.transfer_s,
+            self.aggregation_s,
+        )
     }
 }
 
@@ -103,12 +113,12 @@ impl StepTiming {
 
     /// Fraction of the step time spent outside compute.
     pub fn comm_share(&self) -> f64 {
-        let total = self.compute_s + self.waiting_s + self.transfer_s + self.aggregation_s;
-        if total > 0.0 {
-            1.0 - self.compute_s / total
-        } else {
-            0.0
-        }
+        outside_compute(
+            self.compute_s,
+            self.waiting_s,
+            self.transfer_s,
+            self.aggregation_s,
+        )
     }
 }
 

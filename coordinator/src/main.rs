@@ -26,13 +26,7 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    siamese_common::logging::init();
     let cli = Cli::parse();
     // The coordinator of a cluster computes only Adam; in this process it trains.
     let threads = if cli.cluster.workers == 0 {

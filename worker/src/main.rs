@@ -38,13 +38,7 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    siamese_common::logging::init();
     let cli = Cli::parse();
     let threads = cli.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()

@@ -11,10 +11,11 @@
 use std::ops::Range;
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::conv_kernels::{self as kernels, Grads, Prepared, lanes_for};
+use super::cpu_view::{storage_slice, tensor_slice};
 
 /// Static shape of one conv stage: input `cin x h x w`, `cout` filters of `k x k`, zero padding `pad`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +59,9 @@ impl ConvGeom {
     }
 }
 
+/// The op's name in errors.
+const OP: &str = "conv_relu_pool";
+
 /// The fused stage as a Candle custom op over (input, weight, bias).
 struct ConvReluPool {
     geom: ConvGeom,
@@ -66,14 +70,6 @@ struct ConvReluPool {
     input_grad: bool,
     /// Index (0..4) of the winner in each 2x2 window, written by the forward for the backward.
     argmax: Mutex<Vec<u8>>,
-}
-
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("conv_relu_pool: {what} must be contiguous"),
-    }
 }
 
 /// Splits `n` images into one contiguous range per worker thread.
@@ -113,14 +109,6 @@ impl ConvReluPool {
     }
 }
 
-/// Views a CPU tensor's storage as one contiguous `f32` slice.
-fn cpu_slice<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
-    match storage {
-        Storage::Cpu(cpu) => contiguous(cpu, layout, "tensor"),
-        _ => candle_core::bail!("conv_relu_pool: the fused kernel runs on the CPU only"),
-    }
-}
-
 impl CustomOp3 for ConvReluPool {
     fn name(&self) -> &'static str {
         "conv_relu_pool"
@@ -137,9 +125,9 @@ impl CustomOp3 for ConvReluPool {
     ) -> Result<(CpuStorage, Shape)> {
         let n = self.check(l1.shape(), l2.shape(), l3.shape())?;
         let (x, w, b) = (
-            contiguous(s1, l1, "input")?,
-            contiguous(s2, l2, "weight")?,
-            contiguous(s3, l3, "bias")?,
+            storage_slice(s1, l1, OP, "input")?,
+            storage_slice(s2, l2, OP, "weight")?,
+            storage_slice(s3, l3, OP, "bias")?,
         );
         let g = self.geom;
         let mut out = vec![0.0f32; n * g.out_len()];
@@ -203,8 +191,8 @@ impl CustomOp3 for ConvReluPool {
         let (wg, wl) = w.storage_and_layout();
         let (og, ol) = res.storage_and_layout();
         let (gg, gl) = grad_res.storage_and_layout();
-        let (xs, ws) = (cpu_slice(&xg, xl)?, cpu_slice(&wg, wl)?);
-        let (os, gs) = (cpu_slice(&og, ol)?, cpu_slice(&gg, gl)?);
+        let (xs, ws) = (tensor_slice(&xg, xl, OP)?, tensor_slice(&wg, wl, OP)?);
+        let (os, gs) = (tensor_slice(&og, ol, OP)?, tensor_slice(&gg, gl, OP)?);
         let (il, ol) = (g.in_len(), g.out_len());
         let prepared = Prepared::new(&g, ws, lanes_for(g.cout).unwrap_or(16));
         let partials: Vec<(Vec<f64>, Vec<f64>)> = ranges

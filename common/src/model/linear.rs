@@ -7,9 +7,10 @@
 //! into steps of size lr), so this layer computes every output row with one fixed-order dot
 //! product and sums the weight and bias gradients over samples in f64.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu_view::{storage_slice, tensor_slice};
 use super::simd::{Lanes8, Scalar, has_avx2_fma, sum_lanes};
 
 /// Dot product with a fixed association: four independent eight-lane chains (one chain would
@@ -133,20 +134,8 @@ mod avx2 {
     }
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("linear: {what} must be contiguous"),
-    }
-}
-
-fn tensor_slice<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
-    match storage {
-        Storage::Cpu(cpu) => slice(cpu, layout, "tensor"),
-        _ => candle_core::bail!("linear: the batch-invariant kernel runs on the CPU only"),
-    }
-}
+/// The op's name in errors.
+const OP: &str = "batch_invariant_linear";
 
 struct BatchInvariantLinear;
 
@@ -175,9 +164,9 @@ impl CustomOp3 for BatchInvariantLinear {
             );
         }
         let (x, w, b) = (
-            slice(s1, l1, "input")?,
-            slice(s2, l2, "weight")?,
-            slice(s3, l3, "bias")?,
+            storage_slice(s1, l1, OP, "input")?,
+            storage_slice(s2, l2, OP, "weight")?,
+            storage_slice(s3, l3, OP, "bias")?,
         );
         let mut y = vec![0.0f32; n * m];
         let avx2 = has_avx2_fma();
@@ -211,9 +200,9 @@ impl CustomOp3 for BatchInvariantLinear {
         let (wg, wl) = w.storage_and_layout();
         let (gg, gl) = grad.storage_and_layout();
         let (xs, ws, gs) = (
-            tensor_slice(&xg, xl)?,
-            tensor_slice(&wg, wl)?,
-            tensor_slice(&gg, gl)?,
+            tensor_slice(&xg, xl, OP)?,
+            tensor_slice(&wg, wl, OP)?,
+            tensor_slice(&gg, gl, OP)?,
         );
         let avx2 = has_avx2_fma();
         let mut dx = vec![0.0f32; n * k];

@@ -3,6 +3,7 @@
 
 pub mod conv_block;
 pub mod conv_kernels;
+mod cpu_view;
 #[cfg(test)]
 mod gradcheck;
 pub mod lenet;
