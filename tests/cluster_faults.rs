@@ -44,6 +44,15 @@ fn gradient_of_the_wrong_length_is_refused() {
 }
 
 #[test]
+fn a_gradient_claimed_in_unmapped_shared_memory_is_refused() {
+    let err = coordinator_against_fake(Fault::ClaimsSharedMemory);
+    assert!(
+        err.contains("worker 0") && err.contains("shared memory") && err.contains("not applied"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_vanished_worker_stops_the_run_with_a_clear_error() {
     let err = coordinator_against_fake(Fault::VanishAfter(3));
     assert!(err.contains("worker 0") && err.contains("lost"), "{err}");

@@ -23,6 +23,8 @@ pub enum Fault {
     ShortGradient,
     /// Answers this many tasks, then drops its connection.
     VanishAfter(usize),
+    /// Says its gradient is in shared memory it never mapped.
+    ClaimsSharedMemory,
 }
 
 /// Joins `addr` with real data and misbehaves as told; returns when the session ends.
@@ -48,6 +50,7 @@ pub async fn run(addr: &str, token: &str, data: &Path, fault: Fault) {
         host: "fake".into(),
         pid: std::process::id(),
         rank: None,
+        shm_nonce: None,
     };
     tx.send(WorkerMessage {
         body: Some(worker_message::Body::Join(join)),
@@ -76,7 +79,7 @@ pub async fn run(addr: &str, token: &str, data: &Path, fault: Fault) {
             Fault::ShortGradient => {
                 grad.pop();
             }
-            Fault::VanishAfter(_) => {}
+            Fault::VanishAfter(_) | Fault::ClaimsSharedMemory => {}
         }
         let reply = GradientResult {
             id: t.id,
@@ -85,6 +88,7 @@ pub async fn run(addr: &str, token: &str, data: &Path, fault: Fault) {
             correct: 0,
             pairs: g.first.len() as u32,
             compute_s: 0.001,
+            in_shm: matches!(fault, Fault::ClaimsSharedMemory),
         };
         if tx
             .send(WorkerMessage {

@@ -15,9 +15,9 @@ fn trains_on_real_mnist_subset_to_90_percent_pair_accuracy() {
                 "--dataset",
                 "mnist",
                 "--epochs",
-                "3",
+                "6",
                 "--train-subset",
-                "12000",
+                "24000",
             ])
             .args([
                 "--val-pairs",
@@ -40,7 +40,7 @@ fn trains_on_real_mnist_subset_to_90_percent_pair_accuracy() {
     );
     let r = read_results(&out);
     assert_eq!(r["dataset"], "mnist");
-    assert_eq!(r["epochs"].as_array().unwrap().len(), 3);
+    assert_eq!(r["epochs"].as_array().unwrap().len(), 6);
     assert_eq!(r["config"]["seed"], 1);
     let test = &r["test"];
     assert_eq!(test["pairs"], 2000);

@@ -18,12 +18,13 @@ use super::proto::{
     coordinator_message, task, worker_message,
 };
 use super::service::{Inbound, WorkerLink};
+use super::shm::SharedRegion;
 use super::step_clock::StepClock;
 use super::wire::{decode_f32, encode_f32};
 use crate::model::ModelSpec;
 use crate::pairs::{Pair, shard_ranges};
 use crate::results::{StepTiming, WorkerTiming};
-use crate::train::{Contribution, Engine, EngineInfo, ImageSplit, TrainError, mean_gradient};
+use crate::train::{Contribution, Engine, EngineInfo, GradientSum, ImageSplit, TrainError};
 
 /// Tasks sent ahead for the next batch.
 struct Prefetched {
@@ -42,17 +43,20 @@ pub struct ClusterEngine {
     step_timeout: Duration,
     prefetched: Option<Prefetched>,
     clock: StepClock,
+    /// The shared file of the workers on this host, when any of them mapped it.
+    shm: Option<SharedRegion>,
 }
 
 impl ClusterEngine {
-    /// Waits (up to `join_timeout`) until `world` workers were admitted, ordered by rank.
+    /// Waits (up to `join_timeout`) until `world` workers were admitted, ordered by rank;
+    /// `shm` is the shared file offered to workers on this host.
     pub fn admit(
         handle: Handle,
         links: &mut mpsc::Receiver<WorkerLink>,
         world: usize,
         spec: ModelSpec,
-        join_timeout: Duration,
-        step_timeout: Duration,
+        (join_timeout, step_timeout): (Duration, Duration),
+        shm: Option<SharedRegion>,
     ) -> Result<Self, ClusterError> {
         let mut workers = Vec::with_capacity(world);
         let deadline = tokio::time::Instant::now() + join_timeout;
@@ -73,6 +77,18 @@ impl ClusterEngine {
             }
         }
         workers.sort_by_key(|w| w.rank);
+        // Every worker that will map the file has mapped it by now.
+        let shm = shm
+            .filter(|_| workers.iter().any(|w| w.shm))
+            .map(|mut region| {
+                region.unlink();
+                region
+            });
+        tracing::info!(
+            shared_memory = workers.iter().filter(|w| w.shm).count(),
+            grpc = workers.iter().filter(|w| !w.shm).count(),
+            "weights and gradients transport"
+        );
         let timing = workers
             .iter()
             .map(|w| WorkerTiming {
@@ -90,6 +106,7 @@ impl ClusterEngine {
             step_timeout,
             prefetched: None,
             clock: StepClock::new(timing),
+            shm,
         })
     }
 
@@ -217,7 +234,7 @@ impl ClusterEngine {
         sent: Instant,
     ) -> Result<Contribution, ClusterError> {
         let n = self.spec.num_params();
-        let mut shards = Vec::with_capacity(ids.len());
+        let mut sum = GradientSum::new(n);
         let (mut loss_sum, mut correct, mut pairs) = (0.0, 0usize, 0usize);
         let mut arrivals = Vec::with_capacity(ids.len());
         for (w, id) in ids.iter().enumerate() {
@@ -233,20 +250,30 @@ impl ClusterEngine {
                     });
                 }
             };
-            let g = decode_f32(&r.grad).ok_or_else(|| {
-                self.bad_gradient(w, id, "its byte length is not a multiple of 4".into())
-            })?;
-            if g.len() != n {
-                return Err(self.bad_gradient(
-                    w,
-                    id,
-                    format!("it has {} values, the model has {n}", g.len()),
-                ));
+            let added = if r.in_shm {
+                let slot = match (&self.shm, self.workers[w].shm) {
+                    (Some(region), true) => region.gradient(self.workers[w].rank as usize),
+                    _ => None,
+                };
+                let Some(g) = slot else {
+                    let why = "it says its gradient is in shared memory, but it has none".into();
+                    return Err(self.bad_gradient(w, id, why));
+                };
+                sum.add(g)
+            } else {
+                if r.grad.len() % 4 != 0 {
+                    let why = "its byte length is not a multiple of 4".into();
+                    return Err(self.bad_gradient(w, id, why));
+                }
+                if r.grad.len() != n * 4 {
+                    let why = format!("it has {} values, the model has {n}", r.grad.len() / 4);
+                    return Err(self.bad_gradient(w, id, why));
+                }
+                sum.add_le_bytes(&r.grad)
+            };
+            if let Err((i, v)) = added {
+                return Err(self.bad_gradient(w, id, format!("value {i} is {v}")));
             }
-            if let Some(i) = g.iter().position(|v| !v.is_finite()) {
-                return Err(self.bad_gradient(w, id, format!("value {i} is {}", g[i])));
-            }
-            shards.push(g);
             loss_sum += r.loss_sum;
             correct += r.correct as usize;
             pairs += r.pairs as usize;
@@ -260,7 +287,7 @@ impl ClusterEngine {
         }
         self.clock.arrivals(sent, &arrivals);
         Ok(Contribution {
-            grad: mean_gradient(&shards, batch),
+            grad: sum.mean(batch),
             loss_sum,
             correct,
             pairs,
@@ -285,11 +312,20 @@ impl Engine for ClusterEngine {
         let start = self.clock.weights_start();
         self.spec.check_len(weights, "weights")?;
         self.version += 1;
-        let values = encode_f32(weights);
+        if let Some(region) = &mut self.shm {
+            region.write_weights(self.version, weights);
+        }
+        let mut encoded = None;
         for w in 0..self.world() {
+            let in_shm = self.workers[w].shm;
+            let values = match in_shm {
+                true => Default::default(),
+                false => encoded.get_or_insert_with(|| encode_f32(weights)).clone(),
+            };
             let body = coordinator_message::Body::Weights(Weights {
                 version: self.version,
-                values: values.clone(),
+                values,
+                in_shm,
             });
             self.send(w, body)?;
         }

@@ -6,6 +6,7 @@ pub mod engine;
 pub mod proto;
 pub mod run;
 pub mod service;
+pub mod shm;
 pub mod spawn;
 mod step_clock;
 pub mod wire;
@@ -18,7 +19,7 @@ pub use spawn::LocalWorkers;
 pub use worker::{WorkerOptions, run_worker};
 
 /// Version of `proto/cluster.proto`; a worker of another version is refused at join.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Version of the model's parameter layout and maths; replicas must agree on it.
 pub const MODEL_VERSION: &str = "sn-lenet5/1";
 

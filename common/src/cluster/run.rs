@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use super::auth::{TOKEN_ENV, generate_token};
+use super::shm::SharedRegion;
 use super::spawn::{LocalWorkers, SpawnOptions};
 use super::{Admission, ClusterEngine, CoordinatorService, serve};
 use crate::config::TrainConfig;
@@ -45,6 +46,10 @@ pub struct ClusterArgs {
     /// Write the bound address (host:port) to this file once serving (for scripts and tests).
     #[arg(long)]
     pub address_file: Option<PathBuf>,
+    /// Send weights and gradients through gRPC even to workers on this host (by default they go
+    /// through a shared-memory file and gRPC carries only control messages).
+    #[arg(long, env = "SIAMESE_NO_SHM")]
+    pub no_shm: bool,
 }
 
 /// Trains `cfg` on a cluster of `args.workers` workers; `on_epoch` sees every epoch's figures.
@@ -73,12 +78,21 @@ pub async fn train_on_cluster(
         .local_addr()
         .map_err(|e| TrainError::Engine(format!("reading the bound address: {e}")))?;
     let spec = ModelSpec::siamese(dataset.kind, cfg.embedding as usize);
+    let shm = match args.no_shm {
+        true => None,
+        false => SharedRegion::create(spec.num_params(), args.workers)
+            .inspect_err(|e| tracing::warn!("no shared memory, all payloads go through gRPC: {e}"))
+            .ok(),
+    };
     let admission = Admission {
         dataset: dataset.kind.name().into(),
         digest: dataset.digest(),
         world_size: args.workers as u32,
         spec_json: serde_json::to_string(&spec).map_err(|e| TrainError::Engine(e.to_string()))?,
         config_json: serde_json::to_string(&cfg).map_err(|e| TrainError::Engine(e.to_string()))?,
+        shm: shm
+            .as_ref()
+            .map(|r| (r.path().display().to_string(), r.nonce())),
     };
     let (links_tx, mut links_rx) = mpsc::channel(args.workers.max(1));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -137,8 +151,8 @@ pub async fn train_on_cluster(
             &mut links_rx,
             world,
             spec,
-            join_timeout,
-            step_timeout,
+            (join_timeout, step_timeout),
+            shm,
         )?;
         let mut trainer = Trainer::new(cfg, data);
         let result = trainer.run(&mut engine, &mut *on_epoch);

@@ -40,6 +40,8 @@ pub struct Admission {
     pub spec_json: String,
     /// Run configuration, JSON.
     pub config_json: String,
+    /// The shared file for workers on this host, and the nonce in its header.
+    pub shm: Option<(String, u64)>,
 }
 
 impl Admission {
@@ -90,6 +92,8 @@ pub struct WorkerLink {
     pub peer: String,
     /// What it said at join.
     pub join: Join,
+    /// Whether its weights and gradients go through the shared file.
+    pub shm: bool,
     /// Messages to it.
     pub to_worker: mpsc::Sender<Result<CoordinatorMessage, Status>>,
     /// Messages from it.
@@ -150,6 +154,12 @@ impl Cluster for CoordinatorService {
             model_version: MODEL_VERSION.into(),
             dataset: self.admission.dataset.clone(),
             world_size: self.admission.world_size,
+            shm_path: self
+                .admission
+                .shm
+                .as_ref()
+                .map(|(path, _)| path.clone())
+                .unwrap_or_default(),
         }))
     }
 
@@ -199,11 +209,16 @@ impl Cluster for CoordinatorService {
                 return Ok(Response::new(ReceiverStream::new(rx)));
             }
         };
+        let shm = match (&self.admission.shm, join.shm_nonce) {
+            (Some((_, nonce)), Some(echoed)) => *nonce == echoed,
+            _ => false,
+        };
         let welcome = Welcome {
             rank,
             world_size: world,
             model_spec_json: self.admission.spec_json.clone(),
             config_json: self.admission.config_json.clone(),
+            shm,
         };
         tx.send(message(coordinator_message::Body::Welcome(welcome)))
             .await
@@ -222,11 +237,12 @@ impl Cluster for CoordinatorService {
                 }
             }
         });
-        tracing::info!(rank, %peer, device = %join.device, threads = join.threads, "worker joined");
+        tracing::info!(rank, %peer, device = %join.device, threads = join.threads, shm, "worker joined");
         let link = WorkerLink {
             rank,
             peer,
             join,
+            shm,
             to_worker: tx,
             from_worker: in_rx,
         };

@@ -2,7 +2,7 @@
 //! and embeddings of the shards it is sent until told to stop.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use super::proto::{
     WorkerMessage, coordinator_message, task, worker_message,
 };
 use super::service::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
+use super::shm::SharedRegion;
 use super::wire::{decode_f32, encode_f32};
 use super::{ClusterError, MODEL_VERSION, PROTOCOL_VERSION};
 use crate::data::{Dataset, DatasetKind, obtain_dataset};
@@ -129,6 +130,13 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
         .map_err(|e| ClusterError::Setup(format!("loading the dataset: {e}")))?;
     let dataset = Arc::new(dataset);
     let digest = dataset.digest();
+    // A file that is not there (another host) or not ours just means payloads over gRPC.
+    let shm = match info.shm_path.as_str() {
+        "" => None,
+        path => SharedRegion::open(Path::new(path))
+            .inspect_err(|e| tracing::info!("weights and gradients over gRPC: {e}"))
+            .ok(),
+    };
 
     let (out_tx, out_rx) = mpsc::channel::<WorkerMessage>(64);
     let join = Join {
@@ -141,6 +149,7 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
         host: hostname(),
         pid: std::process::id(),
         rank: opts.rank,
+        shm_nonce: shm.as_ref().map(SharedRegion::nonce),
     };
     out_tx
         .send(WorkerMessage {
@@ -178,8 +187,34 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
     tracing::info!(
         rank = welcome.rank,
         world = welcome.world_size,
+        shared_memory = welcome.shm,
         "joined the run"
     );
+    let shm = match (shm, welcome.shm) {
+        (Some(region), true) => {
+            if region.params() != spec.num_params() || welcome.rank as usize >= region.slots() {
+                return Err(ClusterError::Protocol {
+                    peer: opts.coordinator.clone(),
+                    what: format!(
+                        "the shared file holds {} slots of {} values, this worker is rank {} of a model with {}",
+                        region.slots(),
+                        region.params(),
+                        welcome.rank,
+                        spec.num_params()
+                    ),
+                });
+            }
+            Some((region, welcome.rank as usize))
+        }
+        (None, true) => {
+            let what = "it offered shared memory this worker never mapped".into();
+            return Err(ClusterError::Protocol {
+                peer: opts.coordinator.clone(),
+                what,
+            });
+        }
+        (_, false) => None,
+    };
 
     let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<CoordinatorMessage>();
     // The compute loop runs inside its own pool, so the kernels' parallel loops run on the
@@ -191,7 +226,7 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
         .map_err(|e| ClusterError::Setup(format!("starting the compute threads: {e}")))?;
     let compute = std::thread::Builder::new()
         .name("compute".into())
-        .spawn(move || pool.install(|| compute_loop(spec, device, &dataset, cmd_rx, out_tx)))
+        .spawn(move || pool.install(|| compute_loop(spec, device, &dataset, shm, cmd_rx, out_tx)))
         .map_err(|e| ClusterError::Setup(format!("starting the compute thread: {e}")))?;
     let mut stopped = false;
     while let Some(msg) = inbound.message().await.map_err(status("Session"))? {
@@ -217,6 +252,10 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
     Ok(())
 }
 
+fn load_error(e: crate::train::TrainError) -> ClusterError {
+    ClusterError::Setup(format!("loading weights: {e}"))
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -228,9 +267,11 @@ fn compute_loop(
     spec: ModelSpec,
     device: Device,
     data: &Dataset,
+    mut shm: Option<(SharedRegion, usize)>,
     commands: std::sync::mpsc::Receiver<CoordinatorMessage>,
     out: mpsc::Sender<WorkerMessage>,
 ) -> Result<(), ClusterError> {
+    let mut shared_weights = vec![0.0f32; spec.num_params()];
     let mut replica = Replica::new(spec, &spec.init(0), &device)
         .map_err(|e| ClusterError::Setup(format!("building the replica: {e}")))?;
     let mut version = 0u64;
@@ -254,14 +295,33 @@ fn compute_loop(
         match msg.body {
             Some(coordinator_message::Body::Weights(w)) => {
                 let start = Instant::now();
-                let values = decode_f32(&w.values).ok_or_else(|| ClusterError::Protocol {
-                    peer: "coordinator".into(),
-                    what: "weights of odd byte length".into(),
-                })?;
-                replica
-                    .set_weights(&values)
-                    .map_err(|e| ClusterError::Setup(format!("loading weights: {e}")))?;
-                version = w.version;
+                let loaded = match (&shm, w.in_shm) {
+                    (Some((region, _)), true) => {
+                        // A stale message: newer weights (and their message) are on the way.
+                        region.read_weights(w.version, &mut shared_weights) && {
+                            replica.set_weights(&shared_weights).map_err(load_error)?;
+                            true
+                        }
+                    }
+                    (None, true) => {
+                        return Err(ClusterError::Protocol {
+                            peer: "coordinator".into(),
+                            what: "weights in shared memory this worker has not mapped".into(),
+                        });
+                    }
+                    (_, false) => {
+                        let values =
+                            decode_f32(&w.values).ok_or_else(|| ClusterError::Protocol {
+                                peer: "coordinator".into(),
+                                what: "weights of odd byte length".into(),
+                            })?;
+                        replica.set_weights(&values).map_err(load_error)?;
+                        true
+                    }
+                };
+                if loaded {
+                    version = w.version;
+                }
                 apply += start.elapsed().as_secs_f64();
             }
             Some(coordinator_message::Body::Task(t)) => pending.push_back(t),
@@ -277,7 +337,8 @@ fn compute_loop(
         {
             if let Some(t) = pending.pop_front() {
                 let start = Instant::now();
-                let reply = run_task(&mut replica, data, t);
+                let slot = shm.as_mut().map(|(region, rank)| (region, *rank));
+                let reply = run_task(&mut replica, data, slot, t);
                 let sending = Instant::now();
                 compute += sending.duration_since(start).as_secs_f64();
                 if out.blocking_send(reply).is_err() {
@@ -291,7 +352,12 @@ fn compute_loop(
     Ok(())
 }
 
-fn run_task(replica: &mut Replica, data: &Dataset, t: Task) -> WorkerMessage {
+fn run_task(
+    replica: &mut Replica,
+    data: &Dataset,
+    slot: Option<(&mut SharedRegion, usize)>,
+    t: Task,
+) -> WorkerMessage {
     let start = Instant::now();
     let id = t.id;
     let body = match t.kind {
@@ -309,21 +375,31 @@ fn run_task(replica: &mut Replica, data: &Dataset, t: Task) -> WorkerMessage {
                 replica
                     .pair_gradient(&data.train, &pairs)
                     .map_err(|e| e.to_string())
-                    .map(|step| {
+                    .and_then(|step| {
                         let correct = step
                             .similarity
                             .iter()
                             .zip(&pairs)
                             .filter(|(s, p)| (**s > 0.5) == p.same)
                             .count();
-                        worker_message::Body::Gradient(GradientResult {
+                        let (grad, in_shm) = match slot {
+                            Some((region, rank)) => {
+                                region
+                                    .write_gradient(rank, &step.grad)
+                                    .map_err(|e| e.to_string())?;
+                                (Default::default(), true)
+                            }
+                            None => (encode_f32(&step.grad), false),
+                        };
+                        Ok(worker_message::Body::Gradient(GradientResult {
                             id,
-                            grad: encode_f32(&step.grad),
+                            grad,
                             loss_sum: f64::from(step.loss_sum),
                             correct: correct as u32,
                             pairs: pairs.len() as u32,
                             compute_s: start.elapsed().as_secs_f64(),
-                        })
+                            in_shm,
+                        }))
                     })
             }
         }

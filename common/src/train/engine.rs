@@ -37,16 +37,70 @@ pub struct Contribution {
 /// Mean gradient of a batch from the summed-loss gradients of its shards: summed in f64 and
 /// divided once, so every sharding of a batch gives the same result up to f64 rounding.
 pub fn mean_gradient(shards: &[Vec<f32>], batch: usize) -> Vec<f32> {
-    let n = shards.first().map_or(0, Vec::len);
-    let mut total = vec![0.0f64; n];
+    let mut sum = GradientSum::new(shards.first().map_or(0, Vec::len));
     for g in shards {
-        total
-            .iter_mut()
-            .zip(g)
-            .for_each(|(t, v)| *t += f64::from(*v));
+        // Non-finite values are the caller's to refuse; here they just propagate.
+        let _ = sum.add(g);
     }
-    let scale = 1.0 / batch.max(1) as f64;
-    total.into_iter().map(|t| (t * scale) as f32).collect()
+    sum.mean(batch)
+}
+
+fn first_non_finite(values: impl Iterator<Item = f32>) -> (usize, f32) {
+    values
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
+        .unwrap_or((0, f32::NAN))
+}
+
+/// A running f64 sum of shard gradients that checks each value as it adds it, so receiving a
+/// gradient costs one pass over it instead of decode, check and sum.
+pub struct GradientSum {
+    total: Vec<f64>,
+}
+
+impl GradientSum {
+    /// An empty sum of `n` values.
+    pub fn new(n: usize) -> Self {
+        GradientSum {
+            total: vec![0.0; n],
+        }
+    }
+
+    /// Adds a shard of the same length; `Err((i, v))` when value `i` is `v`, NaN or infinite.
+    pub fn add(&mut self, g: &[f32]) -> Result<(), (usize, f32)> {
+        let mut finite = true;
+        for (t, v) in self.total.iter_mut().zip(g) {
+            *t += f64::from(*v);
+            finite &= v.is_finite();
+        }
+        match finite {
+            true => Ok(()),
+            false => Err(first_non_finite(g.iter().copied())),
+        }
+    }
+
+    /// Adds a shard given as little-endian f32 bytes of the same length; `Err(i)` as in `add`.
+    pub fn add_le_bytes(&mut self, bytes: &[u8]) -> Result<(), (usize, f32)> {
+        let (chunks, _) = bytes.as_chunks::<4>();
+        let mut finite = true;
+        for (t, c) in self.total.iter_mut().zip(chunks) {
+            let v = f32::from_le_bytes(*c);
+            *t += f64::from(v);
+            finite &= v.is_finite();
+        }
+        match finite {
+            true => Ok(()),
+            false => Err(first_non_finite(
+                chunks.iter().map(|c| f32::from_le_bytes(*c)),
+            )),
+        }
+    }
+
+    /// The sum divided by the batch size.
+    pub fn mean(self, batch: usize) -> Vec<f32> {
+        let scale = 1.0 / batch.max(1) as f64;
+        self.total.into_iter().map(|t| (t * scale) as f32).collect()
+    }
 }
 
 /// How an engine describes itself in the results file.

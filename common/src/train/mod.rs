@@ -8,7 +8,9 @@ pub mod trainer;
 
 use std::path::PathBuf;
 
-pub use engine::{Contribution, Engine, EngineInfo, ImageSplit, LocalEngine, mean_gradient};
+pub use engine::{
+    Contribution, Engine, EngineInfo, GradientSum, ImageSplit, LocalEngine, mean_gradient,
+};
 pub use replica::Replica;
 pub use trainer::{Trainer, TrainingData};
 
