@@ -57,7 +57,24 @@ pub struct TrainConfig {
     pub checkpoint: Option<PathBuf>,
 }
 
+/// A flag struct with every field at its default (the same defaults `--help` shows, and the
+/// environment variables it names).
+/// Fails only when one of those variables holds a bad value.
+pub fn clap_defaults<T: clap::Args + clap::FromArgMatches>() -> Result<T, clap::Error> {
+    let cmd = T::augment_args(clap::Command::new("defaults"));
+    let matches = cmd.try_get_matches_from(["defaults"])?;
+    T::from_arg_matches(&matches)
+}
+
 impl TrainConfig {
+    /// The defaults for `dataset`, as with no other flags.
+    pub fn defaults(dataset: DatasetKind) -> Result<Self, clap::Error> {
+        Ok(TrainConfig {
+            dataset,
+            ..clap_defaults()?
+        })
+    }
+
     /// Fills every default that depends on the dataset or the clock, so the printed and stored
     /// configuration is the one that runs.
     pub fn resolved(mut self) -> Self {

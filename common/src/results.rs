@@ -120,6 +120,37 @@ impl StepTiming {
             self.aggregation_s,
         )
     }
+
+    /// What accumulated after `before` (same workers), e.g. to leave warm-up steps out.
+    pub fn since(&self, before: &StepTiming) -> StepTiming {
+        let per_worker: Vec<WorkerTiming> = self
+            .per_worker
+            .iter()
+            .map(|w| {
+                let b = before.per_worker.iter().find(|b| b.rank == w.rank);
+                let b = b.cloned().unwrap_or_default();
+                WorkerTiming {
+                    rank: w.rank,
+                    peer: w.peer.clone(),
+                    steps: w.steps.saturating_sub(b.steps),
+                    compute_s: w.compute_s - b.compute_s,
+                    waiting_s: w.waiting_s - b.waiting_s,
+                    transfer_s: w.transfer_s - b.transfer_s,
+                    aggregation_s: w.aggregation_s - b.aggregation_s,
+                }
+            })
+            .collect();
+        if per_worker.is_empty() {
+            return StepTiming {
+                compute_s: self.compute_s - before.compute_s,
+                waiting_s: self.waiting_s - before.waiting_s,
+                transfer_s: self.transfer_s - before.transfer_s,
+                aggregation_s: self.aggregation_s - before.aggregation_s,
+                per_worker,
+            };
+        }
+        StepTiming::from_workers(per_worker)
+    }
 }
 
 /// Everything a run reports.

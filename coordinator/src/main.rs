@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use siamese_common::bench::{ScalingArgs, run_scaling};
 use siamese_common::cluster::{ClusterArgs, train_on_cluster};
 use siamese_common::config::TrainConfig;
 use siamese_common::data::obtain_dataset;
@@ -17,17 +18,60 @@ use siamese_common::train::{LocalEngine, Trainer, TrainingData};
 /// By default it starts --workers worker processes on this machine and trains across them over
 /// gRPC; with --no-spawn it waits for remote workers (`worker --coordinator http://HOST:PORT`).
 #[derive(Parser, Debug)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     train: TrainConfig,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
 
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Benchmarks that print tables and write JSON, CSV and PNG figures.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// Pairs/s, speedup and scaling efficiency of the real cluster at several worker counts,
+    /// with the step-time split (SPEC.md's strong and weak scaling).
+    Scaling(ScalingArgs),
+}
+
+fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn bench(b: Bench) -> anyhow::Result<()> {
+    match b {
+        Bench::Scaling(args) => {
+            tracing::info!(args = %serde_json::to_string(&args)?, "bench scaling");
+            async_runtime()?.block_on(async {
+                tokio::select! {
+                    r = run_scaling(args) => r.map(|_| ()).map_err(anyhow::Error::from),
+                    _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; workers stopped")),
+                }
+            })
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     siamese_common::logging::init();
     let cli = Cli::parse();
+    if let Some(Command::Bench(b)) = cli.command {
+        // SAFETY: nothing has started a thread yet.
+        unsafe { siamese_common::threads::pin_compute_threads(1) };
+        return exit(bench(b));
+    }
     // The coordinator of a cluster computes only Adam; in this process it trains.
     let threads = if cli.cluster.workers == 0 {
         cli.train.threads()
@@ -36,7 +80,11 @@ fn main() -> std::process::ExitCode {
     };
     // SAFETY: nothing has started a thread yet.
     unsafe { siamese_common::threads::pin_compute_threads(threads) };
-    match run(cli) {
+    exit(run(cli))
+}
+
+fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -120,12 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         )?;
         pool.install(|| trainer.run(&mut engine, &mut print_epoch))?
     } else {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?;
-        runtime.block_on(async {
+        async_runtime()?.block_on(async {
             tokio::select! {
                 r = train_on_cluster(cfg.clone(), cli.cluster.clone(), data, Box::new(print_epoch)) => r.map_err(anyhow::Error::from),
                 _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; workers stopped")),

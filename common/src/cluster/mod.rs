@@ -13,7 +13,7 @@ pub mod wire;
 pub mod worker;
 
 pub use engine::ClusterEngine;
-pub use run::{ClusterArgs, train_on_cluster};
+pub use run::{ClusterArgs, train_on_cluster, with_cluster};
 pub use service::{Admission, CoordinatorService, WorkerLink, serve};
 pub use spawn::LocalWorkers;
 pub use worker::{WorkerOptions, run_worker};

@@ -59,7 +59,23 @@ pub async fn train_on_cluster(
     data: TrainingData,
     on_epoch: Box<dyn FnMut(&EpochRecord) + Send>,
 ) -> Result<RunResults, TrainError> {
-    let dataset: Arc<Dataset> = data.dataset.clone();
+    let dataset = data.dataset.clone();
+    let run_cfg = cfg.clone();
+    with_cluster(&cfg, &args, dataset, move |engine| {
+        let mut on_epoch = on_epoch;
+        Trainer::new(run_cfg, data).run(engine, &mut *on_epoch)
+    })
+    .await
+}
+
+/// Serves the cluster, starts or awaits `args.workers` workers, runs `body` with the engine that
+/// drives them (on a blocking thread), then stops the workers and the server.
+pub async fn with_cluster<T: Send + 'static>(
+    cfg: &TrainConfig,
+    args: &ClusterArgs,
+    dataset: Arc<Dataset>,
+    body: impl FnOnce(&mut ClusterEngine) -> Result<T, TrainError> + Send + 'static,
+) -> Result<T, TrainError> {
     let token = match (&args.token, args.no_spawn) {
         (Some(t), _) => t.clone(),
         (None, false) => {
@@ -144,8 +160,7 @@ pub async fn train_on_cluster(
         Duration::from_secs(args.step_timeout),
     );
     let world = args.workers;
-    let trained = tokio::task::spawn_blocking(move || -> Result<RunResults, TrainError> {
-        let mut on_epoch = on_epoch;
+    let trained = tokio::task::spawn_blocking(move || -> Result<T, TrainError> {
         let mut engine = ClusterEngine::admit(
             handle,
             &mut links_rx,
@@ -154,8 +169,7 @@ pub async fn train_on_cluster(
             (join_timeout, step_timeout),
             shm,
         )?;
-        let mut trainer = Trainer::new(cfg, data);
-        let result = trainer.run(&mut engine, &mut *on_epoch);
+        let result = body(&mut engine);
         engine.stop(if result.is_ok() {
             "training finished"
         } else {

@@ -12,7 +12,7 @@ pub use engine::{
     Contribution, Engine, EngineInfo, GradientSum, ImageSplit, LocalEngine, mean_gradient,
 };
 pub use replica::Replica;
-pub use trainer::{Trainer, TrainingData};
+pub use trainer::{TimedSteps, Trainer, TrainingData};
 
 /// What can stop a training run.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use crate::data::Dataset;
 use crate::model::ModelSpec;
 use crate::optim::{Adam, AdamConfig};
 use crate::pairs::{Pair, batches, split, test_pairs, training_pairs, validation_pairs};
-use crate::results::{EpochRecord, RunResults};
+use crate::results::{EpochRecord, RunResults, StepTiming};
 
 /// The dataset plus the fixed split and the pairs that do not change between epochs.
 pub struct TrainingData {
@@ -58,6 +58,19 @@ impl TrainingData {
             test_pairs: test,
         })
     }
+}
+
+/// What [`Trainer::timed_steps`] measured after its warm-up.
+#[derive(Clone, Debug)]
+pub struct TimedSteps {
+    /// Steps measured.
+    pub steps: usize,
+    /// Pairs trained in them.
+    pub pairs: usize,
+    /// Wall-clock seconds they took.
+    pub seconds: f64,
+    /// Their step-time split.
+    pub timing: StepTiming,
 }
 
 /// The optimizer side of a run: parameters, Adam state and the loop.
@@ -178,6 +191,56 @@ impl Trainer {
             val_accuracy: val.accuracy,
             seconds,
             pairs_per_s: seen as f64 / seconds.max(1e-9),
+        })
+    }
+
+    /// Takes `warmup` and then `steps` optimizer steps of batch `batch` on the training pairs
+    /// (epoch after epoch as needed) and measures the second part only, for benchmarks.
+    pub fn timed_steps(
+        &mut self,
+        engine: &mut dyn Engine,
+        batch: usize,
+        warmup: usize,
+        steps: usize,
+    ) -> Result<TimedSteps, TrainError> {
+        engine.set_weights(&self.params)?;
+        let total = warmup + steps;
+        let mut queue: Vec<Pair> = Vec::new();
+        let mut epoch = 0u64;
+        while queue.len() < (total + 1) * batch {
+            epoch += 1;
+            let labels = self.data.dataset.train.labels();
+            queue.extend(training_pairs(
+                labels,
+                &self.data.train_pool,
+                self.cfg.seed,
+                epoch,
+            )?);
+        }
+        let mut start = Instant::now();
+        let mut before = engine.timing();
+        let mut pairs = 0usize;
+        for step in 0..total {
+            if step == warmup {
+                start = Instant::now();
+                before = engine.timing();
+                pairs = 0;
+            }
+            let current = &queue[step * batch..(step + 1) * batch];
+            let c = engine.gradient(current)?;
+            if step + 1 < total {
+                engine.prefetch(&queue[(step + 1) * batch..(step + 2) * batch])?;
+            }
+            self.apply(&c.grad, epoch as usize, step, "the engine")?;
+            engine.set_weights(&self.params)?;
+            pairs += c.pairs;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        Ok(TimedSteps {
+            steps,
+            pairs,
+            seconds,
+            timing: engine.timing().since(&before),
         })
     }
 

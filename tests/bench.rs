@@ -1,0 +1,74 @@
+//! Every bench command at a tiny size: what it writes has the right shape and sane values.
+//! Speed is the benchmarks' business, never asserted here.
+
+use std::process::Command;
+use std::time::Duration;
+
+use integration_tests::{bin, read_results, run_with_limit, shared_dataset};
+
+#[test]
+fn bench_scaling_writes_json_csv_and_png_with_sane_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("scaling.json");
+    let output = run_with_limit(
+        Command::new(bin("coordinator"))
+            .args(["bench", "scaling", "--dataset", "mnist", "--workers", "2"])
+            .args(["--mode", "both", "--steps", "4", "--warmup", "1"])
+            .args(["--repeats", "1", "--threads", "1"])
+            .arg("--data-dir")
+            .arg(shared_dataset("mnist"))
+            .arg("--out")
+            .arg(&out),
+        Duration::from_secs(300),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("| mode | workers |"), "{stdout}");
+    let r = read_results(&out);
+    let runs = r["runs"].as_array().unwrap();
+    // Strong and weak, each at 1 and 2 workers.
+    assert_eq!(runs.len(), 4, "{r}");
+    for run in runs {
+        let mode = run["mode"].as_str().unwrap();
+        assert!(mode == "strong" || mode == "weak", "{run}");
+        let workers = run["workers"].as_u64().unwrap();
+        let batch = run["global_batch"].as_u64().unwrap();
+        let want = if mode == "weak" { 64 * workers } else { 64 };
+        assert_eq!(batch, want, "{run}");
+        assert!(run["pairs_per_s"].as_f64().unwrap() > 0.0, "{run}");
+        let eff = run["efficiency"].as_f64().unwrap();
+        assert!(eff > 0.0 && eff <= 1.2, "{run}");
+        let share = run["comm_share"].as_f64().unwrap();
+        assert!((0.0..1.0).contains(&share), "{run}");
+        assert!(run["compute_ms"].as_f64().unwrap() > 0.0, "{run}");
+        if workers == 1 {
+            assert_eq!(run["speedup"].as_f64().unwrap(), 1.0);
+        }
+    }
+    let csv = std::fs::read_to_string(out.with_extension("csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    let png = std::fs::read(out.with_extension("png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+}
+
+#[test]
+fn bench_scaling_refuses_a_batch_smaller_than_the_workers() {
+    let output = run_with_limit(
+        Command::new(bin("coordinator"))
+            .args(["bench", "scaling", "--workers", "4", "--mode", "strong"])
+            .args(["--batch-size", "2", "--steps", "1"])
+            .arg("--data-dir")
+            .arg(shared_dataset("mnist")),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("cannot be split across 4 workers") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
