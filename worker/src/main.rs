@@ -3,10 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use siamese_common::cluster::auth::TOKEN_ENV;
-use siamese_common::cluster::{WorkerOptions, run_worker};
+use siamese_common::cluster::{WorkerOptions, run_worker_blocking};
 
 /// A siamese-cluster worker: holds a replica of SN-LeNet-5 on its device, loads the dataset the
 /// coordinator names (same --data-dir resolution as the coordinator) and trains the shards it is
@@ -72,11 +71,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         rank: cli.rank,
     };
     tracing::info!(coordinator = %opts.coordinator, device = %opts.device, threads, "worker starting");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(run_worker(opts))?;
+    run_worker_blocking(opts)?;
     Ok(())
 }

@@ -16,7 +16,7 @@ pub use engine::ClusterEngine;
 pub use run::{ClusterArgs, train_on_cluster, with_cluster};
 pub use service::{Admission, CoordinatorService, WorkerLink, serve};
 pub use spawn::LocalWorkers;
-pub use worker::{WorkerOptions, run_worker};
+pub use worker::{WorkerOptions, run_worker, run_worker_blocking};
 
 /// Version of `proto/cluster.proto`; a worker of another version is refused at join.
 pub const PROTOCOL_VERSION: u32 = 2;

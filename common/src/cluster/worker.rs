@@ -216,33 +216,7 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
         (_, false) => None,
     };
 
-    let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<CoordinatorMessage>();
-    // The compute loop runs inside its own pool, so the kernels' parallel loops run on the
-    // loop's thread instead of handing every operation to another thread and waiting.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads.max(1))
-        .thread_name(|i| format!("compute-{i}"))
-        .build()
-        .map_err(|e| ClusterError::Setup(format!("starting the compute threads: {e}")))?;
-    let compute = std::thread::Builder::new()
-        .name("compute".into())
-        .spawn(move || pool.install(|| compute_loop(spec, device, &dataset, shm, cmd_rx, out_tx)))
-        .map_err(|e| ClusterError::Setup(format!("starting the compute thread: {e}")))?;
-    let mut stopped = false;
-    while let Some(msg) = inbound.message().await.map_err(status("Session"))? {
-        if let Some(coordinator_message::Body::Stop(s)) = &msg.body {
-            tracing::info!(reason = %s.reason, "stopping");
-            stopped = true;
-        }
-        if cmd_tx.send(msg).is_err() || stopped {
-            break;
-        }
-    }
-    drop(cmd_tx);
-    let result = compute
-        .join()
-        .map_err(|_| ClusterError::Setup("the compute thread panicked".into()))?;
-    result?;
+    let stopped = serve_tasks(spec, device, &dataset, shm, &mut inbound, out_tx).await?;
     if !stopped {
         return Err(ClusterError::Protocol {
             peer: opts.coordinator,
@@ -250,6 +224,24 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
         });
     }
     Ok(())
+}
+
+/// Runs [`run_worker`] the way the `worker` binary does: a single-threaded runtime inside a
+/// compute pool of `opts.threads`, so one thread reads the stream, computes and answers, and
+/// the kernels' parallel loops start on it. Handing each message from an I/O thread to a compute
+/// thread cost two wake-ups a step, which on a machine whose cores all compute means waiting
+/// for a core each time.
+pub fn run_worker_blocking(opts: WorkerOptions) -> Result<(), ClusterError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.max(1))
+        .thread_name(|i| format!("compute-{i}"))
+        .build()
+        .map_err(|e| ClusterError::Setup(format!("starting the compute threads: {e}")))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ClusterError::Setup(format!("starting the async runtime: {e}")))?;
+    pool.install(|| runtime.block_on(run_worker(opts)))
 }
 
 fn load_error(e: crate::train::TrainError) -> ClusterError {
@@ -262,15 +254,17 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-/// Runs tasks in arrival order, each once the weights it names have arrived.
-fn compute_loop(
+/// Runs tasks in arrival order, each once the weights it names have arrived, on the calling
+/// thread (computing blocks it, which is the point: nothing else runs in a worker). Returns
+/// whether the coordinator said Stop.
+async fn serve_tasks(
     spec: ModelSpec,
     device: Device,
     data: &Dataset,
     mut shm: Option<(SharedRegion, usize)>,
-    commands: std::sync::mpsc::Receiver<CoordinatorMessage>,
+    inbound: &mut tonic::Streaming<CoordinatorMessage>,
     out: mpsc::Sender<WorkerMessage>,
-) -> Result<(), ClusterError> {
+) -> Result<bool, ClusterError> {
     let mut shared_weights = vec![0.0f32; spec.num_params()];
     let mut replica = Replica::new(spec, &spec.init(0), &device)
         .map_err(|e| ClusterError::Setup(format!("building the replica: {e}")))?;
@@ -290,7 +284,9 @@ fn compute_loop(
     };
     loop {
         let waited = Instant::now();
-        let Ok(msg) = commands.recv() else { break };
+        let Some(msg) = inbound.message().await.map_err(status("Session"))? else {
+            break;
+        };
         idle += waited.elapsed().as_secs_f64();
         match msg.body {
             Some(coordinator_message::Body::Weights(w)) => {
@@ -325,9 +321,10 @@ fn compute_loop(
                 apply += start.elapsed().as_secs_f64();
             }
             Some(coordinator_message::Body::Task(t)) => pending.push_back(t),
-            Some(coordinator_message::Body::Stop(_)) => {
+            Some(coordinator_message::Body::Stop(s)) => {
+                tracing::info!(reason = %s.reason, "stopping");
                 summary(idle, apply, compute, send);
-                return Ok(());
+                return Ok(true);
             }
             _ => {}
         }
@@ -341,15 +338,15 @@ fn compute_loop(
                 let reply = run_task(&mut replica, data, slot, t);
                 let sending = Instant::now();
                 compute += sending.duration_since(start).as_secs_f64();
-                if out.blocking_send(reply).is_err() {
-                    return Ok(());
+                if out.send(reply).await.is_err() {
+                    return Ok(false);
                 }
                 send += sending.elapsed().as_secs_f64();
             }
         }
     }
     summary(idle, apply, compute, send);
-    Ok(())
+    Ok(false)
 }
 
 fn run_task(
