@@ -45,7 +45,11 @@ fn max_relative_difference(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -
 }
 
 fn train_steps(dir: &Path, workers: usize, seed: u64) -> PathBuf {
-    let name = format!("w{workers}-s{seed}");
+    train_steps_with(dir, workers, seed, "coordinator")
+}
+
+fn train_steps_with(dir: &Path, workers: usize, seed: u64, aggregation: &str) -> PathBuf {
+    let name = format!("w{workers}-s{seed}-{aggregation}");
     let mut cmd = Command::new(bin("coordinator"));
     quick_run(&mut cmd, dir, &name);
     cmd.args([
@@ -58,7 +62,8 @@ fn train_steps(dir: &Path, workers: usize, seed: u64) -> PathBuf {
         "--threads",
         "1",
     ])
-    .args(["--seed", &seed.to_string()]);
+    .args(["--seed", &seed.to_string(), "--aggregation", aggregation])
+    .args(["--digest-every", "7"]);
     let out = run_with_limit(&mut cmd, Duration::from_secs(180));
     assert!(
         out.status.success(),
@@ -82,6 +87,20 @@ fn one_and_three_workers_end_with_the_same_weights() {
     // The comparison is sharp enough to see a different run.
     let other = load_weights(&train_steps(dir.path(), 1, 2));
     assert!(max_relative_difference(&one, &other) > 1e-3);
+}
+
+#[test]
+fn replicas_stepping_adam_themselves_match_the_coordinators_optimizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let central = load_weights(&train_steps(dir.path(), 1, 1));
+    let replicated = train_steps_with(dir.path(), 3, 1, "allreduce");
+    let r = read_results(&replicated.with_extension("json"));
+    assert_eq!(r["aggregation"], "allreduce");
+    let diff = max_relative_difference(&central, &load_weights(&replicated));
+    assert!(
+        diff <= 1e-5,
+        "allreduce replicas differ by {diff:e} (relative)"
+    );
 }
 
 fn pid_of(peer: &str) -> u32 {

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: finding the built binaries and the shared data,
 //! running processes with a deadline.
 
+pub mod fake_nccl;
 pub mod fake_worker;
 
 use std::path::{Path, PathBuf};
@@ -86,6 +87,16 @@ pub fn quick_run(cmd: &mut Command, dir: &Path, name: &str) {
 
 /// A coordinator waiting for `workers` remote workers; returns it and its address.
 pub fn waiting_coordinator(dir: &Path, workers: usize, token: &str) -> (Child, String) {
+    waiting_coordinator_with(dir, workers, token, &["--join-timeout", "60"])
+}
+
+/// As [`waiting_coordinator`], with more flags.
+pub fn waiting_coordinator_with(
+    dir: &Path,
+    workers: usize,
+    token: &str,
+    extra: &[&str],
+) -> (Child, String) {
     let addr_file = dir.join("addr");
     let mut cmd = Command::new(bin("coordinator"));
     quick_run(&mut cmd, dir, "remote");
@@ -99,7 +110,8 @@ pub fn waiting_coordinator(dir: &Path, workers: usize, token: &str) -> (Child, S
             "--epochs",
             "1",
         ])
-        .args(["--train-subset", "3000", "--join-timeout", "60"])
+        .args(["--train-subset", "3000"])
+        .args(extra)
         .arg("--address-file")
         .arg(&addr_file)
         .stdout(Stdio::piped())

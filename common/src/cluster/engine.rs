@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::ClusterError;
+use super::aggregation::{Aggregation, EngineSettings};
 use super::proto::{
     CoordinatorMessage, EmbedTask, GradientTask, ImageSet, Stop, Task, Weights,
     coordinator_message, task, worker_message,
@@ -36,28 +37,33 @@ struct Prefetched {
 /// Drives the admitted workers.
 pub struct ClusterEngine {
     handle: Handle,
-    workers: Vec<WorkerLink>,
-    spec: ModelSpec,
-    version: u64,
+    pub(super) workers: Vec<WorkerLink>,
+    pub(super) spec: ModelSpec,
+    /// Weights version: sets of weights sent, plus (replicated runs) steps the replicas applied.
+    pub(super) version: u64,
     next_id: u64,
-    step_timeout: Duration,
+    pub(super) settings: EngineSettings,
     prefetched: Option<Prefetched>,
     clock: StepClock,
     /// The shared file of the workers on this host, when any of them mapped it.
-    shm: Option<SharedRegion>,
+    pub(super) shm: Option<SharedRegion>,
+    /// Optimizer steps the replicas applied (replicated runs).
+    pub(super) replica_steps: u64,
 }
 
 impl ClusterEngine {
-    /// Waits (up to `join_timeout`) until `world` workers were admitted, ordered by rank;
-    /// `shm` is the shared file offered to workers on this host.
+    /// Waits (up to the join timeout) until `world` workers were admitted, ordered by rank, and
+    /// for NCCL runs relays rank 0's NCCL id until every communicator is up; `shm` is the
+    /// shared file offered to workers on this host.
     pub fn admit(
         handle: Handle,
         links: &mut mpsc::Receiver<WorkerLink>,
         world: usize,
         spec: ModelSpec,
-        (join_timeout, step_timeout): (Duration, Duration),
+        settings: EngineSettings,
         shm: Option<SharedRegion>,
     ) -> Result<Self, ClusterError> {
+        let join_timeout = settings.join_timeout;
         let mut workers = Vec::with_capacity(world);
         let deadline = tokio::time::Instant::now() + join_timeout;
         while workers.len() < world {
@@ -97,17 +103,22 @@ impl ClusterEngine {
                 ..WorkerTiming::default()
             })
             .collect();
-        Ok(ClusterEngine {
+        let mut engine = ClusterEngine {
             handle,
             workers,
             spec,
             version: 0,
             next_id: 0,
-            step_timeout,
+            settings,
             prefetched: None,
             clock: StepClock::new(timing),
             shm,
-        })
+            replica_steps: 0,
+        };
+        if settings.aggregation == Aggregation::Nccl {
+            engine.rendezvous()?;
+        }
+        Ok(engine)
     }
 
     /// Number of workers.
@@ -115,7 +126,11 @@ impl ClusterEngine {
         self.workers.len()
     }
 
-    fn send(&self, w: usize, body: coordinator_message::Body) -> Result<(), ClusterError> {
+    pub(super) fn send(
+        &self,
+        w: usize,
+        body: coordinator_message::Body,
+    ) -> Result<(), ClusterError> {
         let link = &self.workers[w];
         let msg: Result<CoordinatorMessage, Status> = Ok(CoordinatorMessage { body: Some(body) });
         // The channel's own path for synchronous callers: cheaper than entering the runtime.
@@ -128,7 +143,12 @@ impl ClusterEngine {
             })
     }
 
-    fn task(&mut self, w: usize, version: u64, kind: task::Kind) -> Result<u64, ClusterError> {
+    pub(super) fn task(
+        &mut self,
+        w: usize,
+        version: u64,
+        kind: task::Kind,
+    ) -> Result<u64, ClusterError> {
         let id = self.next_id;
         self.next_id += 1;
         self.send(
@@ -143,12 +163,21 @@ impl ClusterEngine {
     }
 
     /// The next message of worker `w`, with its arrival time.
-    fn receive(
+    pub(super) fn receive(
         &mut self,
         w: usize,
         id: u64,
     ) -> Result<(Instant, worker_message::Body), ClusterError> {
-        let limit = self.step_timeout;
+        self.receive_within(w, self.settings.step_timeout, &format!("answer task {id}"))
+    }
+
+    /// The next message of worker `w` within `limit`; `what` says what it was to do.
+    pub(super) fn receive_within(
+        &mut self,
+        w: usize,
+        limit: Duration,
+        what: &str,
+    ) -> Result<(Instant, worker_message::Body), ClusterError> {
         let link = &mut self.workers[w];
         let lost = |why: String| ClusterError::WorkerLost {
             rank: link.rank,
@@ -160,7 +189,7 @@ impl ClusterEngine {
             .block_on(tokio::time::timeout(limit, link.from_worker.recv()))
         {
             Err(_) => Err(ClusterError::Timeout {
-                what: format!("worker {} ({}) to answer task {id}", link.rank, link.peer),
+                what: format!("worker {} ({}) to {what}", link.rank, link.peer),
                 secs: limit.as_secs(),
             }),
             Ok(None) => Err(lost("its session ended".into())),
@@ -186,9 +215,11 @@ impl ClusterEngine {
         version: u64,
     ) -> Result<Vec<Option<u64>>, ClusterError> {
         let ranges: Vec<Range<usize>> = shard_ranges(batch.len(), self.world());
+        let replicated = self.settings.aggregation.replicated();
         let mut ids = Vec::with_capacity(ranges.len());
         for (w, r) in ranges.into_iter().enumerate() {
-            if r.is_empty() {
+            // Replicas that step Adam themselves must all take part in every step.
+            if r.is_empty() && !replicated {
                 ids.push(None);
                 continue;
             }
@@ -197,6 +228,7 @@ impl ClusterEngine {
                 first: shard.iter().map(|p| p.a).collect(),
                 second: shard.iter().map(|p| p.b).collect(),
                 same: shard.iter().map(|p| p.same).collect(),
+                global_pairs: if replicated { batch.len() as u32 } else { 0 },
             });
             ids.push(Some(self.task(w, version, kind)?));
         }
@@ -250,7 +282,9 @@ impl ClusterEngine {
                     });
                 }
             };
-            let added = if r.in_shm {
+            let added = if self.settings.aggregation == Aggregation::Nccl {
+                Ok(())
+            } else if r.in_shm {
                 let slot = match (&self.shm, self.workers[w].shm) {
                     (Some(region), true) => region.gradient(self.workers[w].rank as usize),
                     _ => None,
@@ -304,8 +338,16 @@ impl Engine for ClusterEngine {
         EngineInfo {
             workers: self.world(),
             device,
-            aggregation: "coordinator".into(),
+            aggregation: self.settings.aggregation.name().into(),
         }
+    }
+
+    fn replicas_step(&self) -> bool {
+        self.settings.aggregation.replicated()
+    }
+
+    fn pull_weights(&mut self) -> Result<Vec<f32>, TrainError> {
+        Ok(self.replica_weights()?)
     }
 
     fn set_weights(&mut self, weights: &[f32]) -> Result<(), TrainError> {
@@ -346,6 +388,12 @@ impl Engine for ClusterEngine {
         };
         let contribution = self.collect_gradients(&ids, batch.len(), sent)?;
         self.clock.handed_over();
+        if self.settings.aggregation.replicated() {
+            // The reduced gradient plays the part of the weights: the replicas start on it.
+            let start = self.clock.weights_start();
+            self.finish_replicated_step(&ids, &contribution)?;
+            self.clock.weights_queued(start);
+        }
         Ok(contribution)
     }
 
@@ -353,7 +401,12 @@ impl Engine for ClusterEngine {
         let Some(&first) = next.first() else {
             return Ok(());
         };
-        let ids = self.send_gradient_tasks(next, self.version + 1)?;
+        // Replicas that step themselves reach the next version on their own.
+        let version = match self.settings.aggregation.replicated() {
+            true => self.version,
+            false => self.version + 1,
+        };
+        let ids = self.send_gradient_tasks(next, version)?;
         self.prefetched = Some(Prefetched {
             first,
             len: next.len(),

@@ -1,17 +1,22 @@
 //! The cluster: protocol, authentication, the coordinator's service, the engine that drives
 //! workers through it, the worker's client loop, and local worker processes.
 
+pub mod aggregation;
 pub mod auth;
 pub mod engine;
 pub mod proto;
+pub mod replica_step;
+mod replicated;
 pub mod run;
 pub mod service;
 pub mod shm;
 pub mod spawn;
 mod step_clock;
+pub mod tasks;
 pub mod wire;
 pub mod worker;
 
+pub use aggregation::{Aggregation, EngineSettings};
 pub use engine::ClusterEngine;
 pub use run::{ClusterArgs, train_on_cluster, with_cluster};
 pub use service::{Admission, CoordinatorService, WorkerLink, serve};
@@ -94,6 +99,14 @@ pub enum ClusterError {
         peer: String,
         /// Its message.
         message: String,
+    },
+    /// Replicas that step Adam themselves no longer hold the same weights.
+    #[error("the replicas diverged after {steps} steps: {detail}; stopping before it spreads")]
+    Diverged {
+        /// Optimizer steps taken.
+        steps: u64,
+        /// Which ranks disagree.
+        detail: String,
     },
     /// Setting up the run failed.
     #[error("{0}")]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+use super::aggregation::{Aggregation, EngineSettings};
 use super::auth::{TOKEN_ENV, generate_token};
 use super::shm::SharedRegion;
 use super::spawn::{LocalWorkers, SpawnOptions};
@@ -50,6 +51,23 @@ pub struct ClusterArgs {
     /// through a shared-memory file and gRPC carries only control messages).
     #[arg(long, env = "SIAMESE_NO_SHM")]
     pub no_shm: bool,
+    /// Where gradients meet: the coordinator steps Adam (coordinator), or every replica steps
+    /// Adam after a sum through the coordinator (allreduce) or an NCCL all-reduce among CUDA
+    /// workers (nccl; the coordinator relays the NCCL id).
+    #[arg(
+        long,
+        value_enum,
+        env = "SIAMESE_AGGREGATION",
+        default_value = "coordinator"
+    )]
+    pub aggregation: Aggregation,
+    /// Replicated runs: compare the replicas' weight digests every this many steps (and at
+    /// the end of every epoch).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub digest_every: u64,
+    /// NCCL runs: seconds the workers have to form the communicator.
+    #[arg(long, default_value_t = 60)]
+    pub nccl_timeout: u64,
 }
 
 /// Trains `cfg` on a cluster of `args.workers` workers; `on_epoch` sees every epoch's figures.
@@ -76,6 +94,11 @@ pub async fn with_cluster<T: Send + 'static>(
     dataset: Arc<Dataset>,
     body: impl FnOnce(&mut ClusterEngine) -> Result<T, TrainError> + Send + 'static,
 ) -> Result<T, TrainError> {
+    if args.aggregation == Aggregation::Nccl && !args.no_spawn && args.device == "cpu" {
+        return Err(TrainError::Config(
+            "--aggregation nccl all-reduces on GPUs: give the local workers --device cuda:K (or use --aggregation allreduce on CPUs)".into(),
+        ));
+    }
     let token = match (&args.token, args.no_spawn) {
         (Some(t), _) => t.clone(),
         (None, false) => {
@@ -106,6 +129,8 @@ pub async fn with_cluster<T: Send + 'static>(
         world_size: args.workers as u32,
         spec_json: serde_json::to_string(&spec).map_err(|e| TrainError::Engine(e.to_string()))?,
         config_json: serde_json::to_string(&cfg).map_err(|e| TrainError::Engine(e.to_string()))?,
+        aggregation: args.aggregation,
+        nccl_timeout_s: args.nccl_timeout as u32,
         shm: shm
             .as_ref()
             .map(|r| (r.path().display().to_string(), r.nonce())),
@@ -155,20 +180,16 @@ pub async fn with_cluster<T: Send + 'static>(
     };
 
     let handle = tokio::runtime::Handle::current();
-    let (join_timeout, step_timeout) = (
-        Duration::from_secs(args.join_timeout),
-        Duration::from_secs(args.step_timeout),
-    );
+    let settings = EngineSettings {
+        join_timeout: Duration::from_secs(args.join_timeout),
+        step_timeout: Duration::from_secs(args.step_timeout),
+        aggregation: args.aggregation,
+        digest_every: args.digest_every,
+        nccl_timeout: Duration::from_secs(args.nccl_timeout),
+    };
     let world = args.workers;
     let trained = tokio::task::spawn_blocking(move || -> Result<T, TrainError> {
-        let mut engine = ClusterEngine::admit(
-            handle,
-            &mut links_rx,
-            world,
-            spec,
-            (join_timeout, step_timeout),
-            shm,
-        )?;
+        let mut engine = ClusterEngine::admit(handle, &mut links_rx, world, spec, settings, shm)?;
         let result = body(&mut engine);
         engine.stop(if result.is_ok() {
             "training finished"

@@ -42,6 +42,10 @@ pub struct Admission {
     pub config_json: String,
     /// The shared file for workers on this host, and the nonce in its header.
     pub shm: Option<(String, u64)>,
+    /// Where gradients meet.
+    pub aggregation: super::Aggregation,
+    /// Seconds workers have to form an NCCL communicator.
+    pub nccl_timeout_s: u32,
 }
 
 impl Admission {
@@ -219,6 +223,8 @@ impl Cluster for CoordinatorService {
             model_spec_json: self.admission.spec_json.clone(),
             config_json: self.admission.config_json.clone(),
             shm,
+            aggregation: self.admission.aggregation.name().into(),
+            nccl_timeout_s: self.admission.nccl_timeout_s,
         };
         tx.send(message(coordinator_message::Body::Welcome(welcome)))
             .await

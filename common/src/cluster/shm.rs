@@ -26,6 +26,10 @@ const VERSION_AT: usize = 32;
 /// Stored as the weights version while the weights are being written.
 const WRITING: u64 = u64::MAX;
 
+/// Version bit of a reduced gradient in the weights area (allreduce runs, where the weights
+/// area is free after the first weights): `REDUCED | step`.
+pub const REDUCED: u64 = 1 << 62;
+
 /// One mapping of the shared file.
 pub struct SharedRegion {
     map: MmapMut,

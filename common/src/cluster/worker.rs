@@ -1,7 +1,6 @@
 //! The worker: joins a coordinator, proves it holds the same data, then computes the gradients
 //! and embeddings of the shards it is sent until told to stop.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,19 +10,20 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
+use super::aggregation::Aggregation;
 use super::auth::AddToken;
 use super::proto::cluster_client::ClusterClient;
 use super::proto::{
-    CoordinatorMessage, EmbedResult, GradientResult, ImageSet, Join, RunRequest, Task, WorkerError,
-    WorkerMessage, coordinator_message, task, worker_message,
+    CoordinatorMessage, Join, RunRequest, WorkerError, WorkerMessage, coordinator_message,
+    worker_message,
 };
+use super::replica_step::{Reducer, Replicated};
 use super::service::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
 use super::shm::SharedRegion;
-use super::wire::{decode_f32, encode_f32};
+use super::tasks::TaskRunner;
 use super::{ClusterError, MODEL_VERSION, PROTOCOL_VERSION};
-use crate::data::{Dataset, DatasetKind, obtain_dataset};
+use crate::data::{DatasetKind, obtain_dataset};
 use crate::model::ModelSpec;
-use crate::pairs::Pair;
 use crate::train::Replica;
 
 /// How a worker is started.
@@ -216,7 +216,35 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
         (_, false) => None,
     };
 
-    let stopped = serve_tasks(spec, device, &dataset, shm, &mut inbound, out_tx).await?;
+    let aggregation =
+        Aggregation::from_name(&welcome.aggregation).ok_or_else(|| ClusterError::Protocol {
+            peer: opts.coordinator.clone(),
+            what: format!("unknown aggregation {:?}", welcome.aggregation),
+        })?;
+    let replicated = match aggregation {
+        Aggregation::Coordinator => None,
+        Aggregation::Allreduce => Some(Reducer::Coordinator),
+        Aggregation::Nccl => {
+            let limit = Duration::from_secs(u64::from(welcome.nccl_timeout_s));
+            let group = nccl_rendezvous(&welcome, &device, limit, &mut inbound, &out_tx).await?;
+            Some(group)
+        }
+    };
+    let replicated = match replicated {
+        Some(reducer) => {
+            let cfg: crate::config::TrainConfig = serde_json::from_str(&welcome.config_json)
+                .map_err(|e| ClusterError::Protocol {
+                    peer: opts.coordinator.clone(),
+                    what: format!("bad run configuration: {e}"),
+                })?;
+            Some(Replicated::new(cfg.lr, spec.num_params(), reducer))
+        }
+        None => None,
+    };
+    let replica = Replica::new(spec, &spec.init(0), &device)
+        .map_err(|e| ClusterError::Setup(format!("building the replica: {e}")))?;
+    let runner = TaskRunner::new(replica, device, &dataset, shm, replicated);
+    let stopped = runner.serve(&mut inbound, out_tx).await?;
     if !stopped {
         return Err(ClusterError::Protocol {
             peer: opts.coordinator,
@@ -244,185 +272,81 @@ pub fn run_worker_blocking(opts: WorkerOptions) -> Result<(), ClusterError> {
     pool.install(|| runtime.block_on(run_worker(opts)))
 }
 
-fn load_error(e: crate::train::TrainError) -> ClusterError {
-    ClusterError::Setup(format!("loading weights: {e}"))
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
 }
 
-/// Runs tasks in arrival order, each once the weights it names have arrived, on the calling
-/// thread (computing blocks it, which is the point: nothing else runs in a worker). Returns
-/// whether the coordinator said Stop.
-async fn serve_tasks(
-    spec: ModelSpec,
-    device: Device,
-    data: &Dataset,
-    mut shm: Option<(SharedRegion, usize)>,
+/// NCCL's rendezvous through the coordinator: rank 0 creates the unique id and sends it; every
+/// rank gets it relayed back, forms the communicator (within `limit`) and says so.
+#[cfg(feature = "nccl")]
+async fn nccl_rendezvous(
+    welcome: &super::proto::Welcome,
+    device: &Device,
+    limit: Duration,
     inbound: &mut tonic::Streaming<CoordinatorMessage>,
-    out: mpsc::Sender<WorkerMessage>,
-) -> Result<bool, ClusterError> {
-    let mut shared_weights = vec![0.0f32; spec.num_params()];
-    let mut replica = Replica::new(spec, &spec.init(0), &device)
-        .map_err(|e| ClusterError::Setup(format!("building the replica: {e}")))?;
-    let mut version = 0u64;
-    let mut pending: VecDeque<Task> = VecDeque::new();
-    // Where this worker's time went, logged at the end: idle (waiting for the coordinator),
-    // applying weights, computing, handing results to the network.
-    let (mut idle, mut apply, mut compute, mut send) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-    let summary = |idle: f64, apply: f64, compute: f64, send: f64| {
-        tracing::info!(
-            idle_s = idle,
-            apply_weights_s = apply,
-            compute_s = compute,
-            send_s = send,
-            "worker time split"
-        );
+    out: &mpsc::Sender<WorkerMessage>,
+) -> Result<Reducer, ClusterError> {
+    use super::proto::{NcclId, NcclReady};
+    use crate::nccl::NcclGroup;
+    let send = |body| async move {
+        out.send(WorkerMessage { body: Some(body) })
+            .await
+            .map_err(|_| ClusterError::Setup("the outgoing stream closed".into()))
     };
-    loop {
-        let waited = Instant::now();
-        let Some(msg) = inbound.message().await.map_err(status("Session"))? else {
-            break;
-        };
-        idle += waited.elapsed().as_secs_f64();
-        match msg.body {
-            Some(coordinator_message::Body::Weights(w)) => {
-                let start = Instant::now();
-                let loaded = match (&shm, w.in_shm) {
-                    (Some((region, _)), true) => {
-                        // A stale message: newer weights (and their message) are on the way.
-                        region.read_weights(w.version, &mut shared_weights) && {
-                            replica.set_weights(&shared_weights).map_err(load_error)?;
-                            true
-                        }
-                    }
-                    (None, true) => {
-                        return Err(ClusterError::Protocol {
-                            peer: "coordinator".into(),
-                            what: "weights in shared memory this worker has not mapped".into(),
-                        });
-                    }
-                    (_, false) => {
-                        let values =
-                            decode_f32(&w.values).ok_or_else(|| ClusterError::Protocol {
-                                peer: "coordinator".into(),
-                                what: "weights of odd byte length".into(),
-                            })?;
-                        replica.set_weights(&values).map_err(load_error)?;
-                        true
-                    }
-                };
-                if loaded {
-                    version = w.version;
-                }
-                apply += start.elapsed().as_secs_f64();
-            }
-            Some(coordinator_message::Body::Task(t)) => pending.push_back(t),
-            Some(coordinator_message::Body::Stop(s)) => {
-                tracing::info!(reason = %s.reason, "stopping");
-                summary(idle, apply, compute, send);
-                return Ok(true);
-            }
-            _ => {}
-        }
-        while pending
-            .front()
-            .is_some_and(|t| t.weights_version <= version)
-        {
-            if let Some(t) = pending.pop_front() {
-                let start = Instant::now();
-                let slot = shm.as_mut().map(|(region, rank)| (region, *rank));
-                let reply = run_task(&mut replica, data, slot, t);
-                let sending = Instant::now();
-                compute += sending.duration_since(start).as_secs_f64();
-                if out.send(reply).await.is_err() {
-                    return Ok(false);
-                }
-                send += sending.elapsed().as_secs_f64();
-            }
-        }
+    if welcome.rank == 0 {
+        let id = NcclGroup::unique_id().map_err(|e| ClusterError::Setup(e.to_string()))?;
+        send(worker_message::Body::NcclId(NcclId { id: id.to_vec() })).await?;
     }
-    summary(idle, apply, compute, send);
-    Ok(false)
+    let id = match tokio::time::timeout(limit, inbound.message()).await {
+        Err(_) => {
+            return Err(ClusterError::Timeout {
+                what: "the coordinator to relay rank 0's NCCL id".into(),
+                secs: limit.as_secs(),
+            });
+        }
+        Ok(msg) => match msg.map_err(status("Session"))?.and_then(|m| m.body) {
+            Some(coordinator_message::Body::NcclId(n)) => n.id,
+            _ => {
+                return Err(ClusterError::Protocol {
+                    peer: "coordinator".into(),
+                    what: "expected the NCCL id".into(),
+                });
+            }
+        },
+    };
+    let (rank, world) = (welcome.rank as usize, welcome.world_size as usize);
+    let group = tokio::task::block_in_place(|| NcclGroup::join(&id, rank, world, device, limit))
+        .map_err(|e| ClusterError::Setup(e.to_string()))?;
+    send(worker_message::Body::NcclReady(NcclReady {
+        rank: welcome.rank,
+    }))
+    .await?;
+    tracing::info!(rank, world, "NCCL communicator formed");
+    Ok(Reducer::Nccl(group))
 }
 
-fn run_task(
-    replica: &mut Replica,
-    data: &Dataset,
-    slot: Option<(&mut SharedRegion, usize)>,
-    t: Task,
-) -> WorkerMessage {
-    let start = Instant::now();
-    let id = t.id;
-    let body = match t.kind {
-        Some(task::Kind::Gradient(g)) => {
-            if g.first.len() != g.second.len() || g.first.len() != g.same.len() {
-                Err("gradient task with lists of different lengths".to_string())
-            } else {
-                let pairs: Vec<Pair> = g
-                    .first
-                    .iter()
-                    .zip(&g.second)
-                    .zip(&g.same)
-                    .map(|((&a, &b), &same)| Pair { a, b, same })
-                    .collect();
-                replica
-                    .pair_gradient(&data.train, &pairs)
-                    .map_err(|e| e.to_string())
-                    .and_then(|step| {
-                        let correct = step
-                            .similarity
-                            .iter()
-                            .zip(&pairs)
-                            .filter(|(s, p)| (**s > 0.5) == p.same)
-                            .count();
-                        let (grad, in_shm) = match slot {
-                            Some((region, rank)) => {
-                                region
-                                    .write_gradient(rank, &step.grad)
-                                    .map_err(|e| e.to_string())?;
-                                (Default::default(), true)
-                            }
-                            None => (encode_f32(&step.grad), false),
-                        };
-                        Ok(worker_message::Body::Gradient(GradientResult {
-                            id,
-                            grad,
-                            loss_sum: f64::from(step.loss_sum),
-                            correct: correct as u32,
-                            pairs: pairs.len() as u32,
-                            compute_s: start.elapsed().as_secs_f64(),
-                            in_shm,
-                        }))
-                    })
-            }
-        }
-        Some(task::Kind::Embed(e)) => {
-            let images = if e.set == ImageSet::Test as i32 {
-                &data.test
-            } else {
-                &data.train
-            };
-            replica
-                .embed(images, &e.indices)
-                .map_err(|e| e.to_string())
-                .map(|values| {
-                    worker_message::Body::Embedding(EmbedResult {
-                        id,
-                        width: replica.network().spec().out_width() as u32,
-                        values: encode_f32(&values),
-                        compute_s: start.elapsed().as_secs_f64(),
-                    })
-                })
-        }
-        None => Err("a task without a kind".to_string()),
-    };
-    let body = body.unwrap_or_else(|message| {
-        tracing::error!(task = id, %message, "task failed");
-        worker_message::Body::Error(WorkerError { id, message })
-    });
-    WorkerMessage { body: Some(body) }
+/// Without NCCL compiled in, an NCCL run is refused with what to do.
+#[cfg(not(feature = "nccl"))]
+async fn nccl_rendezvous(
+    _welcome: &super::proto::Welcome,
+    _device: &Device,
+    _limit: Duration,
+    inbound: &mut tonic::Streaming<CoordinatorMessage>,
+    out: &mpsc::Sender<WorkerMessage>,
+) -> Result<Reducer, ClusterError> {
+    let message = "this worker was built without NCCL: rebuild it with `cargo build --release --features nccl` (see ../shared/gpu/README.md)".to_string();
+    let _ = out
+        .send(WorkerMessage {
+            body: Some(worker_message::Body::Error(WorkerError {
+                id: 0,
+                message: message.clone(),
+            })),
+        })
+        .await;
+    // Let the error reach the coordinator before this process exits: it answers by ending
+    // the session.
+    let _ = tokio::time::timeout(Duration::from_secs(5), inbound.message()).await;
+    Err(ClusterError::Setup(message))
 }

@@ -127,6 +127,17 @@ pub trait Engine {
     fn prefetch(&mut self, _next: &[Pair]) -> Result<(), TrainError> {
         Ok(())
     }
+    /// Whether the replicas step the optimizer themselves (allreduce, NCCL): the caller then
+    /// keeps only the figures of each step and takes the weights from [`Engine::pull_weights`].
+    fn replicas_step(&self) -> bool {
+        false
+    }
+    /// The replicas' weights, checked to agree (engines whose replicas step themselves).
+    fn pull_weights(&mut self) -> Result<Vec<f32>, TrainError> {
+        Err(TrainError::Engine(
+            "this engine's replicas do not hold the optimizer".into(),
+        ))
+    }
     /// Subnet outputs for images of one split, row-major.
     fn embed(&mut self, split: ImageSplit, indices: &[u32]) -> Result<Vec<f32>, TrainError>;
     /// Step-time split accumulated so far.

@@ -147,6 +147,22 @@ impl Trainer {
         Ok(())
     }
 
+    /// Applies a step's mean gradient here and sends the weights, unless the replicas step
+    /// the optimizer themselves.
+    fn step(
+        &mut self,
+        engine: &mut dyn Engine,
+        grad: &[f32],
+        epoch: usize,
+        step: usize,
+    ) -> Result<(), TrainError> {
+        if engine.replicas_step() {
+            return Ok(());
+        }
+        self.apply(grad, epoch, step, "the engine")?;
+        engine.set_weights(&self.params)
+    }
+
     /// Trains one epoch; returns its record (validation included).
     pub fn epoch(
         &mut self,
@@ -173,14 +189,16 @@ impl Trainer {
             if let Some((_, next)) = steps.peek().filter(|_| !last) {
                 engine.prefetch(next)?;
             }
-            self.apply(&c.grad, epoch, step, "the engine")?;
-            engine.set_weights(&self.params)?;
+            self.step(engine, &c.grad, epoch, step)?;
             self.steps += 1;
             loss_sum += c.loss_sum;
             correct += c.correct;
             seen += c.pairs;
         }
         let seconds = start.elapsed().as_secs_f64();
+        if engine.replicas_step() {
+            self.params = engine.pull_weights()?;
+        }
         let scored = score_pairs(engine, ImageSplit::Train, &self.data.val_pairs, self.unit())?;
         let val = pair_figures(&scored.scores, &self.data.val_pairs);
         Ok(EpochRecord {
@@ -231,11 +249,13 @@ impl Trainer {
             if step + 1 < total {
                 engine.prefetch(&queue[(step + 1) * batch..(step + 2) * batch])?;
             }
-            self.apply(&c.grad, epoch as usize, step, "the engine")?;
-            engine.set_weights(&self.params)?;
+            self.step(engine, &c.grad, epoch as usize, step)?;
             pairs += c.pairs;
         }
         let seconds = start.elapsed().as_secs_f64();
+        if engine.replicas_step() {
+            self.params = engine.pull_weights()?;
+        }
         Ok(TimedSteps {
             steps,
             pairs,

@@ -1,0 +1,158 @@
+//! The coordinator's side of NCCL runs over real gRPC on 127.0.0.1, without a GPU: the id
+//! relay, rank assignment, the replica-digest check, and ranks that never join or never form
+//! their communicator (the run stops with a clear error instead of hanging).
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use integration_tests::fake_nccl::{self, Behaviour, Seen};
+use integration_tests::{bin, read_results, shared_dataset, waiting_coordinator_with};
+
+/// Runs fake NCCL workers against `addr` concurrently; returns what each saw.
+fn fakes(addr: &str, behaviours: &[Behaviour]) -> Vec<Seen> {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let data = shared_dataset("mnist");
+    runtime.block_on(async {
+        let handles: Vec<_> = behaviours
+            .iter()
+            .map(|&b| {
+                let (addr, data) = (addr.to_string(), data.clone());
+                tokio::spawn(async move { fake_nccl::run(&addr, "tok", &data, b).await })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for h in handles {
+            seen.push(h.await.unwrap());
+        }
+        seen
+    })
+}
+
+/// Waits for the coordinator, failing (not hanging) past `limit`; returns (success, stderr).
+fn finish(mut coordinator: Child, limit: Duration) -> (bool, String) {
+    let start = Instant::now();
+    while coordinator.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = coordinator.kill();
+            panic!("the coordinator hung past {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = coordinator.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+const NCCL: [&str; 2] = ["--aggregation", "nccl"];
+
+#[test]
+fn rank_0s_id_reaches_every_rank_and_the_run_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, addr) = waiting_coordinator_with(
+        dir.path(),
+        2,
+        "tok",
+        &[&NCCL[..], &["--max-steps", "12", "--digest-every", "5"]].concat(),
+    );
+    let seen = fakes(&addr, &[Behaviour::Healthy, Behaviour::Healthy]);
+    let (ok, err) = finish(coordinator, Duration::from_secs(120));
+    assert!(ok, "{err}");
+    let mut ranks: Vec<u32> = seen.iter().map(|s| s.rank).collect();
+    ranks.sort_unstable();
+    assert_eq!(ranks, [0, 1]);
+    let sent = &seen.iter().find(|s| s.rank == 0).unwrap().sent_id;
+    assert!(!sent.is_empty());
+    for s in &seen {
+        assert_eq!(&s.relayed_id, sent, "rank {} got another id", s.rank);
+        assert_eq!(s.steps, 12);
+        assert!(s.stopped);
+    }
+    let r = read_results(&dir.path().join("remote.json"));
+    assert_eq!(r["aggregation"], "nccl");
+    assert_eq!(r["workers"], 2);
+}
+
+#[test]
+fn diverged_replicas_stop_the_run_naming_the_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, addr) = waiting_coordinator_with(
+        dir.path(),
+        2,
+        "tok",
+        &[&NCCL[..], &["--max-steps", "30", "--digest-every", "5"]].concat(),
+    );
+    fakes(&addr, &[Behaviour::Healthy, Behaviour::DivergeAt(4)]);
+    let (ok, err) = finish(coordinator, Duration::from_secs(120));
+    assert!(!ok, "diverged replicas were accepted");
+    assert!(
+        err.contains("replicas diverged after 5 steps") && err.contains("md5"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    // No epoch ended, so no checkpoint holds the diverged state.
+    assert!(!dir.path().join("remote.safetensors").exists());
+}
+
+#[test]
+fn a_rank_that_never_forms_its_communicator_times_out_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, addr) = waiting_coordinator_with(
+        dir.path(),
+        2,
+        "tok",
+        &[&NCCL[..], &["--nccl-timeout", "3"]].concat(),
+    );
+    let seen = fakes(&addr, &[Behaviour::Healthy, Behaviour::NeverReady]);
+    let (ok, err) = finish(coordinator, Duration::from_secs(60));
+    assert!(!ok);
+    assert!(
+        err.contains("timed out after 3 s") && err.contains("form its NCCL communicator"),
+        "{err}"
+    );
+    // Both fakes got out of their sessions instead of waiting forever.
+    assert_eq!(seen.len(), 2);
+}
+
+#[test]
+fn a_rank_that_never_joins_stops_the_others_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, addr) = waiting_coordinator_with(
+        dir.path(),
+        2,
+        "tok",
+        &[&NCCL[..], &["--join-timeout", "3"]].concat(),
+    );
+    let seen = fakes(&addr, &[Behaviour::Healthy]);
+    let (ok, err) = finish(coordinator, Duration::from_secs(60));
+    assert!(!ok);
+    assert!(err.contains("2 workers to join (1 joined)"), "{err}");
+    assert!(
+        !seen[0].stopped,
+        "the joined rank saw no Stop, its session just ended"
+    );
+}
+
+#[test]
+fn a_worker_built_without_nccl_says_how_to_build_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, addr) = waiting_coordinator_with(
+        dir.path(),
+        1,
+        "tok",
+        &[&NCCL[..], &["--nccl-timeout", "20"]].concat(),
+    );
+    let out = Command::new(bin("worker"))
+        .args(["--coordinator", &format!("http://{addr}"), "--token", "tok"])
+        .arg("--data-dir")
+        .arg(shared_dataset("mnist"))
+        .output()
+        .unwrap();
+    let (ok, err) = finish(coordinator, Duration::from_secs(60));
+    let worker_err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(worker_err.contains("--features nccl"), "{worker_err}");
+    assert!(!ok);
+    assert!(err.contains("--features nccl"), "{err}");
+}
