@@ -83,7 +83,10 @@ impl ClusterEngine {
         }
         self.version += 1;
         self.replica_steps += 1;
-        if self.replica_steps.is_multiple_of(self.settings.digest_every.max(1)) {
+        if self
+            .replica_steps
+            .is_multiple_of(self.settings.digest_every.max(1))
+        {
             self.check_digests()?;
         }
         Ok(())

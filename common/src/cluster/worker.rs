@@ -296,7 +296,7 @@ async fn nccl_rendezvous(
             .map_err(|_| ClusterError::Setup("the outgoing stream closed".into()))
     };
     if welcome.rank == 0 {
-        let id = NcclGroup::unique_id().map_err(|e| ClusterError::Setup(e.to_string()))?;
+        let id = crate::nccl::unique_id().map_err(|e| ClusterError::Setup(e.to_string()))?;
         send(worker_message::Body::NcclId(NcclId { id: id.to_vec() })).await?;
     }
     let id = match tokio::time::timeout(limit, inbound.message()).await {
@@ -317,7 +317,8 @@ async fn nccl_rendezvous(
         },
     };
     let (rank, world) = (welcome.rank as usize, welcome.world_size as usize);
-    let group = tokio::task::block_in_place(|| NcclGroup::join(&id, rank, world, device, limit))
+    // Blocking is fine: this thread has nothing else to do until the communicator forms.
+    let group = NcclGroup::join(&id, rank, world, device, limit)
         .map_err(|e| ClusterError::Setup(e.to_string()))?;
     send(worker_message::Body::NcclReady(NcclReady {
         rank: welcome.rank,
