@@ -8,6 +8,8 @@ pub mod data;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod optim;
 pub mod pairs;
 pub mod results;
