@@ -118,3 +118,25 @@ fn health_reflection_and_token_checks_answer_stock_grpc_clients() {
     let _ = coordinator.kill();
     let _ = coordinator.wait();
 }
+
+#[test]
+fn a_local_worker_that_dies_at_start_fails_the_run_at_once() {
+    use integration_tests::{bin, run_with_limit};
+    use std::process::Command;
+    use std::time::Duration;
+    // A default build has no CUDA: the workers exit at start with a message saying so.
+    let out = run_with_limit(
+        Command::new(bin("coordinator"))
+            .args(["--workers", "2", "--device", "cuda:0", "--epochs", "1"])
+            .args(["--join-timeout", "600"])
+            .arg("--data-dir")
+            .arg(shared_dataset("mnist")),
+        Duration::from_secs(120),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("exited before all workers joined") && err.contains("needs CUDA"),
+        "{err}"
+    );
+}

@@ -54,10 +54,11 @@ pub struct ClusterEngine {
 impl ClusterEngine {
     /// Waits (up to the join timeout) until `world` workers were admitted, ordered by rank, and
     /// for NCCL runs relays rank 0's NCCL id until every communicator is up; `shm` is the
-    /// shared file offered to workers on this host.
+    /// shared file offered to workers on this host. A message on `dead` (a local worker
+    /// process exited) ends the wait at once.
     pub fn admit(
         handle: Handle,
-        links: &mut mpsc::Receiver<WorkerLink>,
+        (links, dead): (&mut mpsc::Receiver<WorkerLink>, &mut mpsc::Receiver<String>),
         world: usize,
         spec: ModelSpec,
         settings: EngineSettings,
@@ -67,9 +68,20 @@ impl ClusterEngine {
         let mut workers = Vec::with_capacity(world);
         let deadline = tokio::time::Instant::now() + join_timeout;
         while workers.len() < world {
-            match handle.block_on(tokio::time::timeout_at(deadline, links.recv())) {
-                Ok(Some(link)) => workers.push(link),
-                Ok(None) => {
+            let next = handle.block_on(tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    link = links.recv() => Ok(link),
+                    Some(why) = dead.recv() => Err(why),
+                }
+            }));
+            match next {
+                Ok(Err(why)) => {
+                    return Err(ClusterError::Setup(format!(
+                        "{why} before all workers joined (its log above says why)"
+                    )));
+                }
+                Ok(Ok(Some(link))) => workers.push(link),
+                Ok(Ok(None)) => {
                     return Err(ClusterError::Setup(
                         "the server stopped while workers were joining".into(),
                     ));

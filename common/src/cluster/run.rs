@@ -179,6 +179,21 @@ pub async fn with_cluster<T: Send + 'static>(
         Some(LocalWorkers::spawn(&opts)?)
     };
 
+    let (dead_tx, mut dead_rx) = mpsc::channel::<String>(1);
+    let watcher = local.as_ref().map(|w| {
+        let pids = w.pids();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Some(pid) = LocalWorkers::first_exited(&pids) {
+                    let _ = dead_tx
+                        .send(format!("local worker process {pid} exited"))
+                        .await;
+                    return;
+                }
+            }
+        })
+    });
     let handle = tokio::runtime::Handle::current();
     let settings = EngineSettings {
         join_timeout: Duration::from_secs(args.join_timeout),
@@ -189,7 +204,14 @@ pub async fn with_cluster<T: Send + 'static>(
     };
     let world = args.workers;
     let trained = tokio::task::spawn_blocking(move || -> Result<T, TrainError> {
-        let mut engine = ClusterEngine::admit(handle, &mut links_rx, world, spec, settings, shm)?;
+        let mut engine = ClusterEngine::admit(
+            handle,
+            (&mut links_rx, &mut dead_rx),
+            world,
+            spec,
+            settings,
+            shm,
+        )?;
         let result = body(&mut engine);
         engine.stop(if result.is_ok() {
             "training finished"
@@ -200,6 +222,9 @@ pub async fn with_cluster<T: Send + 'static>(
     })
     .await
     .map_err(|e| TrainError::Engine(format!("the training thread failed: {e}")))?;
+    if let Some(w) = watcher {
+        w.abort();
+    }
     if let Some(workers) = local {
         workers.finish(Duration::from_secs(10));
     }

@@ -106,6 +106,19 @@ impl LocalWorkers {
         self.children.iter().map(Child::id).collect()
     }
 
+    /// The first of `pids` that has exited (a zombie waiting to be reaped), on Linux: a
+    /// worker that dies at start (no GPU, bad data folder) must fail the run at once, not after
+    /// the join timeout.
+    pub fn first_exited(pids: &[u32]) -> Option<u32> {
+        pids.iter().copied().find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // "pid (comm) S ...": the state follows the last ')'.
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+        })
+    }
+
     /// Waits up to `limit` for every worker to exit by itself, then kills the rest.
     pub fn finish(mut self, limit: Duration) {
         let deadline = Instant::now() + limit;
