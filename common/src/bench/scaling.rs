@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::plot::plot_scaling;
 use super::stats::Spread;
-use crate::cluster::{ClusterArgs, with_cluster};
+use crate::cluster::{Aggregation, ClusterArgs, with_cluster};
 use crate::config::TrainConfig;
 use crate::data::{DatasetKind, obtain_dataset};
 use crate::train::{TimedSteps, TrainError, Trainer, TrainingData};
@@ -58,6 +58,9 @@ pub struct ScalingArgs {
     /// Send weights and gradients through gRPC instead of shared memory.
     #[arg(long)]
     pub no_shm: bool,
+    /// Where gradients meet (as for training).
+    #[arg(long, value_enum, default_value = "coordinator")]
+    pub aggregation: Aggregation,
     /// JSON report; a CSV and a PNG plot are written beside it.
     #[arg(long, default_value = "results/scaling.json")]
     pub out: PathBuf,
@@ -200,6 +203,7 @@ pub async fn run_scaling(args: ScalingArgs) -> Result<ScalingReport, TrainError>
             let cluster = ClusterArgs {
                 workers,
                 no_shm: args.no_shm,
+                aggregation: args.aggregation,
                 ..base_cluster.clone()
             };
             let data = TrainingData::prepare(&cfg, dataset.clone())?;
@@ -264,14 +268,15 @@ pub async fn run_scaling(args: ScalingArgs) -> Result<ScalingReport, TrainError>
 /// The report as a markdown table.
 pub fn scaling_table(r: &ScalingReport) -> String {
     let mut s = format!(
-        "{} on {}; {} threads per worker, {} measured steps after {} warm-up, median of {} (transport: {})\n\n",
+        "{} on {}; {} threads per worker, {} measured steps after {} warm-up, median of {} (transport: {}, aggregation: {})\n\n",
         r.args.dataset.name(),
         r.machine,
         r.args.threads,
         r.args.steps,
         r.args.warmup,
         r.args.repeats,
-        r.transport
+        r.transport,
+        r.args.aggregation.name()
     );
     s.push_str("| mode | workers | global batch | pairs/s (range) | speedup | efficiency | compute ms | waiting ms | transfer ms | aggregation ms | outside compute |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");

@@ -14,8 +14,7 @@ use super::aggregation::Aggregation;
 use super::auth::AddToken;
 use super::proto::cluster_client::ClusterClient;
 use super::proto::{
-    CoordinatorMessage, Join, RunRequest, WorkerError, WorkerMessage, coordinator_message,
-    worker_message,
+    CoordinatorMessage, Join, RunRequest, WorkerMessage, coordinator_message, worker_message,
 };
 use super::replica_step::{Reducer, Replicated};
 use super::service::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
@@ -297,7 +296,10 @@ async fn nccl_rendezvous(
     };
     if welcome.rank == 0 {
         let id = crate::nccl::unique_id().map_err(|e| ClusterError::Setup(e.to_string()))?;
-        send(worker_message::Body::NcclId(NcclId { id: id.to_vec() })).await?;
+        send(worker_message::Body::NcclId(NcclId {
+            id: id.to_vec().into(),
+        }))
+        .await?;
     }
     let id = match tokio::time::timeout(limit, inbound.message()).await {
         Err(_) => {
@@ -340,7 +342,7 @@ async fn nccl_rendezvous(
     let message = "this worker was built without NCCL: rebuild it with `cargo build --release --features nccl` (see ../shared/gpu/README.md)".to_string();
     let _ = out
         .send(WorkerMessage {
-            body: Some(worker_message::Body::Error(WorkerError {
+            body: Some(worker_message::Body::Error(super::proto::WorkerError {
                 id: 0,
                 message: message.clone(),
             })),
