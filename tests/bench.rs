@@ -72,3 +72,75 @@ fn bench_scaling_refuses_a_batch_smaller_than_the_workers() {
         "{stderr}"
     );
 }
+
+#[test]
+fn bench_test_time_writes_both_models_rows_with_sane_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("test-time.json");
+    let output = run_with_limit(
+        Command::new(bin("coordinator"))
+            .args(["bench", "test-time", "--dataset", "mnist", "--epochs", "1"])
+            .args(["--train-subset", "2000", "--repeats", "1", "--threads", "1"])
+            .arg("--data-dir")
+            .arg(shared_dataset("mnist"))
+            .arg("--out")
+            .arg(&out),
+        Duration::from_secs(300),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("| model | task | items |"), "{stdout}");
+    let r = read_results(&out);
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{r}");
+    let models: Vec<&str> = rows.iter().map(|x| x["model"].as_str().unwrap()).collect();
+    assert_eq!(models, ["SN-LeNet-5", "LeNet-5"]);
+    for row in rows {
+        assert_eq!(row["items"].as_u64(), Some(10_000), "{row}");
+        assert_eq!(row["images"].as_u64(), Some(10_000), "{row}");
+        let t = row["time_s"].as_f64().unwrap();
+        let spread = &row["time_spread"];
+        assert!(t > 0.0 && spread["min"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["items_per_s"].as_f64().unwrap() > 0.0, "{row}");
+        let acc = row["test_accuracy"].as_f64().unwrap();
+        assert!(acc > 0.0 && acc <= 1.0, "{row}");
+    }
+    // The paper's MNIST figures ride along: 4.04 s and 99.11 for SN, 9.37 s and 99.05 for LeNet-5.
+    assert_eq!(rows[0]["paper"]["time_s"].as_f64(), Some(4.04));
+    assert_eq!(rows[1]["paper"]["accuracy"].as_f64(), Some(0.9905));
+    assert_eq!(r["sn_epochs"].as_array().unwrap().len(), 1, "{r}");
+    let class_epochs = r["classifier_epochs"].as_array().unwrap();
+    assert_eq!(class_epochs.len(), 1, "{r}");
+    let val = class_epochs[0]["val_accuracy"].as_f64().unwrap();
+    assert!(val > 0.0 && val <= 1.0, "{r}");
+    let ncm = r["sn_test"]["ncm_accuracy"].as_f64().unwrap();
+    assert!(ncm > 0.0 && ncm <= 1.0, "{r}");
+}
+
+#[test]
+fn bench_test_time_refuses_a_checkpoint_of_another_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.safetensors");
+    std::fs::write(&bad, b"not a safetensors file").unwrap();
+    let output = run_with_limit(
+        Command::new(bin("coordinator"))
+            .args(["bench", "test-time", "--epochs", "1", "--repeats", "1"])
+            .arg("--checkpoint")
+            .arg(&bad)
+            .arg("--data-dir")
+            .arg(shared_dataset("mnist"))
+            .arg("--out")
+            .arg(dir.path().join("x.json")),
+        Duration::from_secs(120),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("bad.safetensors") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}

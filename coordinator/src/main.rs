@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use siamese_common::bench::{ScalingArgs, run_scaling};
+use siamese_common::bench::{ScalingArgs, TestTimeArgs, run_scaling, run_test_time};
 use siamese_common::cluster::{ClusterArgs, train_on_cluster};
 use siamese_common::config::TrainConfig;
 use siamese_common::data::obtain_dataset;
@@ -40,6 +40,9 @@ enum Bench {
     /// Pairs/s, speedup and scaling efficiency of the real cluster at several worker counts,
     /// with the step-time split (SPEC.md's strong and weak scaling).
     Scaling(ScalingArgs),
+    /// The paper's test-time table side by side: SN-LeNet-5 scoring the 10,000 test pairs and a
+    /// plain LeNet-5 classifying the 10,000 test images, same device and threads, with accuracies.
+    TestTime(TestTimeArgs),
 }
 
 fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -61,6 +64,10 @@ fn bench(b: Bench) -> anyhow::Result<()> {
                 }
             })
         }
+        Bench::TestTime(args) => {
+            tracing::info!(args = %serde_json::to_string(&args)?, "bench test-time");
+            run_test_time(args).map(|_| ()).map_err(anyhow::Error::from)
+        }
     }
 }
 
@@ -68,8 +75,13 @@ fn main() -> std::process::ExitCode {
     siamese_common::logging::init();
     let cli = Cli::parse();
     if let Some(Command::Bench(b)) = cli.command {
+        // The scaling bench computes in its worker processes; test-time computes here.
+        let threads = match &b {
+            Bench::Scaling(_) => 1,
+            Bench::TestTime(args) => args.threads,
+        };
         // SAFETY: nothing has started a thread yet.
-        unsafe { siamese_common::threads::pin_compute_threads(1) };
+        unsafe { siamese_common::threads::pin_compute_threads(threads) };
         return exit(bench(b));
     }
     // The coordinator of a cluster computes only Adam; in this process it trains.

@@ -1,5 +1,5 @@
 //! Tests that hold the fused conv kernel to Candle's own ops and the whole model's gradient to
-//! finite differences.
+//! finite differences (the classifier's are in `classcheck`).
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
@@ -9,7 +9,7 @@ use super::conv_block::{ConvGeom, conv_relu_pool, conv_relu_pool_reference};
 use super::network::Network;
 use super::params::{Head, ModelSpec};
 
-fn random(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
+pub(super) fn random(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n)
         .map(|_| ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale)
         .collect()
@@ -179,55 +179,52 @@ fn model_loss(spec: ModelSpec, weights: &[f32], x: &Tensor, y: &Tensor) -> f64 {
     f64::from(net.pair_step(x, y).unwrap().loss_sum)
 }
 
-#[test]
-fn model_gradient_matches_finite_differences() {
-    let spec = ModelSpec {
-        channels: 1,
-        size: 28,
-        head: Head::Siamese { width: 10 },
-    };
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let weights = spec.init(5);
-    let n = 3;
-    let x = Tensor::from_vec(
-        random(&mut rng, 2 * n * 784, 0.5)
+/// `n` random images of the spec's shape with pixels in [0, 1].
+pub(super) fn images(rng: &mut ChaCha8Rng, spec: ModelSpec, n: usize) -> Tensor {
+    let len = spec.channels * spec.size * spec.size;
+    Tensor::from_vec(
+        random(rng, n * len, 0.5)
             .into_iter()
             .map(|v| v + 0.5)
             .collect::<Vec<_>>(),
-        (2 * n, 1, 28, 28),
+        (n, spec.channels, spec.size, spec.size),
         &Device::Cpu,
     )
-    .unwrap();
-    let y = Tensor::new(&[1.0f32, 0.0, 1.0], &Device::Cpu).unwrap();
-    let net = Network::new(spec, &weights, &Device::Cpu).unwrap();
-    let analytic = net.pair_step(&x, &y).unwrap().grad;
-    assert_eq!(analytic.len(), spec.num_params());
+    .unwrap()
+}
 
-    // Check the coordinates with the largest gradient in every tensor, where the quotient is
-    // far above f32 rounding noise, plus a random one.
-    // Where the one-sided quotients disagree, a ReLU or pool switch lies within the step (a
-    // kink) and the coordinate says nothing about the gradient; elsewhere the central quotient
-    // must match.
-    // The loss is an f32 near 1, so a quotient over h resolves steps of about 6e-8 / h; 5e-3
-    // keeps that well under the tolerance.
-    let h = 5e-3f32;
-    let base = model_loss(spec, &weights, &x, &y);
+/// Holds `analytic` to central difference quotients of `loss` at the coordinates with the largest
+/// gradient in every tensor, where the quotient is far above f32 rounding noise, plus random
+/// ones. Tensors named in `skip` are left out.
+///
+/// Where the one-sided quotients disagree, a ReLU or pool switch lies within the step `h` (a
+/// kink) and the coordinate says nothing about the gradient; elsewhere the central quotient must
+/// match. The loss is an f32, so a quotient over `h` resolves steps of about ulp(loss) / h: `h`
+/// must be large enough for that to stay well under the tolerance, and small enough that no
+/// crowd of kinks, each too small to flag, bends the quotient.
+pub(super) fn assert_matches_finite_differences(
+    spec: ModelSpec,
+    weights: &[f32],
+    analytic: &[f32],
+    loss: impl Fn(&[f32]) -> f64,
+    (h, skip): (f32, &[&str]),
+    rng: &mut ChaCha8Rng,
+) {
+    assert_eq!(analytic.len(), spec.num_params());
+    let base = loss(weights);
     let quotients = |at: usize| {
-        let mut plus = weights.clone();
+        let mut plus = weights.to_vec();
         plus[at] += h;
-        let mut minus = weights.clone();
+        let mut minus = weights.to_vec();
         minus[at] -= h;
-        let (lp, lm) = (
-            model_loss(spec, &plus, &x, &y),
-            model_loss(spec, &minus, &x, &y),
-        );
+        let (lp, lm) = (loss(&plus), loss(&minus));
         let h = f64::from(h);
         ((lp - base) / h, (base - lm) / h, (lp - lm) / (2.0 * h))
     };
     let (mut checked, mut kinks) = (0, 0);
     for p in spec.params() {
-        if p.name == "fc3.bias" {
-            continue; // not used by the siamese head: its gradient is zero, see `lenet::forward`
+        if skip.contains(&p.name) {
+            continue;
         }
         let slice = &analytic[p.offset..p.offset + p.len()];
         let largest = (0..p.len())
@@ -255,6 +252,26 @@ fn model_gradient_matches_finite_differences() {
         checked >= 2 * kinks,
         "{kinks} kinks against {checked} checked coordinates"
     );
+}
+
+#[test]
+fn model_gradient_matches_finite_differences() {
+    let spec = ModelSpec {
+        channels: 1,
+        size: 28,
+        head: Head::Siamese { width: 10 },
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let weights = spec.init(5);
+    let x = images(&mut rng, spec, 6);
+    let y = Tensor::new(&[1.0f32, 0.0, 1.0], &Device::Cpu).unwrap();
+    let net = Network::new(spec, &weights, &Device::Cpu).unwrap();
+    let analytic = net.pair_step(&x, &y).unwrap().grad;
+    // fc3.bias is not used by the siamese head: its gradient is zero, see `lenet::forward`.
+    // The loss is near 1 (ulp 1.2e-7), so h = 5e-3 resolves quotients to about 2e-5.
+    let loss = |w: &[f32]| model_loss(spec, w, &x, &y);
+    let how = (5e-3, &["fc3.bias"][..]);
+    assert_matches_finite_differences(spec, &weights, &analytic, loss, how, &mut rng);
     assert_eq!(
         analytic[spec.params()[9].offset..][..10],
         [0.0; 10],

@@ -1,6 +1,7 @@
-//! The paper's contrastive loss on the predicted similarity (eq. 2, margin 1).
+//! The paper's contrastive loss on the predicted similarity (eq. 2, margin 1), and the softmax
+//! cross-entropy of the plain LeNet-5 classifier it is compared with.
 
-use candle_core::{Result, Tensor};
+use candle_core::{D, Result, Tensor};
 
 /// The loss margin of the paper.
 pub const MARGIN: f32 = 1.0;
@@ -16,6 +17,14 @@ pub fn contrastive_loss_sum(s: &Tensor, y: &Tensor) -> Result<Tensor> {
     let different = (1.0 - y)?.mul(&s.sqr()?)?;
     let same = y.mul(&(MARGIN as f64 - s)?.relu()?.sqr()?)?;
     (different + same)?.sum_all()
+}
+
+/// Softmax cross-entropy of `logits` `[n, classes]` against class indices `labels` `[n]` (u32),
+/// summed over the batch: summed for the same reason as the contrastive loss, so that shard
+/// gradients add up to the batch's.
+pub fn cross_entropy_sum(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    log_p.gather(&labels.unsqueeze(1)?, 1)?.sum_all()?.neg()
 }
 
 /// The same loss for one pair, for evaluation without building a graph.
@@ -49,6 +58,21 @@ mod tests {
             .sum::<f32>()
             / 4.0;
         assert!((scalar - 0.275_625).abs() < 1e-6);
+    }
+
+    #[test]
+    fn cross_entropy_matches_hand_computed_values() {
+        // Sample 1: logits (1, 2, 3), class 2: -ln(e^3 / (e + e^2 + e^3)) = ln(1 + e^-1 + e^-2).
+        // Sample 2: logits (0, 0, 0), class 1: ln 3.
+        let logits = Tensor::new(&[[1.0f32, 2.0, 3.0], [0.0, 0.0, 0.0]], &Device::Cpu).unwrap();
+        let labels = Tensor::new(&[2u32, 1], &Device::Cpu).unwrap();
+        let got = cross_entropy_sum(&logits, &labels)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let want = (1.0 + (-1.0f64).exp() + (-2.0f64).exp()).ln() + 3.0f64.ln();
+        assert!((f64::from(got) - want).abs() < 1e-6, "{got} vs {want}");
+        assert!((want - 1.506_218).abs() < 1e-6);
     }
 
     #[test]

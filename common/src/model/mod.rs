@@ -1,6 +1,9 @@
 //! SN-LeNet-5: the weight-shared LeNet-5 subnet, the Euclidean comparison, the sigmoid
-//! similarity unit and the paper's contrastive loss, in Candle.
+//! similarity unit and the paper's contrastive loss, in Candle; and the plain LeNet-5
+//! classifier the paper compares it with.
 
+#[cfg(test)]
+mod classcheck;
 pub mod conv_block;
 pub mod conv_kernels;
 mod cpu_view;
@@ -16,8 +19,8 @@ pub(crate) mod simd;
 use std::path::PathBuf;
 
 pub use conv_block::{ConvGeom, conv_relu_pool, conv_relu_pool_reference};
-pub use loss::{contrastive_loss, pair_loss};
-pub use network::Network;
+pub use loss::{contrastive_loss, cross_entropy_sum, pair_loss};
+pub use network::{ClassStep, Network, PairStep};
 pub use params::{Head, ModelSpec, ParamInfo};
 
 /// What can go wrong building, running or saving the model.

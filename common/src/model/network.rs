@@ -1,10 +1,10 @@
 //! A model replica on one device: the parameters as Candle variables plus the training step.
 
-use candle_core::{DType, Device, Tensor, Var, backprop::GradStore};
+use candle_core::{D, DType, Device, Tensor, Var, backprop::GradStore};
 
 use super::ModelError;
 use super::lenet::{self, LeNetWeights};
-use super::loss::contrastive_loss_sum;
+use super::loss::{contrastive_loss_sum, cross_entropy_sum};
 use super::params::{Head, ModelSpec};
 
 /// Keeps the distance differentiable where two embeddings coincide.
@@ -17,6 +17,17 @@ pub struct PairStep {
     pub loss_sum: f32,
     /// Predicted similarity of each pair.
     pub similarity: Vec<f32>,
+    /// Gradient of the summed loss, flat, in [`ModelSpec::params`] order.
+    pub grad: Vec<f32>,
+}
+
+/// What one forward + backward pass of the classifier over a batch of labelled images produced.
+#[derive(Debug, Clone)]
+pub struct ClassStep {
+    /// Cross-entropy summed over the batch.
+    pub loss_sum: f32,
+    /// Images whose largest logit is their label.
+    pub correct: usize,
     /// Gradient of the summed loss, flat, in [`ModelSpec::params`] order.
     pub grad: Vec<f32>,
 }
@@ -138,6 +149,31 @@ impl Network {
         Ok(PairStep {
             loss_sum: loss.to_dtype(DType::F32)?.to_scalar::<f32>()?,
             similarity: s.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+            grad: self.flat_gradient(&grads)?,
+        })
+    }
+
+    /// Forward and backward of the classifier over a batch of images `x` `[n, c, h, w]` with class
+    /// indices `labels` `[n]` (u32): softmax cross-entropy summed over the batch.
+    pub fn class_step(&self, x: &Tensor, labels: &Tensor) -> Result<ClassStep, ModelError> {
+        if self.spec.head != Head::Classifier {
+            return Err(
+                candle_core::Error::Msg("class_step needs the classifier head".into()).into(),
+            );
+        }
+        let t = self.tensors(true);
+        let logits = lenet::forward(&self.spec, LeNetWeights { t: &t[..10] }, x)?;
+        let loss = cross_entropy_sum(&logits, labels)?;
+        let grads = loss.backward()?;
+        let correct = logits
+            .argmax(D::Minus1)?
+            .eq(labels)?
+            .to_dtype(DType::U32)?
+            .sum_all()?
+            .to_scalar::<u32>()?;
+        Ok(ClassStep {
+            loss_sum: loss.to_dtype(DType::F32)?.to_scalar::<f32>()?,
+            correct: correct as usize,
             grad: self.flat_gradient(&grads)?,
         })
     }

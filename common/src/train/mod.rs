@@ -1,6 +1,7 @@
 //! Training: the per-replica step, the engine seam the cluster plugs into, evaluation and the
-//! epoch loop.
+//! epoch loop; and the plain LeNet-5 classifier the paper compares SN-LeNet-5 with.
 
+pub mod classifier;
 pub mod engine;
 pub mod eval;
 pub mod replica;
@@ -8,6 +9,7 @@ pub mod trainer;
 
 use std::path::PathBuf;
 
+pub use classifier::{ClassEpoch, ClassifierConfig, ClassifierTrainer};
 pub use engine::{
     Contribution, Engine, EngineInfo, GradientSum, ImageSplit, LocalEngine, mean_gradient,
 };

@@ -1,11 +1,11 @@
-//! One model replica: turns pair indices into a gradient, and image indices into embeddings.
+//! One model replica: turns pair indices (or labelled image indices, for the classifier) into a
+//! gradient, and image indices into embeddings.
 
 use candle_core::{Device, Tensor};
 
 use super::TrainError;
 use crate::data::ImageSet;
-use crate::model::network::PairStep;
-use crate::model::{ModelSpec, Network};
+use crate::model::{ClassStep, ModelSpec, Network, PairStep};
 use crate::pairs::Pair;
 
 /// Images per forward pass when embedding for evaluation.
@@ -70,6 +70,26 @@ impl Replica {
         let y = Tensor::from_vec(same, pairs.len(), self.net.device())
             .map_err(crate::model::ModelError::from)?;
         Ok(self.net.pair_step(&x, &y)?)
+    }
+
+    /// Gradient of the classifier's cross-entropy summed over the images `batch` of `images`,
+    /// against their labels.
+    pub fn class_gradient(
+        &mut self,
+        images: &ImageSet,
+        batch: &[u32],
+    ) -> Result<ClassStep, TrainError> {
+        check_indices(images, batch.iter().copied())?;
+        self.indices.clear();
+        self.indices.extend_from_slice(batch);
+        let x = self.batch_tensor(images)?;
+        let labels: Vec<u32> = batch
+            .iter()
+            .map(|&i| u32::from(images.label(i as usize)))
+            .collect();
+        let y = Tensor::from_vec(labels, batch.len(), self.net.device())
+            .map_err(crate::model::ModelError::from)?;
+        Ok(self.net.class_step(&x, &y)?)
     }
 
     /// Subnet outputs of the given images, `indices.len() x width`, row-major.

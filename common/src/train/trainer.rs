@@ -19,6 +19,9 @@ pub struct TrainingData {
     pub dataset: Arc<Dataset>,
     /// Training-split indices into the training file.
     pub train_pool: Vec<u32>,
+    /// Validation-split indices into the training file (all of them; the classifier's
+    /// validation set).
+    pub val_pool: Vec<u32>,
     /// Validation pairs, drawn once.
     pub val_pairs: Vec<Pair>,
     /// Test pairs (all 10,000 unless a prefix was asked for).
@@ -54,6 +57,7 @@ impl TrainingData {
         Ok(TrainingData {
             dataset,
             train_pool,
+            val_pool: s.val,
             val_pairs,
             test_pairs: test,
         })
