@@ -135,7 +135,7 @@ fn four_local_workers_train_and_leave_no_process() {
     );
     let r = read_results(&dir.path().join("four.json"));
     assert_eq!(r["workers"], 4);
-    assert_eq!(r["aggregation"], "coordinator");
+    assert_eq!(r["aggregation"], "allreduce");
     let per_worker = r["timing"]["per_worker"].as_array().unwrap();
     assert_eq!(per_worker.len(), 4);
     let acc = r["test"]["pair_accuracy"].as_f64().unwrap();

@@ -59,7 +59,7 @@ pub struct ScalingArgs {
     #[arg(long)]
     pub no_shm: bool,
     /// Where gradients meet (as for training).
-    #[arg(long, value_enum, default_value = "coordinator")]
+    #[arg(long, value_enum, default_value = "allreduce")]
     pub aggregation: Aggregation,
     /// JSON report; a CSV and a PNG plot are written beside it.
     #[arg(long, default_value = "results/scaling.json")]

@@ -51,14 +51,15 @@ pub struct ClusterArgs {
     /// through a shared-memory file and gRPC carries only control messages).
     #[arg(long, env = "SIAMESE_NO_SHM")]
     pub no_shm: bool,
-    /// Where gradients meet: the coordinator steps Adam (coordinator), or every replica steps
-    /// Adam after a sum through the coordinator (allreduce) or an NCCL all-reduce among CUDA
-    /// workers (nccl; the coordinator relays the NCCL id).
+    /// Where gradients meet: the coordinator sums them and every replica steps Adam on the
+    /// mean (allreduce, the default: fastest measured), the coordinator steps the one Adam and
+    /// sends weights (coordinator), or CUDA workers all-reduce through NCCL and step Adam
+    /// themselves (nccl; the coordinator relays the NCCL id).
     #[arg(
         long,
         value_enum,
         env = "SIAMESE_AGGREGATION",
-        default_value = "coordinator"
+        default_value = "allreduce"
     )]
     pub aggregation: Aggregation,
     /// Replicated runs: compare the replicas' weight digests every this many steps (and at
