@@ -70,8 +70,8 @@ run() {
   echo "-- $name: ${status[$name]} ($((SECONDS - start)) s)"
 }
 
-# A worker that dies before joining (say, it cannot open the GPU) leaves the coordinator waiting
-# for the whole --join-timeout: keep it short. GPU_CHECK_ARGS adds flags to every training run,
+# The coordinator fails at once when a local worker dies before joining (say, it cannot open
+# the GPU); --join-timeout only bounds a slow start. GPU_CHECK_ARGS adds flags to every training run,
 # e.g. "--train-subset 2000 --test-pairs 500" for a dry run.
 train=("$bin/coordinator" --workers 1 --join-timeout 60 --dataset mnist --epochs 1
        --data-dir "$pack/mnist" ${GPU_CHECK_ARGS:-})

@@ -14,9 +14,59 @@ pub enum Reducer {
     /// The worker sends its shard's gradient with its result; the coordinator sums all shards
     /// and sends the mean back (`ReducedGradient`), read by the task loop.
     Coordinator,
-    /// NCCL all-reduce among the workers' GPUs.
+    /// NCCL all-reduce among the workers' GPUs, with a watchdog on each call.
     #[cfg(feature = "nccl")]
-    Nccl(crate::nccl::NcclGroup),
+    Nccl(crate::nccl::NcclGroup, Watchdog),
+}
+
+/// Ends this worker when an NCCL call outlives its limit. A rank whose peer died blocks inside
+/// the all-reduce forever and cannot even read the coordinator's Stop; exiting (which tears
+/// the communicator down) is the one way out that needs no cooperation from the stuck thread.
+#[cfg(feature = "nccl")]
+pub struct Watchdog {
+    /// Milliseconds since `epoch` when the current call started; 0 when none is running.
+    started: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    epoch: std::time::Instant,
+}
+
+#[cfg(feature = "nccl")]
+impl Watchdog {
+    /// Starts the watching thread for calls limited to `limit`.
+    pub fn start(limit: std::time::Duration) -> Self {
+        use std::sync::atomic::Ordering;
+        let started = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let epoch = std::time::Instant::now();
+        let watched = started.clone();
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                let at = watched.load(Ordering::Acquire);
+                let now = epoch.elapsed().as_millis() as u64;
+                if at != 0 && now.saturating_sub(at) > limit.as_millis() as u64 {
+                    tracing::error!(
+                        limit_s = limit.as_secs(),
+                        "an NCCL all-reduce did not finish in time: a peer is gone; exiting"
+                    );
+                    eprintln!(
+                        "error: an NCCL all-reduce did not finish within {} s: a peer rank is gone",
+                        limit.as_secs()
+                    );
+                    std::process::exit(3);
+                }
+            }
+        });
+        Watchdog { started, epoch }
+    }
+
+    fn arm(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.started
+            .store(now.max(1), std::sync::atomic::Ordering::Release);
+    }
+
+    fn disarm(&self) {
+        self.started.store(0, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl Reducer {
@@ -37,12 +87,18 @@ impl Reducer {
         match self {
             Reducer::Coordinator => Ok(None),
             #[cfg(feature = "nccl")]
-            Reducer::Nccl(group) => {
+            Reducer::Nccl(group, watchdog) => {
                 let fail = |e: String| ClusterError::Setup(format!("NCCL all-reduce: {e}"));
                 let t = candle_core::Tensor::from_slice(grad_sum, grad_sum.len(), device)
                     .map_err(|e| fail(e.to_string()))?;
-                let total = group.all_reduce_sum(&t).map_err(|e| fail(e.to_string()))?;
-                let total = total.to_vec1::<f32>().map_err(|e| fail(e.to_string()))?;
+                watchdog.arm();
+                // Copying the result to the host waits for the all-reduce to finish.
+                let total = match group.all_reduce_sum(&t) {
+                    Ok(total) => total.to_vec1::<f32>().map_err(|e| fail(e.to_string())),
+                    Err(e) => Err(fail(e.to_string())),
+                };
+                watchdog.disarm();
+                let total = total?;
                 let scale = 1.0 / global_pairs.max(1) as f64;
                 Ok(Some(
                     total

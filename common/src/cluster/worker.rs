@@ -327,7 +327,10 @@ async fn nccl_rendezvous(
     }))
     .await?;
     tracing::info!(rank, world, "NCCL communicator formed");
-    Ok(Reducer::Nccl(group))
+    Ok(Reducer::Nccl(
+        group,
+        super::replica_step::Watchdog::start(limit),
+    ))
 }
 
 /// Without NCCL compiled in, an NCCL run is refused with what to do.
