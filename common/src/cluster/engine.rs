@@ -15,13 +15,13 @@ use tonic::Status;
 use super::ClusterError;
 use super::aggregation::{Aggregation, EngineSettings};
 use super::proto::{
-    CoordinatorMessage, EmbedTask, GradientTask, ImageSet, Stop, Task, Weights,
-    coordinator_message, task, worker_message,
+    CoordinatorMessage, GradientTask, Stop, Task, Weights, coordinator_message, task,
+    worker_message,
 };
 use super::service::{Inbound, WorkerLink};
 use super::shm::SharedRegion;
 use super::step_clock::StepClock;
-use super::wire::{decode_f32, encode_f32};
+use super::wire::encode_f32;
 use crate::model::ModelSpec;
 use crate::pairs::{Pair, shard_ranges};
 use crate::results::{StepTiming, WorkerTiming};
@@ -428,46 +428,7 @@ impl Engine for ClusterEngine {
     }
 
     fn embed(&mut self, split: ImageSplit, indices: &[u32]) -> Result<Vec<f32>, TrainError> {
-        let set = match split {
-            ImageSplit::Train => ImageSet::Train,
-            ImageSplit::Test => ImageSet::Test,
-        };
-        let ranges = shard_ranges(indices.len(), self.world());
-        let mut ids = Vec::with_capacity(ranges.len());
-        for (w, r) in ranges.iter().enumerate() {
-            let kind = task::Kind::Embed(EmbedTask {
-                set: set as i32,
-                indices: indices[r.clone()].to_vec(),
-            });
-            ids.push(self.task(w, self.version, kind)?);
-        }
-        let width = self.spec.out_width();
-        let mut out = Vec::with_capacity(indices.len() * width);
-        for (w, (id, r)) in ids.into_iter().zip(ranges).enumerate() {
-            let (_, body) = self.receive(w, id)?;
-            let peer = self.workers[w].peer.clone();
-            let values = match body {
-                worker_message::Body::Embedding(e) if e.id == id => decode_f32(&e.values),
-                _ => {
-                    return Err(ClusterError::Protocol {
-                        peer,
-                        what: format!("expected the embeddings of task {id}"),
-                    }
-                    .into());
-                }
-            };
-            match values {
-                Some(v) if v.len() == r.len() * width => out.extend(v),
-                _ => {
-                    let what = format!(
-                        "embeddings of task {id} do not hold {} x {width} values",
-                        r.len()
-                    );
-                    return Err(ClusterError::Protocol { peer, what }.into());
-                }
-            }
-        }
-        Ok(out)
+        Ok(self.embed_sharded(split, indices)?)
     }
 
     fn timing(&self) -> StepTiming {
