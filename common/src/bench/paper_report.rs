@@ -3,10 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::paper::PaperArgs;
+use super::paper::{PaperArgs, QUICK_PAIRS};
 use super::paper_spec::{
     PAPER_CLASSIFIERS, PAPER_LENET_TEST_TIME_S, PaperDataset, SENSITIVITY_DATASET,
 };
+use super::scaling::machine;
 use crate::data::DatasetKind;
 use crate::results::RunResults;
 
@@ -103,6 +104,35 @@ pub struct PaperReport {
     pub batch_table: Vec<SensitivityRow>,
     /// Wall-clock seconds of the whole command.
     pub total_seconds: f64,
+}
+
+/// The datasets' budget in words, the first line of the printed tables.
+pub fn budget(args: &PaperArgs, runs: usize, seconds: f64) -> String {
+    let epochs: Vec<String> = args
+        .datasets
+        .iter()
+        .map(|&k| format!("{} {}", k.name(), args.epochs_for(k)))
+        .collect();
+    let train = match args.train_subset {
+        Some(n) => format!("the first {n} images of each training split"),
+        None => "the full training splits (48,000 / 40,000 pairs per epoch)".into(),
+    };
+    let pairs = match args.quick {
+        true => format!("{QUICK_PAIRS} validation and {QUICK_PAIRS} test pairs (--quick)"),
+        false => "all validation pairs and the 10,000 test pairs".into(),
+    };
+    format!(
+        "## SN-LeNet-5 against the paper\n\nBudget: epochs per run {} (paper: mnist 50, fashion-mnist 100, \
+         cifar10 1,500; --full runs those); {train}; {pairs}; batch 64, lr 1e-3 unless the table \
+         varies them; seed {}; {} thread(s) on CPU ({}); {runs} training run(s) in {:.1} min. \
+         Accuracies are pair accuracies; the paper's times are TensorFlow + CUDA on its authors' \
+         desktop.",
+        epochs.join(", "),
+        args.seed,
+        args.threads,
+        machine(),
+        seconds / 60.0
+    )
 }
 
 fn pct(v: f64) -> String {
