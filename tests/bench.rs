@@ -144,3 +144,95 @@ fn bench_test_time_refuses_a_checkpoint_of_another_model() {
         "{stderr}"
     );
 }
+
+#[test]
+fn bench_paper_writes_every_table_and_figure_with_sane_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("paper");
+    let output = run_with_limit(
+        Command::new(bin("coordinator"))
+            .args(["bench", "paper", "--dataset", "mnist", "--epochs", "1"])
+            .args(["--train-subset", "1000", "--quick", "--threads", "1"])
+            .arg("--mnist-dir")
+            .arg(shared_dataset("mnist"))
+            .arg("--out")
+            .arg(&out),
+        Duration::from_secs(600),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for header in [
+        "| dataset | epochs (paper) |",
+        "| learning rate |",
+        "| batch |",
+    ] {
+        assert!(stdout.contains(header), "{header} missing:\n{stdout}");
+    }
+    // The paper's figures ride beside ours: MNIST test 99.11, batch 32 at 34.76 s/epoch.
+    assert!(
+        stdout.contains("99.11") && stdout.contains("34.76"),
+        "{stdout}"
+    );
+    let r = read_results(&out.join("paper.json"));
+    let fraction = |v: &serde_json::Value| {
+        let x = v.as_f64().unwrap();
+        assert!(x > 0.0 && x <= 1.0, "{v} is not a fraction in (0, 1]");
+    };
+    let datasets = r["datasets"].as_array().unwrap();
+    assert_eq!(datasets.len(), 1, "{r}");
+    let mnist = &datasets[0];
+    assert_eq!(mnist["dataset"], "mnist");
+    let run = &mnist["results"];
+    assert_eq!(run["epochs"].as_array().unwrap().len(), 1, "{run}");
+    let epoch = &run["epochs"][0];
+    for key in ["train_accuracy", "val_accuracy"] {
+        fraction(&epoch[key]);
+    }
+    for key in ["pair_accuracy", "roc_auc", "ncm_accuracy"] {
+        fraction(&run["test"][key]);
+    }
+    assert!(run["test"]["time_s"].as_f64().unwrap() > 0.0, "{run}");
+    assert!(
+        mnist["seconds_per_epoch"].as_f64().unwrap() > 0.0,
+        "{mnist}"
+    );
+    assert_eq!(mnist["paper"]["test_accuracy"].as_f64(), Some(0.9911));
+    let grid = mnist["grid"].as_array().unwrap();
+    assert_eq!(grid.len(), 16, "{mnist}");
+    for pair in grid {
+        let s = pair["similarity"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&s), "{pair}");
+    }
+    for (table, key, values) in [
+        ("lr_table", "lr", [1e-4, 1e-3, 1e-2]),
+        ("batch_table", "batch_size", [32.0, 64.0, 96.0]),
+    ] {
+        let rows = r[table].as_array().unwrap();
+        let got: Vec<f64> = rows.iter().map(|x| x[key].as_f64().unwrap()).collect();
+        assert_eq!(got, values, "{table}");
+        for row in rows {
+            for k in [
+                "train_accuracy",
+                "val_accuracy",
+                "test_accuracy",
+                "paper_train_accuracy",
+            ] {
+                fraction(&row[k]);
+            }
+            assert!(row["seconds_per_epoch"].as_f64().unwrap() > 0.0, "{row}");
+        }
+    }
+    assert_eq!(
+        r["batch_table"][0]["paper_seconds_per_epoch"].as_f64(),
+        Some(34.76)
+    );
+    for key in ["curves_png", "pairs_png"] {
+        let png = std::fs::read(mnist[key].as_str().unwrap()).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{key}");
+    }
+    assert!(out.join("paper.md").exists());
+}

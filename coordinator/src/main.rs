@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use siamese_common::bench::{ScalingArgs, TestTimeArgs, run_scaling, run_test_time};
+use siamese_common::bench::{
+    PaperArgs, ScalingArgs, TestTimeArgs, run_paper, run_scaling, run_test_time,
+};
 use siamese_common::cluster::{ClusterArgs, train_on_cluster};
 use siamese_common::config::TrainConfig;
 use siamese_common::data::obtain_dataset;
@@ -43,6 +45,10 @@ enum Bench {
     /// The paper's test-time table side by side: SN-LeNet-5 scoring the 10,000 test pairs and a
     /// plain LeNet-5 classifying the 10,000 test images, same device and threads, with accuracies.
     TestTime(TestTimeArgs),
+    /// The paper's tables at a chosen epoch budget: accuracy per dataset, test time, learning
+    /// rate and batch size, with the paper's figures beside ours; training curves and test-pair
+    /// grids as PNG, all figures as JSON.
+    Paper(PaperArgs),
 }
 
 fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -68,6 +74,10 @@ fn bench(b: Bench) -> anyhow::Result<()> {
             tracing::info!(args = %serde_json::to_string(&args)?, "bench test-time");
             run_test_time(args).map(|_| ()).map_err(anyhow::Error::from)
         }
+        Bench::Paper(args) => {
+            tracing::info!(args = %serde_json::to_string(&args)?, "bench paper");
+            run_paper(args).map(|_| ()).map_err(anyhow::Error::from)
+        }
     }
 }
 
@@ -75,10 +85,11 @@ fn main() -> std::process::ExitCode {
     siamese_common::logging::init();
     let cli = Cli::parse();
     if let Some(Command::Bench(b)) = cli.command {
-        // The scaling bench computes in its worker processes; test-time computes here.
+        // The scaling bench computes in its worker processes; test-time and paper compute here.
         let threads = match &b {
             Bench::Scaling(_) => 1,
             Bench::TestTime(args) => args.threads,
+            Bench::Paper(args) => args.threads,
         };
         // SAFETY: nothing has started a thread yet.
         unsafe { siamese_common::threads::pin_compute_threads(threads) };

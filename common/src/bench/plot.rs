@@ -217,3 +217,43 @@ pub fn plot_scaling(runs: &[ScalingRun], path: &Path) -> Result<(), PlotError> {
         path,
     )
 }
+
+/// Loss and accuracy per epoch for training and validation, two panels side by side (the
+/// paper's Figures 5, 7 and 8).
+pub fn plot_training_curves(
+    title: &str,
+    epochs: &[crate::results::EpochRecord],
+    path: &Path,
+) -> Result<(), PlotError> {
+    let series = |name: &str, f: fn(&crate::results::EpochRecord) -> f64| {
+        let points = epochs.iter().map(|e| (e.epoch as f64, f(e))).collect();
+        Series::line(name, points)
+    };
+    let loss_title = format!("{title}: loss");
+    let acc_title = format!("{title}: pair accuracy");
+    draw_panels(
+        &[
+            Panel {
+                title: &loss_title,
+                x_label: "epoch",
+                y_label: "loss",
+                series: vec![
+                    series("train", |e| e.train_loss),
+                    series("validation", |e| e.val_loss),
+                ],
+                y_from_zero: true,
+            },
+            Panel {
+                title: &acc_title,
+                x_label: "epoch",
+                y_label: "accuracy",
+                series: vec![
+                    series("train", |e| e.train_accuracy),
+                    series("validation", |e| e.val_accuracy),
+                ],
+                y_from_zero: false,
+            },
+        ],
+        path,
+    )
+}

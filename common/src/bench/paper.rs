@@ -1,0 +1,395 @@
+//! `coordinator bench paper`: the paper's tables in one command. Trains SN-LeNet-5 in this process
+//! on each dataset at a chosen epoch budget, then the learning-rate and batch-size tables on MNIST,
+//! prints markdown tables with the paper's figures beside ours, and writes the JSON, the training
+//! curves and a grid of scored test pairs as PNG.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+use super::pair_grid::draw_pair_grid;
+use super::paper_report::{
+    DatasetRun, GridPair, PaperReport, SensitivityRow, Skipped, budget, display_name, paper_tables,
+};
+use super::paper_spec::{PAPER_BATCH_TABLE, PAPER_LR_TABLE, SENSITIVITY_DATASET, paper_dataset};
+use super::plot::plot_training_curves;
+use super::scaling::machine;
+use super::stats::Spread;
+use crate::config::TrainConfig;
+use crate::data::{Dataset, DatasetKind, files_present, obtain_dataset, resolve_data_dir};
+use crate::results::RunResults;
+use crate::train::eval::score_pairs;
+use crate::train::{ImageSplit, LocalEngine, TrainError, Trainer, TrainingData};
+
+/// Test pairs drawn in the grid figure: 4 rows of 4.
+const GRID_PAIRS: usize = 16;
+/// Validation and test pairs kept with --quick (a test-pair prefix stays balanced).
+pub const QUICK_PAIRS: usize = 1_000;
+
+/// Settings of `coordinator bench paper`.
+#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PaperArgs {
+    /// Datasets to train (repeat the flag or separate with commas).
+    #[arg(long = "dataset", value_enum, value_delimiter = ',', default_values = ["mnist", "fashion-mnist"])]
+    pub datasets: Vec<DatasetKind>,
+    /// Epochs of every training run; the default (six runs of 5 epochs at 1 thread) took 3.3
+    /// minutes on a 2-core machine, so --epochs 20 still fits in about 30.
+    #[arg(long, default_value_t = 5, conflicts_with = "full")]
+    pub epochs: usize,
+    /// The paper's budgets instead: 50, 100 and 1,500 epochs per dataset, 50 for the MNIST
+    /// learning-rate and batch-size tables.
+    #[arg(long)]
+    pub full: bool,
+    /// Folder holding one folder per dataset (`mnist/`, `fashion-mnist/`, `cifar10/`); default
+    /// as for training ($SIAMESE_DATA_DIR, else ./data).
+    #[arg(long)]
+    pub data_dir_root: Option<PathBuf>,
+    /// MNIST's folder (overrides --data-dir-root).
+    #[arg(long)]
+    pub mnist_dir: Option<PathBuf>,
+    /// Fashion-MNIST's folder (overrides --data-dir-root).
+    #[arg(long)]
+    pub fashion_mnist_dir: Option<PathBuf>,
+    /// CIFAR-10's folder, holding `cifar-10-batches-bin/` (overrides --data-dir-root); never
+    /// downloaded here: CIFAR-10 is skipped when its files are absent.
+    #[arg(long)]
+    pub cifar10_dir: Option<PathBuf>,
+    /// Compute threads of this process.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Train on only the first N images of each training split (quick runs).
+    #[arg(long)]
+    pub train_subset: Option<usize>,
+    /// Score only 1,000 validation and 1,000 test pairs (smoke tests; test times then cover
+    /// 1,000 pairs, not the paper's 10,000).
+    #[arg(long)]
+    pub quick: bool,
+    /// Seed of weights and training pairs, the same for every run.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Folder for paper.json, paper.md, the PNG figures and each run's results in runs/.
+    #[arg(long, default_value = "results/paper")]
+    pub out: PathBuf,
+}
+
+impl PaperArgs {
+    /// Epochs of the runs on `kind`.
+    pub fn epochs_for(&self, kind: DatasetKind) -> usize {
+        if self.full {
+            kind.paper_epochs()
+        } else {
+            self.epochs
+        }
+    }
+
+    /// The folder `kind` is read from.
+    pub fn data_dir(&self, kind: DatasetKind) -> PathBuf {
+        let own = match kind {
+            DatasetKind::Mnist => &self.mnist_dir,
+            DatasetKind::FashionMnist => &self.fashion_mnist_dir,
+            DatasetKind::Cifar10 => &self.cifar10_dir,
+        };
+        match (own, &self.data_dir_root) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(root)) => root.join(kind.name()),
+            (None, None) => resolve_data_dir(kind, None),
+        }
+    }
+
+    fn check(&mut self) -> Result<(), TrainError> {
+        if self.threads == 0 || self.epochs == 0 || self.train_subset == Some(0) {
+            return Err(TrainError::Config(
+                "--threads, --epochs and --train-subset must be at least 1".into(),
+            ));
+        }
+        if self.datasets.is_empty() {
+            return Err(TrainError::Config("--dataset names no dataset".into()));
+        }
+        // `--dataset mnist --dataset mnist` would train the same run twice.
+        let mut seen = Vec::new();
+        self.datasets.retain(|d| {
+            let new = !seen.contains(d);
+            seen.push(*d);
+            new
+        });
+        Ok(())
+    }
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
+    move |e| TrainError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+/// Runs everything, prints the tables and writes the JSON, markdown and PNG files.
+pub fn run_paper(mut args: PaperArgs) -> Result<PaperReport, TrainError> {
+    args.check()?;
+    let start = Instant::now();
+    std::fs::create_dir_all(args.out.join("runs")).map_err(io_error(&args.out))?;
+    // Every run trains inside this pool, as `coordinator --workers 0` does, so the kernels'
+    // parallel loops use exactly --threads threads.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build()
+        .map_err(|e| TrainError::Engine(format!("starting the compute thread pool: {e}")))?;
+    let (mut datasets, mut skipped, mut runs) = (Vec::new(), Vec::new(), 0);
+    let mut mnist_data = None;
+    for &kind in &args.datasets {
+        let dataset = match load(&args, kind) {
+            Ok(d) => Arc::new(d),
+            Err(reason) => {
+                eprintln!("skipping {}: {reason}", kind.name());
+                skipped.push(Skipped {
+                    what: kind.name().into(),
+                    reason,
+                });
+                continue;
+            }
+        };
+        let run = pool.install(|| train_dataset(&args, dataset.clone()))?;
+        runs += 1;
+        if kind == SENSITIVITY_DATASET {
+            mnist_data = Some((dataset, run.results.clone()));
+        }
+        datasets.push(run);
+    }
+    let (mut lr_table, mut batch_table) = (Vec::new(), Vec::new());
+    match mnist_data {
+        Some((dataset, base)) => {
+            let tables = pool.install(|| sensitivity(&args, dataset, &base))?;
+            runs += 4;
+            (lr_table, batch_table) = tables;
+        }
+        None => skipped.push(Skipped {
+            what: "the learning-rate and batch-size tables".into(),
+            reason:
+                "the paper measured them on MNIST, which did not run here (add --dataset mnist)"
+                    .into(),
+        }),
+    }
+    if datasets.is_empty() {
+        let why: Vec<String> = skipped
+            .iter()
+            .map(|s| format!("{}: {}", s.what, s.reason))
+            .collect();
+        return Err(TrainError::Config(format!(
+            "no dataset could run; {}",
+            why.join("; ")
+        )));
+    }
+    let total_seconds = start.elapsed().as_secs_f64();
+    let report = PaperReport {
+        machine: machine(),
+        budget: budget(&args, runs, total_seconds),
+        args,
+        datasets,
+        skipped,
+        lr_table,
+        batch_table,
+        total_seconds,
+    };
+    let tables = paper_tables(&report);
+    println!("{tables}");
+    write_files(&report, &tables)?;
+    Ok(report)
+}
+
+/// Loads `kind` from its folder; the reason in words when it cannot run.
+fn load(args: &PaperArgs, kind: DatasetKind) -> Result<Dataset, String> {
+    let dir = args.data_dir(kind);
+    // CIFAR-10 is 170 MB and this project prepares it from a JPEG copy: never fetch it here.
+    if kind == DatasetKind::Cifar10 && !files_present(kind, &dir) {
+        return Err(format!(
+            "no CIFAR-10 binary files in {} (write them with `python3 ../shared/datasets/prepare-cifar10.py DIR` \
+             and pass --cifar10-dir DIR)",
+            dir.display()
+        ));
+    }
+    obtain_dataset(kind, Some(&dir)).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// The configuration of one run: the paper's settings at this budget.
+fn config(args: &PaperArgs, kind: DatasetKind, name: &str) -> Result<TrainConfig, TrainError> {
+    let bad_env = |e: clap::Error| TrainError::Config(format!("an environment variable: {e}"));
+    let quick = args.quick.then_some(QUICK_PAIRS);
+    Ok(TrainConfig {
+        epochs: Some(args.epochs_for(kind)),
+        seed: args.seed,
+        threads: Some(args.threads),
+        train_subset: args.train_subset,
+        val_pairs: quick,
+        test_pairs: quick,
+        data_dir: Some(args.data_dir(kind)),
+        out: Some(args.out.join("runs").join(format!("{name}.json"))),
+        ..TrainConfig::defaults(kind).map_err(bad_env)?
+    })
+}
+
+/// One training run in the current pool; the trainer and engine stay for the pair grid.
+fn train(
+    cfg: TrainConfig,
+    dataset: Arc<Dataset>,
+    name: &str,
+) -> Result<(RunResults, Trainer, LocalEngine), TrainError> {
+    let data = TrainingData::prepare(&cfg, dataset.clone())?;
+    eprintln!(
+        "[{name}] {} training images, {} validation pairs, {} test pairs; {} epoch(s), batch {}, lr {:e}",
+        data.train_pool.len(),
+        data.val_pairs.len(),
+        data.test_pairs.len(),
+        cfg.epochs(),
+        cfg.batch_size,
+        cfg.lr
+    );
+    let mut trainer = Trainer::new(cfg, data);
+    let mut engine = LocalEngine::new(trainer.spec(), trainer.params(), dataset, &Device::Cpu)?;
+    let results = trainer.run(&mut engine, &mut |e| {
+        eprintln!(
+            "[{name}] epoch {}: train loss {:.4} acc {:.4}, val loss {:.4} acc {:.4}, {:.1} s",
+            e.epoch, e.train_loss, e.train_accuracy, e.val_loss, e.val_accuracy, e.seconds
+        )
+    })?;
+    eprintln!(
+        "[{name}] test pair accuracy {:.4}, {:.3} s",
+        results.test.pair_accuracy, results.test.time_s
+    );
+    Ok((results, trainer, engine))
+}
+
+fn seconds_per_epoch(r: &RunResults) -> f64 {
+    let s: Vec<f64> = r.epochs.iter().map(|e| e.seconds).collect();
+    Spread::of(&s).median
+}
+
+fn plot_error(path: &Path) -> impl Fn(String) -> TrainError + '_ {
+    move |e| TrainError::Engine(format!("drawing {}: {e}", path.display()))
+}
+
+/// Trains on one dataset at the paper's settings and draws its curves and pair grid.
+fn train_dataset(args: &PaperArgs, dataset: Arc<Dataset>) -> Result<DatasetRun, TrainError> {
+    let kind = dataset.kind;
+    let cfg = config(args, kind, kind.name())?;
+    let (results, trainer, mut engine) = train(cfg, dataset.clone(), kind.name())?;
+    let data = trainer.data();
+    let shown = &data.test_pairs[..GRID_PAIRS.min(data.test_pairs.len())];
+    let params = trainer.params();
+    // The similarity unit (a, b) closes the flat layout, as in `Trainer`.
+    let unit = (params[params.len() - 2], params[params.len() - 1]);
+    let scored = score_pairs(&mut engine, ImageSplit::Test, shown, unit)?;
+    let test = &dataset.test;
+    let grid = shown
+        .iter()
+        .zip(&scored.scores)
+        .map(|(p, &s)| GridPair {
+            a: p.a,
+            b: p.b,
+            labels: [test.label(p.a as usize), test.label(p.b as usize)],
+            same: p.same,
+            similarity: s,
+        })
+        .collect();
+    let curves = args.out.join(format!("curves-{}.png", kind.name()));
+    plot_training_curves(display_name(kind), &results.epochs, &curves)
+        .map_err(plot_error(&curves))?;
+    let pairs_png = args.out.join(format!("pairs-{}.png", kind.name()));
+    draw_pair_grid(test, shown, &scored.scores, 4, &pairs_png).map_err(plot_error(&pairs_png))?;
+    Ok(DatasetRun {
+        dataset: kind,
+        data_dir: args.data_dir(kind).display().to_string(),
+        train_images: data.train_pool.len(),
+        val_pairs: data.val_pairs.len(),
+        seconds_per_epoch: seconds_per_epoch(&results),
+        curves_png: curves.display().to_string(),
+        pairs_png: pairs_png.display().to_string(),
+        grid,
+        paper: paper_dataset(kind),
+        results,
+    })
+}
+
+/// The learning-rate and batch-size tables on MNIST; the rows at the paper's defaults (lr 1e-3,
+/// batch 64) are the dataset table's MNIST run, which has exactly their settings.
+fn sensitivity(
+    args: &PaperArgs,
+    dataset: Arc<Dataset>,
+    base: &RunResults,
+) -> Result<(Vec<SensitivityRow>, Vec<SensitivityRow>), TrainError> {
+    let kind = dataset.kind;
+    let base_file = args.out.join("runs").join(format!("{}.json", kind.name()));
+    let row = |r: &RunResults, lr: f64, batch_size: u32, file: &Path| {
+        let last = r.epochs.last();
+        SensitivityRow {
+            lr,
+            batch_size,
+            epochs: r.epochs.len(),
+            train_accuracy: last.map_or(0.0, |e| e.train_accuracy),
+            val_accuracy: last.map_or(0.0, |e| e.val_accuracy),
+            test_accuracy: r.test.pair_accuracy,
+            seconds_per_epoch: seconds_per_epoch(r),
+            paper_train_accuracy: 0.0,
+            paper_seconds_per_epoch: None,
+            results_file: file.display().to_string(),
+        }
+    };
+    let defaults = TrainConfig::defaults(kind)
+        .map_err(|e| TrainError::Config(format!("an environment variable: {e}")))?;
+    let mut lr_table = Vec::new();
+    for (lr, paper) in PAPER_LR_TABLE {
+        let r = if lr == defaults.lr {
+            row(base, lr, defaults.batch_size, &base_file)
+        } else {
+            let name = format!("{}-lr-{lr:e}", kind.name());
+            let cfg = TrainConfig {
+                lr,
+                ..config(args, kind, &name)?
+            };
+            let file = cfg.out_path();
+            let (results, ..) = train(cfg, dataset.clone(), &name)?;
+            row(&results, lr, defaults.batch_size, &file)
+        };
+        lr_table.push(SensitivityRow {
+            paper_train_accuracy: paper,
+            ..r
+        });
+    }
+    let mut batch_table = Vec::new();
+    for (batch, paper, paper_s) in PAPER_BATCH_TABLE {
+        let r = if batch == defaults.batch_size {
+            row(base, defaults.lr, batch, &base_file)
+        } else {
+            let name = format!("{}-batch-{batch}", kind.name());
+            let cfg = TrainConfig {
+                batch_size: batch,
+                ..config(args, kind, &name)?
+            };
+            let file = cfg.out_path();
+            let (results, ..) = train(cfg, dataset.clone(), &name)?;
+            row(&results, defaults.lr, batch, &file)
+        };
+        batch_table.push(SensitivityRow {
+            paper_train_accuracy: paper,
+            paper_seconds_per_epoch: Some(paper_s),
+            ..r
+        });
+    }
+    Ok((lr_table, batch_table))
+}
+
+/// Writes paper.json and paper.md under --out.
+fn write_files(r: &PaperReport, tables: &str) -> Result<(), TrainError> {
+    let json_path = r.args.out.join("paper.json");
+    let json = serde_json::to_vec_pretty(r).map_err(|e| TrainError::Engine(e.to_string()))?;
+    std::fs::write(&json_path, json).map_err(io_error(&json_path))?;
+    let md_path = r.args.out.join("paper.md");
+    std::fs::write(&md_path, tables).map_err(io_error(&md_path))?;
+    eprintln!("wrote {} and {}", json_path.display(), md_path.display());
+    for d in &r.datasets {
+        eprintln!("wrote {} and {}", d.curves_png, d.pairs_png);
+    }
+    Ok(())
+}
