@@ -1,9 +1,7 @@
-//! The coordinator's side of training: shards each global batch across the admitted workers,
-//! collects and averages their gradients, and broadcasts weights.
-//!
-//! The coordinator owns the parameters and the Adam state (see `docs/architecture.md`): workers
-//! hold no optimizer state, so any worker can be replaced by sending it the current weights, and
-//! checkpoints are taken in one place.
+//! The coordinator's side of training: shards each global batch across the admitted workers and
+//! collects their gradients; then either steps the one Adam here and broadcasts the weights
+//! (`coordinator`), or hands the step to replicas that step Adam themselves (`allreduce`,
+//! `nccl`, in `replicated.rs`). Why both: `docs/architecture.md`.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
