@@ -10,6 +10,7 @@ use std::time::Instant;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
+use super::io_error;
 use super::pair_grid::draw_pair_grid;
 use super::paper_report::{
     DatasetRun, GridPair, PaperReport, SensitivityRow, Skipped, budget, display_name, paper_tables,
@@ -116,13 +117,6 @@ impl PaperArgs {
             new
         });
         Ok(())
-    }
-}
-
-fn io_error(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
-    move |e| TrainError::Io {
-        path: path.to_path_buf(),
-        source: e,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::or_na;
 use super::paper::{PaperArgs, QUICK_PAIRS};
 use super::paper_spec::{
     PAPER_CLASSIFIERS, PAPER_LENET_TEST_TIME_S, PaperDataset, SENSITIVITY_DATASET,
@@ -137,10 +138,6 @@ pub fn budget(args: &PaperArgs, runs: usize, seconds: f64) -> String {
 
 fn pct(v: f64) -> String {
     format!("{:.2}", 100.0 * v)
-}
-
-fn or_na(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
-    v.map_or_else(|| "n/a".into(), f)
 }
 
 /// A dataset's display name as the paper writes it.

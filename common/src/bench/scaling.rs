@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::io_error;
 use super::plot::plot_scaling;
 use super::stats::Spread;
 use crate::cluster::{Aggregation, ClusterArgs, with_cluster};
@@ -299,13 +300,6 @@ pub fn scaling_table(r: &ScalingReport) -> String {
         ));
     }
     s
-}
-
-fn io_error(path: &std::path::Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
-    move |e| TrainError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    }
 }
 
 /// Writes the JSON, the CSV beside it and the PNG plot.

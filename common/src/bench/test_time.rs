@@ -2,7 +2,7 @@
 //! takes to score the 10,000 test pairs and the time a plain LeNet-5 classifier takes to classify
 //! the 10,000 test images, on the same device and threads, with both models' test accuracy.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scaling::machine;
 use super::stats::Spread;
+use super::test_time_report::{row, test_time_table, write_report};
 use crate::config::TrainConfig;
 use crate::data::{Dataset, DatasetKind, obtain_dataset};
 use crate::results::{EpochRecord, TestRecord};
@@ -286,98 +287,6 @@ fn measure(args: TestTimeArgs, dataset: Arc<Dataset>) -> Result<TestTimeReport, 
         sn_test,
         rows,
     })
-}
-
-/// A row's timing figures, accuracy and paper figures still to fill in.
-fn row(model: &str, task: &str, items: usize, images: usize, times: &[f64]) -> TimedRow {
-    let spread = Spread::of(times);
-    let per_s = |n: usize| n as f64 / spread.median.max(1e-9);
-    TimedRow {
-        model: model.into(),
-        task: task.into(),
-        items,
-        images,
-        time_s: spread.median,
-        time_spread: spread,
-        items_per_s: per_s(items),
-        images_per_s: per_s(images),
-        test_accuracy: 0.0,
-        paper: PaperFigures::default(),
-    }
-}
-
-impl TimedRow {
-    fn with(self, test_accuracy: f64, paper: PaperFigures) -> Self {
-        TimedRow {
-            test_accuracy,
-            paper,
-            ..self
-        }
-    }
-}
-
-/// A figure, or "n/a" where the paper gives none.
-fn or_na(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
-    v.map_or_else(|| "n/a".into(), f)
-}
-
-/// The report as a markdown table, with the paper's figures beside ours.
-pub fn test_time_table(r: &TestTimeReport) -> String {
-    let mut s = format!(
-        "{} test set on {} ({}), {} thread(s); median of {} timed passes after one warm-up, \
-         images in batches of 512\n{SN_MODEL} weights {}; {CLASSIFIER_MODEL} trained here for {} epoch(s)\n\n",
-        r.args.dataset.name(),
-        r.device,
-        r.machine,
-        r.args.threads,
-        r.args.repeats,
-        r.sn_weights,
-        r.classifier_epochs.len()
-    );
-    s.push_str("| model | task | items | time s (range) | items/s | images/s | test accuracy % | paper: time s | paper: accuracy % |\n");
-    s.push_str("|---|---|---|---|---|---|---|---|---|\n");
-    for x in &r.rows {
-        s.push_str(&format!(
-            "| {} | {} | {} | {:.3} ({:.3}-{:.3}) | {:.0} | {:.0} | {:.2} | {} | {} |\n",
-            x.model,
-            x.task,
-            x.items,
-            x.time_s,
-            x.time_spread.min,
-            x.time_spread.max,
-            x.items_per_s,
-            x.images_per_s,
-            100.0 * x.test_accuracy,
-            or_na(x.paper.time_s, |v| format!("{v:.2}")),
-            or_na(x.paper.accuracy, |v| format!("{:.2}", 100.0 * v)),
-        ));
-    }
-    s.push_str(&format!(
-        "\n{SN_MODEL} also: ROC AUC {:.4}, nearest-class-mean accuracy {:.2}% (per image, comparable \
-         to the classifier's). The paper's times are TensorFlow + CUDA on its authors' desktop.\n",
-        r.sn_test.roc_auc,
-        100.0 * r.sn_test.ncm_accuracy
-    ));
-    s
-}
-
-fn io_error(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
-    move |e| TrainError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    }
-}
-
-/// Writes the JSON report, creating its folder.
-fn write_report(r: &TestTimeReport) -> Result<(), TrainError> {
-    let out = r.args.out_path();
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    }
-    let json = serde_json::to_vec_pretty(r).map_err(|e| TrainError::Engine(e.to_string()))?;
-    std::fs::write(&out, json).map_err(io_error(&out))?;
-    eprintln!("wrote {}", out.display());
-    Ok(())
 }
 
 #[cfg(test)]
