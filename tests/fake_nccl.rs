@@ -4,17 +4,11 @@
 
 use std::path::Path;
 
-use siamese_common::cluster::auth::AddToken;
-use siamese_common::cluster::proto::cluster_client::ClusterClient;
 use siamese_common::cluster::proto::{
-    DigestResult, EmbedResult, GradientResult, Join, NcclId, NcclReady, RunRequest, WeightsResult,
-    WorkerMessage, coordinator_message, task, worker_message,
+    DigestResult, EmbedResult, GradientResult, NcclId, NcclReady, WeightsResult, WorkerMessage,
+    coordinator_message, task, worker_message,
 };
 use siamese_common::cluster::wire::encode_f32;
-use siamese_common::cluster::{MODEL_VERSION, PROTOCOL_VERSION};
-use siamese_common::data::{DatasetKind, load_dataset};
-use siamese_common::model::ModelSpec;
-use tokio_stream::wrappers::ReceiverStream;
 
 /// How the fake NCCL worker behaves.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -44,41 +38,17 @@ pub struct Seen {
 
 /// Joins `addr` as a worker of an NCCL run and plays `behaviour` until the session ends.
 pub async fn run(addr: &str, token: &str, data: &Path, behaviour: Behaviour) -> Seen {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = ClusterClient::with_interceptor(channel, AddToken::new(Some(token)).unwrap());
-    let info = client.run(RunRequest {}).await.unwrap().into_inner();
-    let kind: DatasetKind = info.dataset.parse().unwrap();
-    let dataset = load_dataset(kind, data).unwrap();
-    let spec = ModelSpec::siamese(kind, 10);
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let super::fake_session::FakeSession {
+        mut inbound,
+        tx,
+        spec,
+    } = super::fake_session::open(addr, token, data, "cuda:0", "fake-gpu").await;
     let send = |body| {
         let tx = tx.clone();
         async move {
             let _ = tx.send(WorkerMessage { body: Some(body) }).await;
         }
     };
-    send(worker_message::Body::Join(Join {
-        protocol_version: PROTOCOL_VERSION,
-        model_version: MODEL_VERSION.into(),
-        dataset: kind.name().into(),
-        data_digest: dataset.digest(),
-        device: "cuda:0".into(),
-        threads: 1,
-        host: "fake-gpu".into(),
-        pid: std::process::id(),
-        rank: None,
-        shm_nonce: None,
-    }))
-    .await;
-    let mut inbound = client
-        .session(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
     let mut seen = Seen::default();
     while let Ok(Some(msg)) = inbound.message().await {
         match msg.body {

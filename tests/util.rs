@@ -2,6 +2,7 @@
 //! running processes with a deadline.
 
 pub mod fake_nccl;
+pub mod fake_session;
 pub mod fake_worker;
 
 use std::path::{Path, PathBuf};
