@@ -3,6 +3,7 @@
 
 pub mod aggregation;
 pub mod auth;
+mod collect;
 mod embed;
 pub mod engine;
 pub mod proto;

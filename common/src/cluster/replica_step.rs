@@ -6,7 +6,7 @@ use candle_core::Device;
 use md5::{Digest, Md5};
 
 use super::ClusterError;
-use crate::optim::{Adam, AdamConfig};
+use crate::optim::Adam;
 use crate::train::Replica;
 
 /// Where a replicated step's gradients meet.
@@ -129,13 +129,7 @@ impl Replicated {
     pub fn new(lr: f64, n: usize, reducer: Reducer) -> Self {
         Replicated {
             params: vec![0.0; n],
-            adam: Adam::new(
-                AdamConfig {
-                    lr,
-                    ..AdamConfig::default()
-                },
-                n,
-            ),
+            adam: Adam::with_lr(lr, n),
             steps: 0,
             reducer,
         }

@@ -44,6 +44,17 @@ pub struct Adam {
 }
 
 impl Adam {
+    /// The paper's Adam constants with learning rate `lr`, for `n` parameters.
+    pub fn with_lr(lr: f64, n: usize) -> Self {
+        Adam::new(
+            AdamConfig {
+                lr,
+                ..AdamConfig::default()
+            },
+            n,
+        )
+    }
+
     /// Fresh state for `n` parameters.
     pub fn new(config: AdamConfig, n: usize) -> Self {
         Adam {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{Replica, TrainError, mean_gradient};
 use crate::data::{Dataset, ImageSet};
 use crate::model::ModelSpec;
-use crate::optim::{Adam, AdamConfig};
+use crate::optim::Adam;
 use crate::pairs::PairRng;
 
 /// Mixed into the run seed for the classifier's image order, so that it is not the same random
@@ -93,13 +93,7 @@ impl ClassifierTrainer {
         }
         let spec = ModelSpec::classifier(dataset.kind);
         let params = spec.init(cfg.seed);
-        let adam = Adam::new(
-            AdamConfig {
-                lr: cfg.lr,
-                ..AdamConfig::default()
-            },
-            params.len(),
-        );
+        let adam = Adam::with_lr(cfg.lr, params.len());
         let replica = Replica::new(spec, &params, device)?;
         Ok(ClassifierTrainer {
             cfg,

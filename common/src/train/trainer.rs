@@ -9,7 +9,7 @@ use super::{Engine, ImageSplit, TrainError};
 use crate::config::TrainConfig;
 use crate::data::Dataset;
 use crate::model::ModelSpec;
-use crate::optim::{Adam, AdamConfig};
+use crate::optim::Adam;
 use crate::pairs::{Pair, batches, split, test_pairs, training_pairs, validation_pairs};
 use crate::results::{EpochRecord, RunResults, StepTiming};
 
@@ -93,13 +93,7 @@ impl Trainer {
     pub fn new(cfg: TrainConfig, data: TrainingData) -> Self {
         let spec = ModelSpec::siamese(data.dataset.kind, cfg.embedding as usize);
         let params = spec.init(cfg.seed);
-        let adam = Adam::new(
-            AdamConfig {
-                lr: cfg.lr,
-                ..AdamConfig::default()
-            },
-            params.len(),
-        );
+        let adam = Adam::with_lr(cfg.lr, params.len());
         Trainer {
             cfg,
             spec,
