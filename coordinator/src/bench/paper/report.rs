@@ -3,14 +3,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::or_na;
-use super::paper::{PaperArgs, QUICK_PAIRS};
-use super::paper_spec::{
+use super::settings::{PaperArgs, QUICK_PAIRS};
+use crate::bench::machine::machine;
+use crate::bench::or_na;
+use crate::bench::paper_figures::{
     PAPER_CLASSIFIERS, PAPER_LENET_TEST_TIME_S, PaperDataset, SENSITIVITY_DATASET,
 };
-use super::scaling::machine;
-use crate::data::DatasetKind;
-use crate::results::RunResults;
+use siamese_common::data::DatasetKind;
+use siamese_common::results::RunResults;
 
 /// One test pair drawn in the grid, with its score.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

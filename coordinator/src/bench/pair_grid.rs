@@ -6,8 +6,8 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::plot::{PlotError, fonts_ready};
-use crate::data::ImageSet;
-use crate::pairs::Pair;
+use siamese_common::data::ImageSet;
+use siamese_common::pairs::Pair;
 
 /// Screen pixels per image pixel: 28x28 digits become 112x112, readable at a glance.
 pub const SCALE: u32 = 4;

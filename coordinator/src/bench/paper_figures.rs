@@ -1,9 +1,9 @@
-//! The paper's figures, copied from SPEC.md's "What the paper reports", so every table can print
-//! them beside ours. `None` where the paper gives nothing.
+//! The paper's figures (docs/spec.md, "The paper's figures"), so every table can print them
+//! beside ours. `None` where the paper gives nothing.
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::DatasetKind;
+use siamese_common::data::DatasetKind;
 
 /// The paper's row for one dataset (accuracies as fractions, times in seconds).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,12 +65,40 @@ pub const PAPER_CLASSIFIERS: [(&str, f64); 6] = [
 /// The paper's test time of a plain LeNet-5 on the 10,000 MNIST test images.
 pub const PAPER_LENET_TEST_TIME_S: f64 = 9.37;
 
+/// What the paper reports for one model on one dataset; `None` where it gives nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PaperFigures {
+    /// Seconds for the 10,000 test items (TensorFlow + CUDA on their desktop).
+    pub time_s: Option<f64>,
+    /// Test accuracy as a fraction.
+    pub accuracy: Option<f64>,
+}
+
+/// The paper's figures for SN-LeNet-5 and for the plain LeNet-5, in that order.
+pub fn paper_figures(kind: DatasetKind) -> [PaperFigures; 2] {
+    let (sn_time, sn_acc, lenet_time, lenet_acc) = match kind {
+        DatasetKind::Mnist => (4.04, 0.9911, Some(9.37), Some(0.9905)),
+        DatasetKind::FashionMnist => (3.73, 0.9165, None, None),
+        DatasetKind::Cifar10 => (4.35, 0.8164, None, None),
+    };
+    [
+        PaperFigures {
+            time_s: Some(sn_time),
+            accuracy: Some(sn_acc),
+        },
+        PaperFigures {
+            time_s: lenet_time,
+            accuracy: lenet_acc,
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn figures_match_spec_md() {
+    fn figures_match_the_papers_tables() {
         let m = paper_dataset(DatasetKind::Mnist);
         assert_eq!(
             (m.epochs, m.test_accuracy, m.test_time_s),
@@ -88,5 +116,19 @@ mod tests {
         );
         assert_eq!(PAPER_LR_TABLE[1], (1e-3, m.train_accuracy));
         assert_eq!(PAPER_BATCH_TABLE[1].2, m.seconds_per_epoch);
+    }
+
+    #[test]
+    fn test_time_figures_match_the_papers_table() {
+        let [sn, lenet] = paper_figures(DatasetKind::Mnist);
+        assert_eq!((sn.time_s, sn.accuracy), (Some(4.04), Some(0.9911)));
+        assert_eq!((lenet.time_s, lenet.accuracy), (Some(9.37), Some(0.9905)));
+        let [sn, lenet] = paper_figures(DatasetKind::Cifar10);
+        assert_eq!((sn.time_s, sn.accuracy), (Some(4.35), Some(0.8164)));
+        assert_eq!(lenet, PaperFigures::default());
+        assert_eq!(
+            paper_figures(DatasetKind::FashionMnist)[0].accuracy,
+            Some(0.9165)
+        );
     }
 }

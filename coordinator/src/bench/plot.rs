@@ -7,8 +7,6 @@ use std::sync::OnceLock;
 
 use plotters::prelude::*;
 
-use super::scaling::ScalingRun;
-
 /// Errors from drawing, as text (plotters' error types are generic over the backend).
 pub type PlotError = String;
 
@@ -169,63 +167,14 @@ pub fn draw_panels(panels: &[Panel<'_>], path: &Path) -> Result<(), PlotError> {
     root.present().map_err(err)
 }
 
-/// Speedup and efficiency against workers, per mode, with the ideal lines.
-pub fn plot_scaling(runs: &[ScalingRun], path: &Path) -> Result<(), PlotError> {
-    let mut modes: Vec<&str> = runs.iter().map(|r| r.mode.as_str()).collect();
-    modes.dedup();
-    let max_workers = runs.iter().map(|r| r.workers).max().unwrap_or(1) as f64;
-    let series = |f: fn(&ScalingRun) -> f64| {
-        modes
-            .iter()
-            .map(|m| {
-                let pts = runs
-                    .iter()
-                    .filter(|r| r.mode == *m)
-                    .map(|r| (r.workers as f64, f(r)))
-                    .collect();
-                Series::line(format!("{m} scaling"), pts)
-            })
-            .collect::<Vec<_>>()
-    };
-    let mut speedup = series(|r| r.speedup);
-    speedup.push(Series::reference(
-        "ideal",
-        vec![(1.0, 1.0), (max_workers, max_workers)],
-    ));
-    let mut efficiency = series(|r| r.efficiency);
-    efficiency.push(Series::reference(
-        "ideal",
-        vec![(1.0, 1.0), (max_workers, 1.0)],
-    ));
-    draw_panels(
-        &[
-            Panel {
-                title: "Speedup",
-                x_label: "workers",
-                y_label: "speedup over 1 worker",
-                series: speedup,
-                y_from_zero: true,
-            },
-            Panel {
-                title: "Scaling efficiency",
-                x_label: "workers",
-                y_label: "efficiency",
-                series: efficiency,
-                y_from_zero: true,
-            },
-        ],
-        path,
-    )
-}
-
 /// Loss and accuracy per epoch for training and validation, two panels side by side (the
 /// paper's Figures 5, 7 and 8).
 pub fn plot_training_curves(
     title: &str,
-    epochs: &[crate::results::EpochRecord],
+    epochs: &[siamese_common::results::EpochRecord],
     path: &Path,
 ) -> Result<(), PlotError> {
-    let series = |name: &str, f: fn(&crate::results::EpochRecord) -> f64| {
+    let series = |name: &str, f: fn(&siamese_common::results::EpochRecord) -> f64| {
         let points = epochs.iter().map(|e| (e.epoch as f64, f(e))).collect();
         Series::line(name, points)
     };

@@ -3,125 +3,38 @@
 //! prints markdown tables with the paper's figures beside ours, and writes the JSON, the training
 //! curves and a grid of scored test pairs as PNG.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
-use serde::{Deserialize, Serialize};
 
-use super::io_error;
+mod report;
+mod settings;
+
+pub use report::PaperReport;
+pub use settings::PaperArgs;
+
+use report::{DatasetRun, GridPair, SensitivityRow, Skipped, budget, display_name, paper_tables};
+use settings::QUICK_PAIRS;
+
+use super::BenchError;
+use super::error::{io_error, plot_error, write_json};
+use super::machine::machine;
 use super::pair_grid::draw_pair_grid;
-use super::paper_report::{
-    DatasetRun, GridPair, PaperReport, SensitivityRow, Skipped, budget, display_name, paper_tables,
-};
-use super::paper_spec::{PAPER_BATCH_TABLE, PAPER_LR_TABLE, SENSITIVITY_DATASET, paper_dataset};
+use super::paper_figures::{PAPER_BATCH_TABLE, PAPER_LR_TABLE, SENSITIVITY_DATASET, paper_dataset};
 use super::plot::plot_training_curves;
-use super::scaling::machine;
 use super::stats::Spread;
-use crate::config::TrainConfig;
-use crate::data::{Dataset, DatasetKind, files_present, obtain_dataset, resolve_data_dir};
-use crate::results::RunResults;
-use crate::train::eval::score_pairs;
-use crate::train::{ImageSplit, LocalEngine, TrainError, Trainer, TrainingData};
+use siamese_common::config::TrainConfig;
+use siamese_common::data::{Dataset, DatasetKind, files_present, obtain_dataset};
+use siamese_common::results::RunResults;
+use siamese_common::train::eval::score_pairs;
+use siamese_common::train::{ImageSplit, LocalEngine, TrainError, Trainer, TrainingData};
 
 /// Test pairs drawn in the grid figure: 4 rows of 4.
 const GRID_PAIRS: usize = 16;
-/// Validation and test pairs kept with --quick (a test-pair prefix stays balanced).
-pub const QUICK_PAIRS: usize = 1_000;
-
-/// Settings of `coordinator bench paper`.
-#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PaperArgs {
-    /// Datasets to train (repeat the flag or separate with commas).
-    #[arg(long = "dataset", value_enum, value_delimiter = ',', default_values = ["mnist", "fashion-mnist"])]
-    pub datasets: Vec<DatasetKind>,
-    /// Epochs of every training run; the default (six runs of 5 epochs at 1 thread) took 3.3
-    /// minutes on a 2-core machine, so --epochs 20 still fits in about 30.
-    #[arg(long, default_value_t = 5, conflicts_with = "full")]
-    pub epochs: usize,
-    /// The paper's budgets instead: 50, 100 and 1,500 epochs per dataset, 50 for the MNIST
-    /// learning-rate and batch-size tables.
-    #[arg(long)]
-    pub full: bool,
-    /// Folder holding one folder per dataset (`mnist/`, `fashion-mnist/`, `cifar10/`); default
-    /// as for training ($SIAMESE_DATA_DIR, else ./data).
-    #[arg(long)]
-    pub data_dir_root: Option<PathBuf>,
-    /// MNIST's folder (overrides --data-dir-root).
-    #[arg(long)]
-    pub mnist_dir: Option<PathBuf>,
-    /// Fashion-MNIST's folder (overrides --data-dir-root).
-    #[arg(long)]
-    pub fashion_mnist_dir: Option<PathBuf>,
-    /// CIFAR-10's folder, holding `cifar-10-batches-bin/` (overrides --data-dir-root); never
-    /// downloaded here: CIFAR-10 is skipped when its files are absent.
-    #[arg(long)]
-    pub cifar10_dir: Option<PathBuf>,
-    /// Compute threads of this process.
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
-    /// Train on only the first N images of each training split (quick runs).
-    #[arg(long)]
-    pub train_subset: Option<usize>,
-    /// Score only 1,000 validation and 1,000 test pairs (smoke tests; test times then cover
-    /// 1,000 pairs, not the paper's 10,000).
-    #[arg(long)]
-    pub quick: bool,
-    /// Seed of weights and training pairs, the same for every run.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Folder for paper.json, paper.md, the PNG figures and each run's results in runs/.
-    #[arg(long, default_value = "results/paper")]
-    pub out: PathBuf,
-}
-
-impl PaperArgs {
-    /// Epochs of the runs on `kind`.
-    pub fn epochs_for(&self, kind: DatasetKind) -> usize {
-        if self.full {
-            kind.paper_epochs()
-        } else {
-            self.epochs
-        }
-    }
-
-    /// The folder `kind` is read from.
-    pub fn data_dir(&self, kind: DatasetKind) -> PathBuf {
-        let own = match kind {
-            DatasetKind::Mnist => &self.mnist_dir,
-            DatasetKind::FashionMnist => &self.fashion_mnist_dir,
-            DatasetKind::Cifar10 => &self.cifar10_dir,
-        };
-        match (own, &self.data_dir_root) {
-            (Some(dir), _) => dir.clone(),
-            (None, Some(root)) => root.join(kind.name()),
-            (None, None) => resolve_data_dir(kind, None),
-        }
-    }
-
-    fn check(&mut self) -> Result<(), TrainError> {
-        if self.threads == 0 || self.epochs == 0 || self.train_subset == Some(0) {
-            return Err(TrainError::Config(
-                "--threads, --epochs and --train-subset must be at least 1".into(),
-            ));
-        }
-        if self.datasets.is_empty() {
-            return Err(TrainError::Config("--dataset names no dataset".into()));
-        }
-        // `--dataset mnist --dataset mnist` would train the same run twice.
-        let mut seen = Vec::new();
-        self.datasets.retain(|d| {
-            let new = !seen.contains(d);
-            seen.push(*d);
-            new
-        });
-        Ok(())
-    }
-}
-
 /// Runs everything, prints the tables and writes the JSON, markdown and PNG files.
-pub fn run_paper(mut args: PaperArgs) -> Result<PaperReport, TrainError> {
+pub fn run_paper(mut args: PaperArgs) -> Result<PaperReport, BenchError> {
     args.check()?;
     let start = Instant::now();
     std::fs::create_dir_all(args.out.join("runs")).map_err(io_error(&args.out))?;
@@ -129,8 +42,7 @@ pub fn run_paper(mut args: PaperArgs) -> Result<PaperReport, TrainError> {
     // parallel loops use exactly --threads threads.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
-        .build()
-        .map_err(|e| TrainError::Engine(format!("starting the compute thread pool: {e}")))?;
+        .build()?;
     let (mut datasets, mut skipped, mut runs) = (Vec::new(), Vec::new(), 0);
     let mut mnist_data = None;
     for &kind in &args.datasets {
@@ -171,7 +83,7 @@ pub fn run_paper(mut args: PaperArgs) -> Result<PaperReport, TrainError> {
             .iter()
             .map(|s| format!("{}: {}", s.what, s.reason))
             .collect();
-        return Err(TrainError::Config(format!(
+        return Err(BenchError::Config(format!(
             "no dataset could run; {}",
             why.join("; ")
         )));
@@ -208,8 +120,7 @@ fn load(args: &PaperArgs, kind: DatasetKind) -> Result<Dataset, String> {
 }
 
 /// The configuration of one run: the paper's settings at this budget.
-fn config(args: &PaperArgs, kind: DatasetKind, name: &str) -> Result<TrainConfig, TrainError> {
-    let bad_env = |e: clap::Error| TrainError::Config(format!("an environment variable: {e}"));
+fn config(args: &PaperArgs, kind: DatasetKind, name: &str) -> Result<TrainConfig, BenchError> {
     let quick = args.quick.then_some(QUICK_PAIRS);
     Ok(TrainConfig {
         epochs: Some(args.epochs_for(kind)),
@@ -220,7 +131,7 @@ fn config(args: &PaperArgs, kind: DatasetKind, name: &str) -> Result<TrainConfig
         test_pairs: quick,
         data_dir: Some(args.data_dir(kind)),
         out: Some(args.out.join("runs").join(format!("{name}.json"))),
-        ..TrainConfig::defaults(kind).map_err(bad_env)?
+        ..TrainConfig::defaults(kind)?
     })
 }
 
@@ -260,12 +171,8 @@ fn seconds_per_epoch(r: &RunResults) -> f64 {
     Spread::of(&s).median
 }
 
-fn plot_error(path: &Path) -> impl Fn(String) -> TrainError + '_ {
-    move |e| TrainError::Engine(format!("drawing {}: {e}", path.display()))
-}
-
 /// Trains on one dataset at the paper's settings and draws its curves and pair grid.
-fn train_dataset(args: &PaperArgs, dataset: Arc<Dataset>) -> Result<DatasetRun, TrainError> {
+fn train_dataset(args: &PaperArgs, dataset: Arc<Dataset>) -> Result<DatasetRun, BenchError> {
     let kind = dataset.kind;
     let cfg = config(args, kind, kind.name())?;
     let (results, trainer, mut engine) = train(cfg, dataset.clone(), kind.name())?;
@@ -312,7 +219,7 @@ fn sensitivity(
     args: &PaperArgs,
     dataset: Arc<Dataset>,
     base: &RunResults,
-) -> Result<(Vec<SensitivityRow>, Vec<SensitivityRow>), TrainError> {
+) -> Result<(Vec<SensitivityRow>, Vec<SensitivityRow>), BenchError> {
     let kind = dataset.kind;
     let base_file = args.out.join("runs").join(format!("{}.json", kind.name()));
     let row = |r: &RunResults, lr: f64, batch_size: u32, file: &Path| {
@@ -330,8 +237,7 @@ fn sensitivity(
             results_file: file.display().to_string(),
         }
     };
-    let defaults = TrainConfig::defaults(kind)
-        .map_err(|e| TrainError::Config(format!("an environment variable: {e}")))?;
+    let defaults = TrainConfig::defaults(kind)?;
     let mut lr_table = Vec::new();
     for (lr, paper) in PAPER_LR_TABLE {
         let r = if lr == defaults.lr {
@@ -375,10 +281,9 @@ fn sensitivity(
 }
 
 /// Writes paper.json and paper.md under --out.
-fn write_files(r: &PaperReport, tables: &str) -> Result<(), TrainError> {
+fn write_files(r: &PaperReport, tables: &str) -> Result<(), BenchError> {
     let json_path = r.args.out.join("paper.json");
-    let json = serde_json::to_vec_pretty(r).map_err(|e| TrainError::Engine(e.to_string()))?;
-    std::fs::write(&json_path, json).map_err(io_error(&json_path))?;
+    write_json(&json_path, r)?;
     let md_path = r.args.out.join("paper.md");
     std::fs::write(&md_path, tables).map_err(io_error(&md_path))?;
     eprintln!("wrote {} and {}", json_path.display(), md_path.display());

@@ -1,10 +1,67 @@
 //! What `bench test-time` prints and writes: the markdown table beside the paper's figures and
 //! the JSON report.
 
-use super::stats::Spread;
-use super::test_time::{CLASSIFIER_MODEL, PaperFigures, SN_MODEL, TestTimeReport, TimedRow};
-use super::{io_error, or_na};
-use crate::train::TrainError;
+use serde::{Deserialize, Serialize};
+
+use super::settings::TestTimeArgs;
+use crate::bench::BenchError;
+use crate::bench::error::write_json;
+use crate::bench::or_na;
+use crate::bench::paper_figures::PaperFigures;
+use crate::bench::stats::Spread;
+use siamese_common::results::{EpochRecord, TestRecord};
+use siamese_common::train::ClassEpoch;
+
+/// Name of the siamese model in the report.
+pub const SN_MODEL: &str = "SN-LeNet-5";
+/// Name of the classifier in the report.
+pub const CLASSIFIER_MODEL: &str = "LeNet-5";
+
+/// One model's row of the table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimedRow {
+    /// `SN-LeNet-5` or `LeNet-5`.
+    pub model: String,
+    /// What was timed.
+    pub task: String,
+    /// Test pairs scored, or test images classified.
+    pub items: usize,
+    /// Distinct images that went through the network.
+    pub images: usize,
+    /// Median seconds of a timed pass.
+    pub time_s: f64,
+    /// Spread of the timed passes.
+    pub time_spread: Spread,
+    /// Items per second at the median.
+    pub items_per_s: f64,
+    /// Images per second at the median.
+    pub images_per_s: f64,
+    /// Pair accuracy (SN-LeNet-5) or classification accuracy (LeNet-5).
+    pub test_accuracy: f64,
+    /// The paper's figures for this model and dataset.
+    pub paper: PaperFigures,
+}
+
+/// What `bench test-time` writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestTimeReport {
+    /// The machine, as /proc/cpuinfo names it, and its cores.
+    pub machine: String,
+    /// Where both models ran.
+    pub device: String,
+    /// The settings, with the output path filled in.
+    pub args: TestTimeArgs,
+    /// Where the SN-LeNet-5 weights came from.
+    pub sn_weights: String,
+    /// SN-LeNet-5 training epochs run here (none with --checkpoint).
+    pub sn_epochs: Vec<EpochRecord>,
+    /// Classifier training epochs.
+    pub classifier_epochs: Vec<ClassEpoch>,
+    /// SN-LeNet-5's full test figures (ROC AUC, nearest-class-mean accuracy), from its warm-up.
+    pub sn_test: TestRecord,
+    /// SN-LeNet-5's row, then the classifier's.
+    pub rows: Vec<TimedRow>,
+}
 
 /// A row's timing figures, accuracy and paper figures still to fill in.
 pub(super) fn row(model: &str, task: &str, items: usize, images: usize, times: &[f64]) -> TimedRow {
@@ -75,13 +132,9 @@ pub fn test_time_table(r: &TestTimeReport) -> String {
 }
 
 /// Writes the JSON report, creating its folder.
-pub(super) fn write_report(r: &TestTimeReport) -> Result<(), TrainError> {
+pub(super) fn write_report(r: &TestTimeReport) -> Result<(), BenchError> {
     let out = r.args.out_path();
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    }
-    let json = serde_json::to_vec_pretty(r).map_err(|e| TrainError::Engine(e.to_string()))?;
-    std::fs::write(&out, json).map_err(io_error(&out))?;
+    write_json(&out, r)?;
     eprintln!("wrote {}", out.display());
     Ok(())
 }

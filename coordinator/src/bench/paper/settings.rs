@@ -1,0 +1,101 @@
+//! The flags of `coordinator bench paper`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bench::BenchError;
+use siamese_common::data::{DatasetKind, resolve_data_dir};
+
+/// Validation and test pairs kept with --quick (a test-pair prefix stays balanced).
+pub const QUICK_PAIRS: usize = 1_000;
+
+/// Settings of `coordinator bench paper`.
+#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PaperArgs {
+    /// Datasets to train (repeat the flag or separate with commas).
+    #[arg(long = "dataset", value_enum, value_delimiter = ',', default_values = ["mnist", "fashion-mnist"])]
+    pub datasets: Vec<DatasetKind>,
+    /// Epochs of every training run; the default (six runs of 5 epochs at 1 thread) took 3.3
+    /// minutes on a 2-core machine, so --epochs 20 still fits in about 30.
+    #[arg(long, default_value_t = 5, conflicts_with = "full")]
+    pub epochs: usize,
+    /// The paper's budgets instead: 50, 100 and 1,500 epochs per dataset, 50 for the MNIST
+    /// learning-rate and batch-size tables.
+    #[arg(long)]
+    pub full: bool,
+    /// Folder holding one folder per dataset (`mnist/`, `fashion-mnist/`, `cifar10/`); default
+    /// as for training ($SIAMESE_DATA_DIR, else ./data).
+    #[arg(long)]
+    pub data_dir_root: Option<PathBuf>,
+    /// MNIST's folder (overrides --data-dir-root).
+    #[arg(long)]
+    pub mnist_dir: Option<PathBuf>,
+    /// Fashion-MNIST's folder (overrides --data-dir-root).
+    #[arg(long)]
+    pub fashion_mnist_dir: Option<PathBuf>,
+    /// CIFAR-10's folder, holding `cifar-10-batches-bin/` (overrides --data-dir-root); never
+    /// downloaded here: CIFAR-10 is skipped when its files are absent.
+    #[arg(long)]
+    pub cifar10_dir: Option<PathBuf>,
+    /// Compute threads of this process.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Train on only the first N images of each training split (quick runs).
+    #[arg(long)]
+    pub train_subset: Option<usize>,
+    /// Score only 1,000 validation and 1,000 test pairs (smoke tests; test times then cover
+    /// 1,000 pairs, not the paper's 10,000).
+    #[arg(long)]
+    pub quick: bool,
+    /// Seed of weights and training pairs, the same for every run.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Folder for paper.json, paper.md, the PNG figures and each run's results in runs/.
+    #[arg(long, default_value = "results/paper")]
+    pub out: PathBuf,
+}
+
+impl PaperArgs {
+    /// Epochs of the runs on `kind`.
+    pub fn epochs_for(&self, kind: DatasetKind) -> usize {
+        if self.full {
+            kind.paper_epochs()
+        } else {
+            self.epochs
+        }
+    }
+
+    /// The folder `kind` is read from.
+    pub fn data_dir(&self, kind: DatasetKind) -> PathBuf {
+        let own = match kind {
+            DatasetKind::Mnist => &self.mnist_dir,
+            DatasetKind::FashionMnist => &self.fashion_mnist_dir,
+            DatasetKind::Cifar10 => &self.cifar10_dir,
+        };
+        match (own, &self.data_dir_root) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(root)) => root.join(kind.name()),
+            (None, None) => resolve_data_dir(kind, None),
+        }
+    }
+
+    pub(super) fn check(&mut self) -> Result<(), BenchError> {
+        if self.threads == 0 || self.epochs == 0 || self.train_subset == Some(0) {
+            return Err(BenchError::Config(
+                "--threads, --epochs and --train-subset must be at least 1".into(),
+            ));
+        }
+        if self.datasets.is_empty() {
+            return Err(BenchError::Config("--dataset names no dataset".into()));
+        }
+        // `--dataset mnist --dataset mnist` would train the same run twice.
+        let mut seen = Vec::new();
+        self.datasets.retain(|d| {
+            let new = !seen.contains(d);
+            seen.push(*d);
+            new
+        });
+        Ok(())
+    }
+}
