@@ -60,8 +60,8 @@ fn a_vanished_worker_stops_the_run_with_a_clear_error() {
 
 #[test]
 fn health_reflection_and_token_checks_answer_stock_grpc_clients() {
-    use siamese_common::cluster::proto::RunRequest;
-    use siamese_common::cluster::proto::cluster_client::ClusterClient;
+    use siamese_common::cluster::protocol::proto::RunRequest;
+    use siamese_common::cluster::protocol::proto::cluster_client::ClusterClient;
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
     use tonic_reflection::pb::v1::ServerReflectionRequest;

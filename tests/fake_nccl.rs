@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
-use siamese_common::cluster::proto::{
+use siamese_common::cluster::protocol::proto::{
     DigestResult, EmbedResult, GradientResult, NcclId, NcclReady, WeightsResult, WorkerMessage,
     coordinator_message, task, worker_message,
 };
-use siamese_common::cluster::wire::encode_f32;
+use siamese_common::cluster::protocol::wire::encode_f32;
 
 /// How the fake NCCL worker behaves.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -94,10 +94,12 @@ pub async fn run(addr: &str, token: &str, data: &Path, behaviour: Behaviour) -> 
                             steps: seen.steps,
                         })
                     }
-                    Some(task::Kind::Weights(_)) => worker_message::Body::Weights(WeightsResult {
-                        id,
-                        values: encode_f32(&spec.init(1)),
-                    }),
+                    Some(task::Kind::Weights(_)) => {
+                        worker_message::Body::WeightsResult(WeightsResult {
+                            id,
+                            values: encode_f32(&spec.init(1)),
+                        })
+                    }
                     Some(task::Kind::Embed(e)) => worker_message::Body::Embedding(EmbedResult {
                         id,
                         width: 10,

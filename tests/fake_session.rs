@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use siamese_common::cluster::auth::AddToken;
-use siamese_common::cluster::proto::cluster_client::ClusterClient;
-use siamese_common::cluster::proto::{
+use siamese_common::cluster::protocol::auth::AddToken;
+use siamese_common::cluster::protocol::proto::cluster_client::ClusterClient;
+use siamese_common::cluster::protocol::proto::{
     CoordinatorMessage, Join, RunRequest, WorkerMessage, worker_message,
 };
-use siamese_common::cluster::{MODEL_VERSION, PROTOCOL_VERSION};
+use siamese_common::cluster::protocol::{MODEL_VERSION, PROTOCOL_VERSION};
 use siamese_common::data::{DatasetKind, load_dataset};
 use siamese_common::model::ModelSpec;
 use tokio::sync::mpsc::Sender;

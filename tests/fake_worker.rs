@@ -3,10 +3,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use siamese_common::cluster::proto::{
+use siamese_common::cluster::protocol::proto::{
     GradientResult, WorkerMessage, coordinator_message, task, worker_message,
 };
-use siamese_common::cluster::wire::encode_f32;
+use siamese_common::cluster::protocol::wire::encode_f32;
 
 /// How the fake worker misbehaves.
 #[derive(Clone, Copy, Debug)]

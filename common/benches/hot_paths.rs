@@ -9,12 +9,13 @@ use std::path::Path;
 
 use candle_core::Device;
 use criterion::{Criterion, criterion_group, criterion_main};
-use siamese_common::cluster::wire::{decode_f32, encode_f32};
+use siamese_common::aggregation::mean_gradient;
+use siamese_common::cluster::protocol::wire::{decode_f32, encode_f32};
 use siamese_common::data::{DatasetKind, ImageSet, load_dataset};
 use siamese_common::model::ModelSpec;
 use siamese_common::pairs::{test_pairs, training_pairs};
+use siamese_common::train::Replica;
 use siamese_common::train::eval::similarity;
-use siamese_common::train::{Replica, mean_gradient};
 
 fn images() -> (ImageSet, ImageSet) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/mnist");

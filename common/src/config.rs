@@ -48,7 +48,7 @@ pub struct TrainConfig {
     /// Score only the first N of the 10,000 test pairs (a prefix keeps them balanced).
     #[arg(long)]
     pub test_pairs: Option<usize>,
-    /// Results file (JSON, see SPEC.md); default results/<dataset>-<unix time>.json.
+    /// Results file (JSON, keys in docs/spec.md); default results/<dataset>-<unix time>.json.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Where the final weights go (safetensors, written atomically after every epoch);
@@ -75,11 +75,13 @@ impl TrainConfig {
         })
     }
 
-    /// Fills every default that depends on the dataset or the clock, so the printed and stored
-    /// configuration is the one that runs.
-    pub fn resolved(mut self) -> Self {
+    /// Fills every default that depends on the dataset, the clock or the number of local
+    /// processes computing (`processes`: 1 in this process, else the local workers), so the
+    /// printed and stored configuration is the one that runs.
+    pub fn resolved(mut self, processes: usize) -> Self {
         self.epochs = Some(self.epochs());
         self.out = Some(self.out_path());
+        self.threads = Some(self.threads_per_process(processes));
         self
     }
 
@@ -106,12 +108,10 @@ impl TrainConfig {
             .unwrap_or_else(|| out.with_extension("safetensors"))
     }
 
-    /// Threads with the default (all cores) filled in.
-    pub fn threads(&self) -> usize {
-        self.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
+    /// Compute threads of each of `processes` local processes: the flag, else the cores split
+    /// evenly among them.
+    pub fn threads_per_process(&self, processes: usize) -> usize {
+        self.threads
+            .unwrap_or_else(|| crate::threads::default_threads(processes))
     }
 }

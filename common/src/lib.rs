@@ -1,16 +1,16 @@
 //! siamese-cluster's library: data, pair protocol, SN-LeNet-5 and the training math that the
 //! `coordinator` and `worker` binaries share.
 
+pub mod aggregation;
 pub mod cluster;
 pub mod config;
 pub mod data;
 pub mod logging;
 pub mod metrics;
 pub mod model;
-#[cfg(feature = "nccl")]
-pub mod nccl;
 pub mod optim;
 pub mod pairs;
 pub mod results;
+pub mod stop;
 pub mod threads;
 pub mod train;

@@ -1,4 +1,12 @@
-//! Compute-thread settings that must be fixed before any thread starts.
+//! How many compute threads a process takes, and the settings that must be fixed before any
+//! thread starts.
+
+/// Compute threads of each of `processes` processes sharing this machine: its cores split
+/// evenly, at least one each. The one default for `--threads` everywhere.
+pub fn default_threads(processes: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / processes.max(1)).max(1)
+}
 
 /// Pins Candle's and rayon's global thread counts to `threads`.
 ///

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use siamese_common::cluster::auth::TOKEN_ENV;
+use siamese_common::cluster::protocol::auth::TOKEN_ENV;
 use siamese_common::cluster::{WorkerOptions, run_worker_blocking};
+use siamese_common::threads::default_threads;
 
 /// A siamese-cluster worker: holds a replica of SN-LeNet-5 on its device, loads the dataset the
 /// coordinator names (same --data-dir resolution as the coordinator) and trains the shards it is
@@ -39,14 +40,10 @@ struct Cli {
 fn main() -> std::process::ExitCode {
     siamese_common::logging::init();
     let cli = Cli::parse();
-    let threads = cli.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let threads = cli.threads.unwrap_or_else(|| default_threads(1));
     // SAFETY: nothing has started a thread yet.
     unsafe { siamese_common::threads::pin_compute_threads(threads) };
-    match run(cli) {
+    match run(cli, threads) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -55,12 +52,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let threads = cli.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+fn run(cli: Cli, threads: usize) -> anyhow::Result<()> {
     let opts = WorkerOptions {
         coordinator: cli.coordinator,
         token: cli.token,

@@ -8,10 +8,10 @@ use std::time::Instant;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use super::{Replica, TrainError, mean_gradient};
+use super::{Replica, TrainError};
+use crate::aggregation::{OptimizerState, mean_gradient};
 use crate::data::{Dataset, ImageSet};
 use crate::model::ModelSpec;
-use crate::optim::Adam;
 use crate::pairs::PairRng;
 
 /// Mixed into the run seed for the classifier's image order, so that it is not the same random
@@ -66,8 +66,7 @@ pub struct ClassifierTrainer {
     dataset: Arc<Dataset>,
     train_pool: Vec<u32>,
     val_pool: Vec<u32>,
-    params: Vec<f32>,
-    adam: Adam,
+    state: OptimizerState,
     replica: Replica,
 }
 
@@ -92,16 +91,14 @@ impl ClassifierTrainer {
             ));
         }
         let spec = ModelSpec::classifier(dataset.kind);
-        let params = spec.init(cfg.seed);
-        let adam = Adam::with_lr(cfg.lr, params.len());
-        let replica = Replica::new(spec, &params, device)?;
+        let state = OptimizerState::new(spec.init(cfg.seed), cfg.lr);
+        let replica = Replica::new(spec, &state.params, device)?;
         Ok(ClassifierTrainer {
             cfg,
             dataset,
             train_pool,
             val_pool,
-            params,
-            adam,
+            state,
             replica,
         })
     }
@@ -113,7 +110,7 @@ impl ClassifierTrainer {
 
     /// Current parameters.
     pub fn params(&self) -> &[f32] {
-        &self.params
+        &self.state.params
     }
 
     /// The replica holding the current parameters, to classify with.
@@ -131,15 +128,14 @@ impl ClassifierTrainer {
             let s = self.replica.class_gradient(&self.dataset.train, batch)?;
             // The gradient of the mean loss, as the siamese engines hand it to Adam.
             let grad = mean_gradient(&[s.grad], batch.len());
-            if grad.iter().any(|g| !g.is_finite()) {
-                return Err(TrainError::NonFinite {
+            self.state
+                .apply(&grad)
+                .map_err(|source| TrainError::Aggregation {
                     epoch,
                     step,
-                    source_name: "the classifier".into(),
-                });
-            }
-            self.adam.step(&mut self.params, &grad);
-            self.replica.set_weights(&self.params)?;
+                    source,
+                })?;
+            self.replica.set_weights(&self.state.params)?;
             loss_sum += f64::from(s.loss_sum);
             correct += s.correct;
         }

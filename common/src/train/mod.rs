@@ -1,20 +1,23 @@
-//! Training: the per-replica step, the engine seam the cluster plugs into, evaluation and the
-//! epoch loop; and the plain LeNet-5 classifier the paper compares SN-LeNet-5 with.
+//! Training: the per-replica step, the engine seam the cluster plugs into, evaluation, the
+//! epoch loop and the in-process run; and the plain LeNet-5 classifier the paper compares
+//! SN-LeNet-5 with.
 
 pub mod classifier;
 pub mod engine;
 pub mod eval;
+mod in_process;
+mod local_engine;
 pub mod replica;
 pub mod trainer;
 
 use std::path::PathBuf;
 
 pub use classifier::{ClassEpoch, ClassifierConfig, ClassifierTrainer};
-pub use engine::{
-    Contribution, Engine, EngineInfo, GradientSum, ImageSplit, LocalEngine, mean_gradient,
-};
+pub use engine::{Contribution, Engine, EngineInfo, ImageSplit};
+pub use in_process::train_in_process;
+pub use local_engine::LocalEngine;
 pub use replica::Replica;
-pub use trainer::{TimedSteps, Trainer, TrainingData};
+pub use trainer::{RunControl, TimedSteps, Trainer, TrainingData};
 
 /// What can stop a training run.
 #[derive(Debug, thiserror::Error)]
@@ -28,24 +31,30 @@ pub enum TrainError {
     /// The model failed.
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
-    /// A gradient held NaN or Inf; the step was not applied.
+    /// A step's mean gradient could not be applied (NaN, Inf, wrong length); it was not.
     #[error(
-        "non-finite gradient at epoch {epoch}, step {step} (from {source_name}); the step was not applied"
+        "the mean gradient of epoch {epoch}, step {step} was refused: {source}; the step was not applied"
     )]
-    NonFinite {
+    Aggregation {
         /// Epoch (1-based).
         epoch: usize,
         /// Step within the epoch (0-based).
         step: usize,
-        /// Who produced it (a worker, or the local replica).
-        source_name: String,
+        /// What is wrong with it.
+        source: crate::aggregation::AggregationError,
     },
     /// The configuration does not describe a runnable job.
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The engine (e.g. the cluster) failed.
-    #[error("{0}")]
-    Engine(String),
+    #[error(transparent)]
+    Engine(Box<dyn std::error::Error + Send + Sync>),
+    /// The compute thread pool could not start.
+    #[error("starting the compute thread pool: {0}")]
+    ThreadPool(#[from] rayon::ThreadPoolBuildError),
+    /// The run was asked to stop (SIGINT or SIGTERM) before it finished.
+    #[error("interrupted")]
+    Interrupted,
     /// A results or checkpoint file could not be written.
     #[error("{path}: {source}")]
     Io {

@@ -6,12 +6,13 @@ use std::time::Instant;
 
 use super::eval::{pair_figures, score_pairs, test_record};
 use super::{Engine, ImageSplit, TrainError};
+use crate::aggregation::OptimizerState;
 use crate::config::TrainConfig;
 use crate::data::Dataset;
 use crate::model::ModelSpec;
-use crate::optim::Adam;
 use crate::pairs::{Pair, batches, split, test_pairs, training_pairs, validation_pairs};
 use crate::results::{EpochRecord, RunResults, StepTiming};
+use crate::stop::StopFlag;
 
 /// The dataset plus the fixed split and the pairs that do not change between epochs.
 pub struct TrainingData {
@@ -29,7 +30,7 @@ pub struct TrainingData {
 }
 
 impl TrainingData {
-    /// Applies SPEC.md's split and pair protocol (and any subset flags) to a loaded dataset.
+    /// Applies the spec's split and pair protocol (and any subset flags) to a loaded dataset.
     pub fn prepare(cfg: &TrainConfig, dataset: Arc<Dataset>) -> Result<Self, TrainError> {
         let (n_train, n_val) = dataset.kind.train_val_sizes();
         let total = dataset.train.len();
@@ -77,31 +78,43 @@ pub struct TimedSteps {
     pub timing: StepTiming,
 }
 
+/// What the caller of a training run sees and controls.
+pub struct RunControl<'a> {
+    /// Called with every epoch's figures as the epoch ends.
+    pub on_epoch: &'a mut (dyn FnMut(&EpochRecord) + Send),
+    /// Raised to end the run at the next step boundary.
+    pub stop: StopFlag,
+}
+
 /// The optimizer side of a run: parameters, Adam state and the loop.
 pub struct Trainer {
     cfg: TrainConfig,
     spec: ModelSpec,
     data: TrainingData,
-    params: Vec<f32>,
-    adam: Adam,
-    /// Optimizer steps taken so far.
+    state: OptimizerState,
+    /// Optimizer steps taken so far (also by replicas that step themselves).
     steps: u64,
+    stop: StopFlag,
 }
 
 impl Trainer {
     /// A trainer starting from the seeded initial weights.
     pub fn new(cfg: TrainConfig, data: TrainingData) -> Self {
         let spec = ModelSpec::siamese(data.dataset.kind, cfg.embedding as usize);
-        let params = spec.init(cfg.seed);
-        let adam = Adam::with_lr(cfg.lr, params.len());
+        let state = OptimizerState::new(spec.init(cfg.seed), cfg.lr);
         Trainer {
             cfg,
             spec,
             data,
-            params,
-            adam,
+            state,
             steps: 0,
+            stop: StopFlag::new(),
         }
+    }
+
+    /// Ends the run at the next step boundary once `stop` is raised.
+    pub fn stop_on(&mut self, stop: StopFlag) {
+        self.stop = stop;
     }
 
     /// The model layout.
@@ -111,7 +124,7 @@ impl Trainer {
 
     /// Current parameters.
     pub fn params(&self) -> &[f32] {
-        &self.params
+        &self.state.params
     }
 
     /// The prepared data.
@@ -120,29 +133,8 @@ impl Trainer {
     }
 
     fn unit(&self) -> (f32, f32) {
-        let n = self.params.len();
-        (self.params[n - 2], self.params[n - 1])
-    }
-
-    /// Applies one averaged gradient, refusing non-finite values.
-    pub fn apply(
-        &mut self,
-        grad: &[f32],
-        epoch: usize,
-        step: usize,
-        from: &str,
-    ) -> Result<(), TrainError> {
-        self.spec
-            .check_len(grad, &format!("gradient from {from}"))?;
-        if grad.iter().any(|g| !g.is_finite()) {
-            return Err(TrainError::NonFinite {
-                epoch,
-                step,
-                source_name: from.to_string(),
-            });
-        }
-        self.adam.step(&mut self.params, grad);
-        Ok(())
+        let p = &self.state.params;
+        (p[p.len() - 2], p[p.len() - 1])
     }
 
     /// Applies a step's mean gradient here and sends the weights, unless the replicas step
@@ -157,8 +149,21 @@ impl Trainer {
         if engine.replicas_step() {
             return Ok(());
         }
-        self.apply(grad, epoch, step, "the engine")?;
-        engine.set_weights(&self.params)
+        self.state
+            .apply(grad)
+            .map_err(|source| TrainError::Aggregation {
+                epoch,
+                step,
+                source,
+            })?;
+        engine.set_weights(&self.state.params)
+    }
+
+    fn check_stop(&self) -> Result<(), TrainError> {
+        match self.stop.requested() {
+            true => Err(TrainError::Interrupted),
+            false => Ok(()),
+        }
     }
 
     /// Trains one epoch; returns its record (validation included).
@@ -182,6 +187,7 @@ impl Trainer {
             if self.cfg.max_steps.is_some_and(|m| self.steps >= m) {
                 break;
             }
+            self.check_stop()?;
             let c = engine.gradient(batch)?;
             let last = self.cfg.max_steps.is_some_and(|m| self.steps + 1 >= m);
             if let Some((_, next)) = steps.peek().filter(|_| !last) {
@@ -195,7 +201,7 @@ impl Trainer {
         }
         let seconds = start.elapsed().as_secs_f64();
         if engine.replicas_step() {
-            self.params = engine.pull_weights()?;
+            self.state.params = engine.pull_weights()?;
         }
         let scored = score_pairs(engine, ImageSplit::Train, &self.data.val_pairs, self.unit())?;
         let val = pair_figures(&scored.scores, &self.data.val_pairs);
@@ -219,7 +225,7 @@ impl Trainer {
         warmup: usize,
         steps: usize,
     ) -> Result<TimedSteps, TrainError> {
-        engine.set_weights(&self.params)?;
+        engine.set_weights(&self.state.params)?;
         let total = warmup + steps;
         let mut queue: Vec<Pair> = Vec::new();
         let mut epoch = 0u64;
@@ -242,6 +248,7 @@ impl Trainer {
                 before = engine.timing();
                 pairs = 0;
             }
+            self.check_stop()?;
             let current = &queue[step * batch..(step + 1) * batch];
             let c = engine.gradient(current)?;
             if step + 1 < total {
@@ -252,7 +259,7 @@ impl Trainer {
         }
         let seconds = start.elapsed().as_secs_f64();
         if engine.replicas_step() {
-            self.params = engine.pull_weights()?;
+            self.state.params = engine.pull_weights()?;
         }
         Ok(TimedSteps {
             steps,
@@ -266,8 +273,10 @@ impl Trainer {
     pub fn run(
         &mut self,
         engine: &mut dyn Engine,
-        on_epoch: &mut dyn FnMut(&EpochRecord),
+        control: RunControl<'_>,
     ) -> Result<RunResults, TrainError> {
+        self.stop = control.stop;
+        let on_epoch = control.on_epoch;
         let out = self.cfg.out_path();
         let checkpoint = self.cfg.checkpoint_path(&out);
         if let Some(dir) = checkpoint.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -276,11 +285,11 @@ impl Trainer {
                 source: e,
             })?;
         }
-        engine.set_weights(&self.params)?;
+        engine.set_weights(&self.state.params)?;
         let mut epochs = Vec::new();
         for epoch in 1..=self.cfg.epochs() {
             let record = self.epoch(engine, epoch)?;
-            self.spec.save(&self.params, &checkpoint)?;
+            self.spec.save(&self.state.params, &checkpoint)?;
             on_epoch(&record);
             epochs.push(record);
             if self.cfg.max_steps.is_some_and(|m| self.steps >= m) {
@@ -303,7 +312,6 @@ impl Trainer {
             obj.insert("epochs".into(), self.cfg.epochs().into());
             obj.insert("out".into(), out.display().to_string().into());
             obj.insert("checkpoint".into(), checkpoint.display().to_string().into());
-            obj.insert("threads".into(), self.cfg.threads().into());
         }
         let results = RunResults {
             dataset: ds.kind.name().to_string(),
@@ -314,7 +322,7 @@ impl Trainer {
             epochs,
             test,
             timing,
-            parameters: self.params.len(),
+            parameters: self.state.params.len(),
         };
         results.write(&out).map_err(|e| TrainError::Io {
             path: out.clone(),

@@ -27,9 +27,12 @@ use super::plot::plot_training_curves;
 use super::stats::Spread;
 use siamese_common::config::TrainConfig;
 use siamese_common::data::{Dataset, DatasetKind, files_present, obtain_dataset};
-use siamese_common::results::RunResults;
+use siamese_common::results::{EpochRecord, RunResults};
+use siamese_common::stop::StopFlag;
 use siamese_common::train::eval::score_pairs;
-use siamese_common::train::{ImageSplit, LocalEngine, TrainError, Trainer, TrainingData};
+use siamese_common::train::{
+    ImageSplit, LocalEngine, RunControl, TrainError, Trainer, TrainingData,
+};
 
 /// Test pairs drawn in the grid figure: 4 rows of 4.
 const GRID_PAIRS: usize = 16;
@@ -153,12 +156,17 @@ fn train(
     );
     let mut trainer = Trainer::new(cfg, data);
     let mut engine = LocalEngine::new(trainer.spec(), trainer.params(), dataset, &Device::Cpu)?;
-    let results = trainer.run(&mut engine, &mut |e| {
+    let mut on_epoch = |e: &EpochRecord| {
         eprintln!(
             "[{name}] epoch {}: train loss {:.4} acc {:.4}, val loss {:.4} acc {:.4}, {:.1} s",
             e.epoch, e.train_loss, e.train_accuracy, e.val_loss, e.val_accuracy, e.seconds
         )
-    })?;
+    };
+    let control = RunControl {
+        on_epoch: &mut on_epoch,
+        stop: StopFlag::new(),
+    };
+    let results = trainer.run(&mut engine, control)?;
     eprintln!(
         "[{name}] test pair accuracy {:.4}, {:.3} s",
         results.test.pair_accuracy, results.test.time_s

@@ -16,6 +16,7 @@ use super::stats::Spread;
 use siamese_common::cluster::{ClusterArgs, with_cluster};
 use siamese_common::config::TrainConfig;
 use siamese_common::data::obtain_dataset;
+use siamese_common::stop::StopFlag;
 use siamese_common::train::{TimedSteps, Trainer, TrainingData};
 
 /// One measured run.
@@ -63,7 +64,7 @@ fn configurations(args: &ScalingArgs) -> Vec<(&'static str, usize, usize)> {
 }
 
 /// Runs every configuration `repeats` times in alternation and prints and writes the report.
-pub async fn run_scaling(args: ScalingArgs) -> Result<ScalingReport, BenchError> {
+pub fn run_scaling(args: ScalingArgs, stop: &StopFlag) -> Result<ScalingReport, BenchError> {
     if args.steps == 0 || args.repeats == 0 || args.batch_size == 0 {
         return Err(BenchError::Config(
             "--steps, --repeats and --batch-size must be at least 1".into(),
@@ -98,10 +99,11 @@ pub async fn run_scaling(args: ScalingArgs) -> Result<ScalingReport, BenchError>
             let data = TrainingData::prepare(&cfg, dataset.clone())?;
             let (warmup, steps) = (args.warmup, args.steps);
             let run_cfg = cfg.clone();
-            let t = with_cluster(&cfg, &cluster, dataset.clone(), move |engine| {
-                Trainer::new(run_cfg, data).timed_steps(engine, batch, warmup, steps)
-            })
-            .await?;
+            let t = with_cluster(&cfg, &cluster, dataset.clone(), stop, |engine| {
+                let mut trainer = Trainer::new(run_cfg, data);
+                trainer.stop_on(stop.clone());
+                trainer.timed_steps(engine, batch, warmup, steps)
+            })?;
             let s = sample(&t);
             eprintln!(
                 "repeat {}/{}: {mode} {workers} worker(s), batch {batch}: {:.0} pairs/s, {:.1}% outside compute",

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use siamese_common::cluster::Aggregation;
+use siamese_common::aggregation::Aggregation;
 use siamese_common::data::DatasetKind;
 
 /// Which scaling to measure.

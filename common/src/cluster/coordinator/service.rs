@@ -11,22 +11,19 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::auth::CheckToken;
-use super::proto::cluster_server::{Cluster, ClusterServer};
-use super::proto::{
+use super::links::{Inbound, WorkerLink};
+use crate::aggregation::Aggregation;
+use crate::cluster::ClusterError;
+use crate::cluster::protocol::auth::CheckToken;
+use crate::cluster::protocol::proto::cluster_server::{Cluster, ClusterServer};
+use crate::cluster::protocol::proto::{
     CoordinatorMessage, FILE_DESCRIPTOR_SET, Join, Refusal, RunInfo, RunRequest, Welcome,
     WorkerMessage, coordinator_message, worker_message,
 };
-use super::{ClusterError, MODEL_VERSION, PROTOCOL_VERSION};
-
-/// Largest message either side accepts (weights are ~250 KB; embeddings of a shard a few MB).
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
-/// HTTP/2 flow-control windows. The default 64 KiB window makes every 250 KB weights or gradient
-/// message wait for several WINDOW_UPDATE round trips; measured on loopback that cost as much
-/// as the step's compute.
-pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
-/// Connection-level window: room for several streams' windows.
-pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+use crate::cluster::protocol::transport::{
+    CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES,
+};
+use crate::cluster::protocol::{MODEL_VERSION, PROTOCOL_VERSION};
 
 /// What a joining worker must match, and what it is told when admitted.
 pub struct Admission {
@@ -43,7 +40,7 @@ pub struct Admission {
     /// The shared file for workers on this host, and the nonce in its header.
     pub shm: Option<(String, u64)>,
     /// Where gradients meet.
-    pub aggregation: super::Aggregation,
+    pub aggregation: Aggregation,
     /// Seconds workers have to form an NCCL communicator.
     pub nccl_timeout_s: u32,
 }
@@ -77,31 +74,6 @@ impl Admission {
         }
         Ok(())
     }
-}
-
-/// A message from a worker, stamped when it arrived, or the end of its stream.
-#[derive(Debug)]
-pub enum Inbound {
-    /// A message and its arrival time.
-    Message(Instant, WorkerMessage),
-    /// The stream ended or failed.
-    Lost(String),
-}
-
-/// An admitted worker's session, as the engine sees it.
-pub struct WorkerLink {
-    /// Its rank.
-    pub rank: u32,
-    /// `host:pid` and address, for messages.
-    pub peer: String,
-    /// What it said at join.
-    pub join: Join,
-    /// Whether its weights and gradients go through the shared file.
-    pub shm: bool,
-    /// Messages to it.
-    pub to_worker: mpsc::Sender<Result<CoordinatorMessage, Status>>,
-    /// Messages from it.
-    pub from_worker: mpsc::Receiver<Inbound>,
 }
 
 /// The `Cluster` service.

@@ -1,26 +1,30 @@
-//! The worker: joins a coordinator, proves it holds the same data, then computes the gradients
-//! and embeddings of the shards it is sent until told to stop.
+//! A worker's session with the coordinator: connect, learn the run, load its data, join (and
+//! prove the same data), set up the reducer, then hand the stream to the task loop until Stop.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::Device;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
-use super::aggregation::Aggregation;
-use super::auth::AddToken;
-use super::proto::cluster_client::ClusterClient;
-use super::proto::{
+use super::device::parse_device;
+use super::nccl_join::nccl_rendezvous;
+use super::reducer::Reducer;
+use super::task_loop::TaskRunner;
+use crate::aggregation::{Aggregation, OptimizerState};
+use crate::cluster::ClusterError;
+use crate::cluster::protocol::auth::AddToken;
+use crate::cluster::protocol::proto::cluster_client::ClusterClient;
+use crate::cluster::protocol::proto::{
     CoordinatorMessage, Join, RunRequest, WorkerMessage, coordinator_message, worker_message,
 };
-use super::replica_step::{Reducer, Replicated};
-use super::service::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
-use super::shm::SharedRegion;
-use super::tasks::TaskRunner;
-use super::{ClusterError, MODEL_VERSION, PROTOCOL_VERSION};
+use crate::cluster::protocol::shm::SharedRegion;
+use crate::cluster::protocol::transport::{
+    CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES,
+};
+use crate::cluster::protocol::{MODEL_VERSION, PROTOCOL_VERSION};
 use crate::data::{DatasetKind, obtain_dataset};
 use crate::model::ModelSpec;
 use crate::train::Replica;
@@ -44,28 +48,7 @@ pub struct WorkerOptions {
     pub rank: Option<u32>,
 }
 
-/// Parses `cpu` / `cuda:K` into a Candle device.
-pub fn parse_device(name: &str) -> Result<Device, ClusterError> {
-    if name == "cpu" {
-        return Ok(Device::Cpu);
-    }
-    let Some(ordinal) = name
-        .strip_prefix("cuda:")
-        .and_then(|k| k.parse::<usize>().ok())
-    else {
-        return Err(ClusterError::Setup(format!(
-            "unknown device {name:?}: use cpu or cuda:K"
-        )));
-    };
-    if !cfg!(feature = "cuda") {
-        return Err(ClusterError::Setup(format!(
-            "device {name} needs CUDA, but this build has none: rebuild with `cargo build --release --features cuda` (see ../shared/gpu/README.md)"
-        )));
-    }
-    Device::new_cuda(ordinal).map_err(|e| ClusterError::Setup(format!("opening {name}: {e}")))
-}
-
-fn status(call: &'static str) -> impl Fn(tonic::Status) -> ClusterError {
+pub(super) fn status(call: &'static str) -> impl Fn(tonic::Status) -> ClusterError {
     move |s| match s.code() {
         tonic::Code::Unauthenticated => ClusterError::Refused(s.message().to_string()),
         _ => ClusterError::Status {
@@ -118,15 +101,11 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
             info.protocol_version
         )));
     }
-    let kind: DatasetKind = info
-        .dataset
-        .parse()
-        .map_err(|e| ClusterError::Setup(format!("{e}")))?;
+    let kind: DatasetKind = info.dataset.parse()?;
     let data_dir = opts.data_dir.clone();
     let dataset = tokio::task::spawn_blocking(move || obtain_dataset(kind, data_dir.as_deref()))
         .await
-        .map_err(|e| ClusterError::Setup(format!("loading the dataset: {e}")))?
-        .map_err(|e| ClusterError::Setup(format!("loading the dataset: {e}")))?;
+        .map_err(|e| ClusterError::Setup(format!("the dataset loader stopped: {e}")))??;
     let dataset = Arc::new(dataset);
     let digest = dataset.digest();
     // A file that is not there (another host) or not ours just means payloads over gRPC.
@@ -220,28 +199,30 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
             peer: opts.coordinator.clone(),
             what: format!("unknown aggregation {:?}", welcome.aggregation),
         })?;
-    let replicated = match aggregation {
-        Aggregation::Coordinator => None,
-        Aggregation::Allreduce => Some(Reducer::Coordinator),
+    let reducer = match aggregation {
+        Aggregation::CentralAdam => None,
+        Aggregation::Allreduce => Some(Reducer::SumOnCoordinator),
         Aggregation::Nccl => {
             let limit = Duration::from_secs(u64::from(welcome.nccl_timeout_s));
             let group = nccl_rendezvous(&welcome, &device, limit, &mut inbound, &out_tx).await?;
             Some(group)
         }
     };
-    let replicated = match replicated {
+    // Replicas that step Adam themselves hold its state; the first Weights message sets the
+    // weights.
+    let replicated = match reducer {
         Some(reducer) => {
             let cfg: crate::config::TrainConfig = serde_json::from_str(&welcome.config_json)
                 .map_err(|e| ClusterError::Protocol {
                     peer: opts.coordinator.clone(),
                     what: format!("bad run configuration: {e}"),
                 })?;
-            Some(Replicated::new(cfg.lr, spec.num_params(), reducer))
+            let state = OptimizerState::new(vec![0.0; spec.num_params()], cfg.lr);
+            Some((state, reducer))
         }
         None => None,
     };
-    let replica = Replica::new(spec, &spec.init(0), &device)
-        .map_err(|e| ClusterError::Setup(format!("building the replica: {e}")))?;
+    let replica = Replica::new(spec, &spec.init(0), &device)?;
     let runner = TaskRunner::new(replica, device, &dataset, shm, replicated);
     let stopped = runner.serve(&mut inbound, out_tx).await?;
     if !stopped {
@@ -267,7 +248,10 @@ pub fn run_worker_blocking(opts: WorkerOptions) -> Result<(), ClusterError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| ClusterError::Setup(format!("starting the async runtime: {e}")))?;
+        .map_err(|source| ClusterError::Io {
+            what: "starting the async runtime".into(),
+            source,
+        })?;
     pool.install(|| runtime.block_on(run_worker(opts)))
 }
 
@@ -275,84 +259,4 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
-}
-
-/// NCCL's rendezvous through the coordinator: rank 0 creates the unique id and sends it; every
-/// rank gets it relayed back, forms the communicator (within `limit`) and says so.
-#[cfg(feature = "nccl")]
-async fn nccl_rendezvous(
-    welcome: &super::proto::Welcome,
-    device: &Device,
-    limit: Duration,
-    inbound: &mut tonic::Streaming<CoordinatorMessage>,
-    out: &mpsc::Sender<WorkerMessage>,
-) -> Result<Reducer, ClusterError> {
-    use super::proto::{NcclId, NcclReady};
-    use crate::nccl::NcclGroup;
-    let send = |body| async move {
-        out.send(WorkerMessage { body: Some(body) })
-            .await
-            .map_err(|_| ClusterError::Setup("the outgoing stream closed".into()))
-    };
-    if welcome.rank == 0 {
-        let id = crate::nccl::unique_id().map_err(|e| ClusterError::Setup(e.to_string()))?;
-        send(worker_message::Body::NcclId(NcclId {
-            id: id.to_vec().into(),
-        }))
-        .await?;
-    }
-    let id = match tokio::time::timeout(limit, inbound.message()).await {
-        Err(_) => {
-            return Err(ClusterError::Timeout {
-                what: "the coordinator to relay rank 0's NCCL id".into(),
-                secs: limit.as_secs(),
-            });
-        }
-        Ok(msg) => match msg.map_err(status("Session"))?.and_then(|m| m.body) {
-            Some(coordinator_message::Body::NcclId(n)) => n.id,
-            _ => {
-                return Err(ClusterError::Protocol {
-                    peer: "coordinator".into(),
-                    what: "expected the NCCL id".into(),
-                });
-            }
-        },
-    };
-    let (rank, world) = (welcome.rank as usize, welcome.world_size as usize);
-    // Blocking is fine: this thread has nothing else to do until the communicator forms.
-    let group = NcclGroup::join(&id, rank, world, device, limit)
-        .map_err(|e| ClusterError::Setup(e.to_string()))?;
-    send(worker_message::Body::NcclReady(NcclReady {
-        rank: welcome.rank,
-    }))
-    .await?;
-    tracing::info!(rank, world, "NCCL communicator formed");
-    Ok(Reducer::Nccl(
-        group,
-        super::replica_step::Watchdog::start(limit),
-    ))
-}
-
-/// Without NCCL compiled in, an NCCL run is refused with what to do.
-#[cfg(not(feature = "nccl"))]
-async fn nccl_rendezvous(
-    _welcome: &super::proto::Welcome,
-    _device: &Device,
-    _limit: Duration,
-    inbound: &mut tonic::Streaming<CoordinatorMessage>,
-    out: &mpsc::Sender<WorkerMessage>,
-) -> Result<Reducer, ClusterError> {
-    let message = "this worker was built without NCCL: rebuild it with `cargo build --release --features nccl` (see ../shared/gpu/README.md)".to_string();
-    let _ = out
-        .send(WorkerMessage {
-            body: Some(worker_message::Body::Error(super::proto::WorkerError {
-                id: 0,
-                message: message.clone(),
-            })),
-        })
-        .await;
-    // Let the error reach the coordinator before this process exits: it answers by ending
-    // the session.
-    let _ = tokio::time::timeout(Duration::from_secs(5), inbound.message()).await;
-    Err(ClusterError::Setup(message))
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 use memmap2::MmapMut;
 
-use super::ClusterError;
+use crate::cluster::ClusterError;
 
 const MAGIC: [u8; 8] = *b"SNSHM001";
 const HEADER: usize = 64;
@@ -41,15 +41,27 @@ pub struct SharedRegion {
     owner: bool,
 }
 
+/// A file the header or size of which does not fit.
 fn shm_error(path: &Path, what: impl std::fmt::Display) -> ClusterError {
     ClusterError::Setup(format!("shared memory {}: {what}", path.display()))
+}
+
+/// A system call on the file failed.
+fn shm_io(path: &Path) -> impl Fn(std::io::Error) -> ClusterError + '_ {
+    move |source| ClusterError::Io {
+        what: format!("shared memory {}", path.display()),
+        source,
+    }
 }
 
 fn random_u64() -> Result<u64, ClusterError> {
     let mut b = [0u8; 8];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .map_err(|e| ClusterError::Setup(format!("reading /dev/urandom: {e}")))?;
+        .map_err(|source| ClusterError::Io {
+            what: "reading /dev/urandom".into(),
+            source,
+        })?;
     Ok(u64::from_le_bytes(b))
 }
 
@@ -73,12 +85,12 @@ impl SharedRegion {
         options.read(true).write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options.open(&path).map_err(|e| shm_error(&path, e))?;
+        let file = options.open(&path).map_err(shm_io(&path))?;
         let len = region_len(params, slots);
-        file.set_len(len as u64).map_err(|e| shm_error(&path, e))?;
+        file.set_len(len as u64).map_err(shm_io(&path))?;
         // SAFETY: the file was just created with a random name and mode 0600; only this run's
         // processes map it, and they follow the protocol in the module comment.
-        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| shm_error(&path, e))?;
+        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(shm_io(&path))?;
         map[..8].copy_from_slice(&MAGIC);
         map[8..16].copy_from_slice(&nonce.to_le_bytes());
         map[16..24].copy_from_slice(&(params as u64).to_le_bytes());
@@ -101,13 +113,13 @@ impl SharedRegion {
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|e| shm_error(path, e))?;
-        let len = file.metadata().map_err(|e| shm_error(path, e))?.len() as usize;
+            .map_err(shm_io(path))?;
+        let len = file.metadata().map_err(shm_io(path))?.len() as usize;
         if len < HEADER {
             return Err(shm_error(path, format!("{len} bytes is too short")));
         }
         // SAFETY: as in `create`; the header is checked before any other use.
-        let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| shm_error(path, e))?;
+        let map = unsafe { MmapMut::map_mut(&file) }.map_err(shm_io(path))?;
         let word = |at: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&map[at..at + 8]);

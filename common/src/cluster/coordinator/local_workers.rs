@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::ClusterError;
-use super::auth::TOKEN_ENV;
+use crate::cluster::ClusterError;
+use crate::cluster::protocol::auth::TOKEN_ENV;
 
 /// The running local workers; dropping this kills any still alive.
 pub struct LocalWorkers {
@@ -32,8 +32,10 @@ pub struct SpawnOptions<'a> {
 
 /// The `worker` binary next to the running executable.
 pub fn worker_binary() -> Result<PathBuf, ClusterError> {
-    let exe = std::env::current_exe()
-        .map_err(|e| ClusterError::Setup(format!("locating this executable: {e}")))?;
+    let exe = std::env::current_exe().map_err(|source| ClusterError::Io {
+        what: "locating this executable".into(),
+        source,
+    })?;
     let path = exe.with_file_name("worker");
     if !path.exists() {
         return Err(ClusterError::Setup(format!(
@@ -71,9 +73,10 @@ impl LocalWorkers {
             if let Some(dir) = opts.data_dir {
                 cmd.arg("--data-dir").arg(dir);
             }
-            let mut child = cmd
-                .spawn()
-                .map_err(|e| ClusterError::Setup(format!("starting {}: {e}", bin.display())))?;
+            let mut child = cmd.spawn().map_err(|source| ClusterError::Io {
+                what: format!("starting {}", bin.display()),
+                source,
+            })?;
             // Each worker asks for the rank of its start order, so the prefix names its rank.
             let prefix = format!("[rank {i}]");
             for stream in [

@@ -1,15 +1,16 @@
-//! How gradients are combined, and the engine's limits: the choices a run makes once.
-
-use std::time::Duration;
+//! Where a run's gradients meet and who steps Adam: the choice a run makes once.
 
 use serde::{Deserialize, Serialize};
 
-/// Where the gradients of a step meet.
+/// Where the gradients of a step meet, and who steps Adam on their mean.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Aggregation {
-    /// The coordinator sums the gradients, steps Adam and sends the weights (one optimizer).
-    Coordinator,
+    /// The coordinator sums the gradients, steps the one Adam and sends the weights
+    /// (`--aggregation coordinator`).
+    #[value(name = "coordinator")]
+    #[serde(rename = "coordinator")]
+    CentralAdam,
     /// The coordinator sums the gradients and sends the sum back; every replica steps Adam.
     Allreduce,
     /// The workers all-reduce on their GPUs through NCCL; every replica steps Adam. The
@@ -21,7 +22,7 @@ impl Aggregation {
     /// The name on the wire and in the results file.
     pub fn name(self) -> &'static str {
         match self {
-            Aggregation::Coordinator => "coordinator",
+            Aggregation::CentralAdam => "coordinator",
             Aggregation::Allreduce => "allreduce",
             Aggregation::Nccl => "nccl",
         }
@@ -30,7 +31,7 @@ impl Aggregation {
     /// Parses the wire name.
     pub fn from_name(name: &str) -> Option<Self> {
         [
-            Aggregation::Coordinator,
+            Aggregation::CentralAdam,
             Aggregation::Allreduce,
             Aggregation::Nccl,
         ]
@@ -40,23 +41,8 @@ impl Aggregation {
 
     /// Whether every replica steps the optimizer itself.
     pub fn replicated(self) -> bool {
-        self != Aggregation::Coordinator
+        self != Aggregation::CentralAdam
     }
-}
-
-/// The engine's choices and limits.
-#[derive(Clone, Copy, Debug)]
-pub struct EngineSettings {
-    /// How long all workers have to join.
-    pub join_timeout: Duration,
-    /// How long any worker has to answer a task.
-    pub step_timeout: Duration,
-    /// Where gradients meet.
-    pub aggregation: Aggregation,
-    /// Replicated runs: compare the replicas' weight digests every this many steps.
-    pub digest_every: u64,
-    /// NCCL runs: how long the communicator has to form.
-    pub nccl_timeout: Duration,
 }
 
 #[cfg(test)]
@@ -66,13 +52,13 @@ mod tests {
     #[test]
     fn names_round_trip() {
         for a in [
-            Aggregation::Coordinator,
+            Aggregation::CentralAdam,
             Aggregation::Allreduce,
             Aggregation::Nccl,
         ] {
             assert_eq!(Aggregation::from_name(a.name()), Some(a));
         }
         assert_eq!(Aggregation::from_name("gloo"), None);
-        assert!(!Aggregation::Coordinator.replicated() && Aggregation::Nccl.replicated());
+        assert!(!Aggregation::CentralAdam.replicated() && Aggregation::Nccl.replicated());
     }
 }

@@ -8,14 +8,16 @@ use std::time::Instant;
 use candle_core::Device;
 use tokio::sync::mpsc;
 
-use super::ClusterError;
-use super::proto::{
-    CoordinatorMessage, DigestResult, EmbedResult, GradientResult, ImageSet, ReducedGradient, Task,
-    Weights, WeightsResult, WorkerError, WorkerMessage, coordinator_message, task, worker_message,
+use super::reducer::Reducer;
+use crate::aggregation::{OptimizerState, weights_digest};
+use crate::cluster::ClusterError;
+use crate::cluster::protocol::proto::{
+    CoordinatorMessage, DigestResult, EmbedResult, GradientResult, GradientTask, ImageSet,
+    ReducedGradient, Task, Weights, WeightsResult, WorkerError, WorkerMessage, coordinator_message,
+    task, worker_message,
 };
-use super::replica_step::{Replicated, weights_digest};
-use super::shm::SharedRegion;
-use super::wire::{decode_f32, encode_f32};
+use crate::cluster::protocol::shm::SharedRegion;
+use crate::cluster::protocol::wire::{decode_f32, encode_f32};
 use crate::data::Dataset;
 use crate::pairs::Pair;
 use crate::train::Replica;
@@ -43,7 +45,9 @@ pub struct TaskRunner<'a> {
     version: u64,
     pending: VecDeque<Task>,
     scratch: Vec<f32>,
-    replicated: Option<Replicated>,
+    /// This replica's own optimizer and the reducer its gradients meet through, when it steps
+    /// Adam itself (allreduce, nccl).
+    replicated: Option<(OptimizerState, Reducer)>,
     /// Idle (waiting for the coordinator), applying weights, computing, sending: logged at the end.
     times: [f64; 4],
 }
@@ -55,7 +59,7 @@ impl<'a> TaskRunner<'a> {
         device: Device,
         data: &'a Dataset,
         shm: Option<(SharedRegion, usize)>,
-        replicated: Option<Replicated>,
+        replicated: Option<(OptimizerState, Reducer)>,
     ) -> Self {
         let n = replica.network().spec().num_params();
         TaskRunner {
@@ -174,11 +178,9 @@ impl<'a> TaskRunner<'a> {
             }
         };
         if loaded {
-            self.replica
-                .set_weights(&self.scratch)
-                .map_err(|e| ClusterError::Setup(format!("loading weights: {e}")))?;
-            if let Some(r) = &mut self.replicated {
-                r.params.copy_from_slice(&self.scratch);
+            self.replica.set_weights(&self.scratch)?;
+            if let Some((state, _)) = &mut self.replicated {
+                state.params.copy_from_slice(&self.scratch);
             }
             self.version = w.version;
         }
@@ -194,13 +196,10 @@ impl<'a> TaskRunner<'a> {
         u: Unreduced,
         inbound: &mut tonic::Streaming<CoordinatorMessage>,
     ) -> Result<bool, ClusterError> {
-        let Some(rep) = &self.replicated else {
+        let Some((_, reducer)) = &self.replicated else {
             return Ok(true);
         };
-        let mean = match rep
-            .reducer
-            .local_mean(&u.grad, u.global_pairs, &self.device)?
-        {
+        let mean = match reducer.local_mean(&u.grad, u.global_pairs, &self.device)? {
             Some(mean) => mean,
             None => loop {
                 match self.next(inbound).await? {
@@ -218,8 +217,9 @@ impl<'a> TaskRunner<'a> {
                 }
             },
         };
-        if let Some(rep) = &mut self.replicated {
-            rep.apply(&mean, &mut self.replica)?;
+        if let Some((state, _)) = &mut self.replicated {
+            state.apply(&mean)?;
+            self.replica.set_weights(&state.params)?;
         }
         self.version += 1;
         Ok(true)
@@ -263,7 +263,7 @@ impl<'a> TaskRunner<'a> {
                 let width = self.replica.network().spec().out_width() as u32;
                 self.replica
                     .embed(images, &e.indices)
-                    .map_err(|e| e.to_string())
+                    .map_err(ClusterError::from)
                     .map(|values| {
                         worker_message::Body::Embedding(EmbedResult {
                             id,
@@ -281,14 +281,16 @@ impl<'a> TaskRunner<'a> {
                 })
             }),
             Some(task::Kind::Weights(_)) => self.weights().map(|(w, _)| {
-                worker_message::Body::Weights(WeightsResult {
+                worker_message::Body::WeightsResult(WeightsResult {
                     id,
                     values: encode_f32(&w),
                 })
             }),
-            None => Err("a task without a kind".to_string()),
+            None => Err(from_coordinator("a task without a kind")),
         };
-        let body = body.unwrap_or_else(|message| {
+        // The one place a failure becomes words: the coordinator reads them in its error.
+        let body = body.unwrap_or_else(|e| {
+            let message = e.to_string();
             tracing::error!(task = id, %message, "task failed");
             worker_message::Body::Error(WorkerError { id, message })
         });
@@ -296,33 +298,30 @@ impl<'a> TaskRunner<'a> {
     }
 
     /// The weights this replica holds and the optimizer steps it applied itself.
-    fn weights(&self) -> Result<(Vec<f32>, u64), String> {
+    fn weights(&self) -> Result<(Vec<f32>, u64), ClusterError> {
         match &self.replicated {
-            Some(r) => Ok((r.params.clone(), r.steps)),
-            None => self
-                .replica
-                .network()
-                .weights()
-                .map(|w| (w, 0))
-                .map_err(|e| e.to_string()),
+            Some((state, _)) => Ok((state.params.clone(), state.steps())),
+            None => Ok((self.replica.network().weights()?, 0)),
         }
     }
 
     fn gradient(
         &mut self,
         id: u64,
-        g: super::proto::GradientTask,
+        g: GradientTask,
         start: Instant,
-    ) -> Result<(worker_message::Body, Option<Unreduced>), String> {
+    ) -> Result<(worker_message::Body, Option<Unreduced>), ClusterError> {
         if g.first.len() != g.second.len() || g.first.len() != g.same.len() {
-            return Err("gradient task with lists of different lengths".to_string());
+            return Err(from_coordinator(
+                "a gradient task with lists of different lengths",
+            ));
         }
         let replicated = g.global_pairs > 0;
         if replicated != self.replicated.is_some() {
-            return Err(format!(
+            return Err(from_coordinator(format!(
                 "a gradient task for global batch {} does not fit this run's aggregation",
                 g.global_pairs
-            ));
+            )));
         }
         let pairs: Vec<Pair> = g
             .first
@@ -335,10 +334,7 @@ impl<'a> TaskRunner<'a> {
         let (grad, loss_sum, correct) = if pairs.is_empty() {
             (vec![0.0; self.scratch.len()], 0.0, 0)
         } else {
-            let step = self
-                .replica
-                .pair_gradient(&self.data.train, &pairs)
-                .map_err(|e| e.to_string())?;
+            let step = self.replica.pair_gradient(&self.data.train, &pairs)?;
             let correct = step
                 .similarity
                 .iter()
@@ -350,13 +346,11 @@ impl<'a> TaskRunner<'a> {
         let carries = self
             .replicated
             .as_ref()
-            .is_none_or(|r| r.reducer.coordinator_sums());
+            .is_none_or(|(_, reducer)| reducer.coordinator_sums());
         let (bytes, in_shm) = match (&mut self.shm, carries) {
             (_, false) => (Default::default(), false),
             (Some((region, rank)), true) => {
-                region
-                    .write_gradient(*rank, &grad)
-                    .map_err(|e| e.to_string())?;
+                region.write_gradient(*rank, &grad)?;
                 (Default::default(), true)
             }
             (None, true) => (encode_f32(&grad), false),

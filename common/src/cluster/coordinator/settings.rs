@@ -1,0 +1,87 @@
+//! The coordinator's cluster flags, and the limits its engine works within.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::aggregation::Aggregation;
+use crate::cluster::protocol::auth::TOKEN_ENV;
+
+/// The cluster's settings on the coordinator.
+#[derive(clap::Args, Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterArgs {
+    /// Number of workers (0 trains in this process, without gRPC).
+    #[arg(long, env = "SIAMESE_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    /// Wait for remote workers instead of starting them on this machine.
+    #[arg(long)]
+    pub no_spawn: bool,
+    /// Address to serve on (default 127.0.0.1 with a free port; 0.0.0.0:50051 for remote workers).
+    #[arg(long, env = "SIAMESE_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Shared token every worker must present (generated for local workers when absent).
+    #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
+    #[serde(skip)]
+    pub token: Option<String>,
+    /// Device of the local workers: cpu, or cuda:K with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Seconds to wait for all workers to join.
+    #[arg(long, default_value_t = 120)]
+    pub join_timeout: u64,
+    /// Seconds to wait for any worker's answer to a task before the run stops.
+    #[arg(long, default_value_t = 120)]
+    pub step_timeout: u64,
+    /// Write the bound address (host:port) to this file once serving (for scripts and tests).
+    #[arg(long)]
+    pub address_file: Option<PathBuf>,
+    /// Send weights and gradients through gRPC even to workers on this host (by default they go
+    /// through a shared-memory file and gRPC carries only control messages).
+    #[arg(long, env = "SIAMESE_NO_SHM")]
+    pub no_shm: bool,
+    /// Where gradients meet: the coordinator sums them and every replica steps Adam on the
+    /// mean (allreduce, the default: fastest measured), the coordinator steps the one Adam and
+    /// sends weights (coordinator), or CUDA workers all-reduce through NCCL and step Adam
+    /// themselves (nccl; the coordinator relays the NCCL id).
+    #[arg(
+        long,
+        value_enum,
+        env = "SIAMESE_AGGREGATION",
+        default_value = "allreduce"
+    )]
+    pub aggregation: Aggregation,
+    /// Replicated runs: compare the replicas' weight digests every this many steps (and at
+    /// the end of every epoch).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub digest_every: u64,
+    /// NCCL runs: seconds the workers have to form the communicator.
+    #[arg(long, default_value_t = 60)]
+    pub nccl_timeout: u64,
+}
+
+/// The engine's choices and limits, read once from [`ClusterArgs`].
+#[derive(Clone, Copy, Debug)]
+pub struct EngineSettings {
+    /// How long all workers have to join.
+    pub join_timeout: Duration,
+    /// How long any worker has to answer a task.
+    pub step_timeout: Duration,
+    /// Where gradients meet.
+    pub aggregation: Aggregation,
+    /// Replicated runs: compare the replicas' weight digests every this many steps.
+    pub digest_every: u64,
+    /// NCCL runs: how long the communicator has to form.
+    pub nccl_timeout: Duration,
+}
+
+impl From<&ClusterArgs> for EngineSettings {
+    fn from(args: &ClusterArgs) -> Self {
+        EngineSettings {
+            join_timeout: Duration::from_secs(args.join_timeout),
+            step_timeout: Duration::from_secs(args.step_timeout),
+            aggregation: args.aggregation,
+            digest_every: args.digest_every,
+            nccl_timeout: Duration::from_secs(args.nccl_timeout),
+        }
+    }
+}
