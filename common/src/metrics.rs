@@ -1,4 +1,4 @@
-//! Evaluation metrics of SPEC "What is measured": pair accuracy, ROC AUC, nearest class mean.
+//! Evaluation metrics of docs/spec.md, "Reported figures": pair accuracy, ROC AUC, nearest class mean.
 
 use std::cmp::Ordering;
 

@@ -1,4 +1,4 @@
-//! The results file every run writes (SPEC.md, "The results file").
+//! The results file every run writes (keys and units in docs/spec.md, "Results file").
 
 use std::path::Path;
 

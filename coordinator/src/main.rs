@@ -1,5 +1,5 @@
 //! `coordinator`: trains SN-LeNet-5 across worker processes (or in this process with
-//! `--workers 0`) and reports the figures of SPEC.md.
+//! `--workers 0`) and reports the figures of docs/spec.md.
 
 use std::sync::Arc;
 
@@ -41,7 +41,7 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum Bench {
     /// Pairs/s, speedup and scaling efficiency of the real cluster at several worker counts,
-    /// with the step-time split (SPEC.md's strong and weak scaling).
+    /// with the step-time split (strong and weak scaling as docs/spec.md defines them).
     Scaling(ScalingArgs),
     /// The paper's test-time table side by side: SN-LeNet-5 scoring the 10,000 test pairs and a
     /// plain LeNet-5 classifying the 10,000 test images, same device and threads, with accuracies.

@@ -110,6 +110,20 @@ pub enum ClusterError {
     Interrupted,
 }
 
+impl ClusterError {
+    /// Maps a failed gRPC `call` to its error; the coordinator's refusal of the token becomes
+    /// [`ClusterError::Refused`], with the coordinator's words.
+    pub fn status(call: &'static str) -> impl Fn(tonic::Status) -> ClusterError {
+        move |s| match s.code() {
+            tonic::Code::Unauthenticated => ClusterError::Refused(s.message().to_string()),
+            _ => ClusterError::Status {
+                call,
+                status: Box::new(s),
+            },
+        }
+    }
+}
+
 impl From<crate::train::TrainError> for ClusterError {
     fn from(e: crate::train::TrainError) -> Self {
         ClusterError::Train(Box::new(e))

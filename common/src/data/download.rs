@@ -54,9 +54,9 @@ impl Drop for Cleanup {
 fn fetch(url: &str, file: &RemoteFile, dir: &Path, target: &Path) -> Result<(), DataError> {
     let partial = dir.join(format!(".{}.partial", file.name));
     let mut cleanup = Cleanup(Some(partial.clone()));
-    let download_err = |cause: String| DataError::Download {
+    let download_err = |source: Box<dyn std::error::Error + Send + Sync>| DataError::Download {
         url: url.to_string(),
-        cause,
+        source,
     };
     tracing::info!(%url, to = %target.display(), "downloading");
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -69,16 +69,14 @@ fn fetch(url: &str, file: &RemoteFile, dir: &Path, target: &Path) -> Result<(), 
         .get(url)
         .header("Accept-Encoding", "identity")
         .call()
-        .map_err(|e| download_err(e.to_string()))?;
+        .map_err(|e| download_err(e.into()))?;
     let mut body = response.into_body().into_reader();
     let mut out = File::create(&partial).map_err(|e| DataError::io(&partial, e))?;
     let mut hasher = Md5::new();
     let mut buf = vec![0u8; 1 << 16];
     let (mut total, mut next_log) = (0u64, 32u64 << 20);
     loop {
-        let n = body
-            .read(&mut buf)
-            .map_err(|e| download_err(e.to_string()))?;
+        let n = body.read(&mut buf).map_err(|e| download_err(e.into()))?;
         if n == 0 {
             break;
         }

@@ -119,13 +119,13 @@ pub enum DataError {
 
     /// Fetching a file over the network failed.
     #[error(
-        "downloading {url} failed: {cause}; download the files yourself and pass --data-dir DIR"
+        "downloading {url} failed: {source}; download the files yourself and pass --data-dir DIR"
     )]
     Download {
         /// URL that failed.
         url: String,
-        /// What went wrong.
-        cause: String,
+        /// What went wrong (the HTTP client's or the socket's error).
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 
     /// A downloaded file does not have the published checksum.

@@ -16,7 +16,7 @@ pub fn batches(pairs: &[Pair], batch: usize) -> impl Iterator<Item = &[Pair]> {
 /// Splits `0..batch_len` into `workers` contiguous ranges whose lengths differ by at most 1.
 ///
 /// Earlier shards get the extra pair. With more workers than pairs the trailing shards are
-/// empty, so the coordinator must weight gradients by shard length (SPEC, data-parallel).
+/// empty, so the coordinator must weight gradients by shard length (docs/spec.md, data-parallel training).
 ///
 /// # Panics
 /// If `workers == 0`.

@@ -1,7 +1,7 @@
 //! The pair protocol: which images are paired, in which order, for training, validation and test.
 //!
 //! Every list depends only on its inputs (labels, pool, seed, epoch), never on the number of
-//! workers, so N workers train on exactly the batches one process would (SPEC, data and pairs).
+//! workers, so N workers train on exactly the batches one process would (docs/spec.md, the pair protocol).
 
 mod batches;
 mod class_index;

@@ -1,4 +1,4 @@
-//! Evaluation: pair scores from embeddings computed once per image, and the figures of SPEC.md.
+//! Evaluation: pair scores from embeddings computed once per image, and the figures of docs/spec.md.
 
 use std::time::Instant;
 

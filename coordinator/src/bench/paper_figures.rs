@@ -22,7 +22,7 @@ pub struct PaperDataset {
     pub test_time_s: f64,
 }
 
-/// SPEC.md's table of the paper's results per dataset.
+/// The paper's results per dataset (docs/spec.md, section 7).
 pub fn paper_dataset(kind: DatasetKind) -> PaperDataset {
     let (train, val, test, s_epoch, test_time) = match kind {
         DatasetKind::Mnist => (0.9995, 0.9883, 0.9911, 17.36, 4.04),

@@ -60,18 +60,22 @@ impl Links {
         stop: &StopFlag,
     ) -> Result<Self, ClusterError> {
         let mut workers = Vec::with_capacity(world);
-        let deadline = tokio::time::Instant::now() + join_timeout;
+        let deadline = Instant::now() + join_timeout;
         while workers.len() < world {
             if stop.requested() {
                 return Err(ClusterError::Interrupted);
             }
-            let next = handle.block_on(tokio::time::timeout_at(deadline, async {
-                tokio::select! {
-                    link = links.recv() => Some(Ok(link)),
-                    Some(why) = dead.recv() => Some(Err(why)),
-                    () = tokio::time::sleep(STOP_POLL) => None,
-                }
-            }));
+            // Timers are made inside the runtime: this thread is not one of its own.
+            let next = handle.block_on(async {
+                tokio::time::timeout_at(deadline.into(), async {
+                    tokio::select! {
+                        link = links.recv() => Some(Ok(link)),
+                        Some(why) = dead.recv() => Some(Err(why)),
+                        () = tokio::time::sleep(STOP_POLL) => None,
+                    }
+                })
+                .await
+            });
             match next {
                 Ok(None) => {}
                 Ok(Some(Err(why))) => {
@@ -182,10 +186,10 @@ impl Links {
             peer: link.peer.clone(),
             why,
         };
-        match self
+        let next = self
             .handle
-            .block_on(tokio::time::timeout(limit, link.from_worker.recv()))
-        {
+            .block_on(async { tokio::time::timeout(limit, link.from_worker.recv()).await });
+        match next {
             Err(_) => Err(ClusterError::Timeout {
                 what: format!("worker {} ({}) to {what}", link.rank, link.peer),
                 secs: limit.as_secs(),

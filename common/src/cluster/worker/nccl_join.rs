@@ -20,7 +20,6 @@ pub(super) async fn nccl_rendezvous(
     inbound: &mut tonic::Streaming<CoordinatorMessage>,
     out: &mpsc::Sender<WorkerMessage>,
 ) -> Result<Reducer, ClusterError> {
-    use super::session::status;
     use crate::cluster::nccl::{NcclGroup, unique_id};
     use crate::cluster::protocol::proto::{NcclId, NcclReady, coordinator_message};
     let send = |body| async move {
@@ -42,7 +41,10 @@ pub(super) async fn nccl_rendezvous(
                 secs: limit.as_secs(),
             });
         }
-        Ok(msg) => match msg.map_err(status("Session"))?.and_then(|m| m.body) {
+        Ok(msg) => match msg
+            .map_err(ClusterError::status("Session"))?
+            .and_then(|m| m.body)
+        {
             Some(coordinator_message::Body::NcclId(n)) => n.id,
             _ => {
                 return Err(ClusterError::Protocol {

@@ -48,16 +48,6 @@ pub struct WorkerOptions {
     pub rank: Option<u32>,
 }
 
-pub(super) fn status(call: &'static str) -> impl Fn(tonic::Status) -> ClusterError {
-    move |s| match s.code() {
-        tonic::Code::Unauthenticated => ClusterError::Refused(s.message().to_string()),
-        _ => ClusterError::Status {
-            call,
-            status: Box::new(s),
-        },
-    }
-}
-
 async fn connect(opts: &WorkerOptions) -> Result<Channel, ClusterError> {
     let endpoint = Endpoint::from_shared(opts.coordinator.clone())
         .map_err(|e| {
@@ -93,7 +83,7 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
     let info = client
         .run(RunRequest {})
         .await
-        .map_err(status("Run"))?
+        .map_err(ClusterError::status("Run"))?
         .into_inner();
     if info.protocol_version != PROTOCOL_VERSION {
         return Err(ClusterError::Refused(format!(
@@ -138,9 +128,13 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
     let mut inbound = client
         .session(ReceiverStream::new(out_rx))
         .await
-        .map_err(status("Session"))?
+        .map_err(ClusterError::status("Session"))?
         .into_inner();
-    let welcome = match inbound.message().await.map_err(status("Session"))? {
+    let welcome = match inbound
+        .message()
+        .await
+        .map_err(ClusterError::status("Session"))?
+    {
         Some(CoordinatorMessage {
             body: Some(coordinator_message::Body::Welcome(w)),
         }) => w,

@@ -40,7 +40,7 @@ pub struct DatasetRun {
     pub val_pairs: usize,
     /// Median seconds of a training epoch.
     pub seconds_per_epoch: f64,
-    /// The run's full results (SPEC.md's results file).
+    /// The run's full results (the results file of docs/spec.md).
     pub results: RunResults,
     /// The test pairs of the grid figure.
     pub grid: Vec<GridPair>,

@@ -25,7 +25,7 @@ pub struct ScalingRun {
     pub pairs_per_s_spread: Spread,
     /// Median throughput over the 1-worker median.
     pub speedup: f64,
-    /// Speedup over the worker count (SPEC.md: T1 / (N TN) strong, thrN / (N thr1) weak).
+    /// Speedup over the worker count (docs/spec.md: T1 / (N TN) strong, thrN / (N thr1) weak).
     pub efficiency: f64,
     /// Share of step time outside compute (median).
     pub comm_share: f64,
