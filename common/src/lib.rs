@@ -1,6 +1,7 @@
 //! siamese-cluster's library: data, pair protocol, SN-LeNet-5 and the training math that the
 //! `coordinator` and `worker` binaries share.
 
+pub mod aggregation;
 pub mod bench;
 pub mod cluster;
 pub mod config;
