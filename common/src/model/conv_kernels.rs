@@ -9,7 +9,7 @@
 //! The kernels are compiled twice: with AVX2+FMA, chosen at run time where the CPU has them,
 //! and for the baseline target.
 
-use super::conv_block::ConvGeom;
+use super::conv_geom::ConvGeom;
 #[cfg(target_arch = "x86_64")]
 use super::simd::Avx2;
 use super::simd::{Lanes8, Scalar, has_avx2_fma};

@@ -5,7 +5,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
-use super::conv_block::{ConvGeom, conv_relu_pool, conv_relu_pool_reference};
+use super::conv_block::{conv_relu_pool, conv_relu_pool_reference};
+use super::conv_geom::ConvGeom;
 use super::network::Network;
 use super::params::{Head, ModelSpec};
 

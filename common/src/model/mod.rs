@@ -5,6 +5,7 @@
 #[cfg(test)]
 mod classcheck;
 pub mod conv_block;
+pub mod conv_geom;
 pub mod conv_kernels;
 mod cpu_view;
 #[cfg(test)]
@@ -18,7 +19,8 @@ pub(crate) mod simd;
 
 use std::path::PathBuf;
 
-pub use conv_block::{ConvGeom, conv_relu_pool, conv_relu_pool_reference};
+pub use conv_block::{conv_relu_pool, conv_relu_pool_reference};
+pub use conv_geom::ConvGeom;
 pub use loss::{contrastive_loss, cross_entropy_sum, pair_loss};
 pub use network::{ClassStep, Network, PairStep};
 pub use params::{Head, ModelSpec, ParamInfo};
