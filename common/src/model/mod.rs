@@ -2,20 +2,18 @@
 //! similarity unit and the paper's contrastive loss, in Candle; and the plain LeNet-5
 //! classifier the paper compares it with.
 
-#[cfg(test)]
-mod classcheck;
 pub mod conv_block;
 pub mod conv_geom;
 pub mod conv_kernels;
 mod cpu_view;
-#[cfg(test)]
-mod gradcheck;
 pub mod lenet;
 pub mod linear;
 pub mod loss;
 pub mod network;
 pub mod params;
 pub(crate) mod simd;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 
