@@ -337,7 +337,11 @@ impl<'a> TaskRunner<'a> {
         } else {
             let step = self
                 .replica
-                .pair_gradient(&self.data.train, &pairs)
+                .pair_gradient(
+                    &self.data.train,
+                    &pairs,
+                    crate::aggregation::tree::DEFAULT_MICRO_BATCH,
+                )
                 .map_err(|e| e.to_string())?;
             let correct = step
                 .similarity

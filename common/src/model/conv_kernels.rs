@@ -232,11 +232,13 @@ pub(crate) fn dw8_len(g: &ConvGeom) -> usize {
     g.cout * g.cin * g.k * RUN
 }
 
-/// Folds the padded weight gradient back to `[cout][cin][k][k]`.
-pub(crate) fn unpad_weight_grad(g: &ConvGeom, dw8: &[f64]) -> Vec<f32> {
-    dw8.chunks_exact(RUN)
-        .flat_map(|run| run[..g.k].iter().map(|&v| v as f32))
-        .collect()
+/// Folds the padded weight gradient back to `[cout][cin][k][k]`, rounded to f32, into `dw`.
+pub(crate) fn unpad_weight_grad(g: &ConvGeom, dw8: &[f64], dw: &mut [f32]) {
+    for (run, out) in dw8.chunks_exact(RUN).zip(dw.chunks_exact_mut(g.k)) {
+        for (o, &v) in out.iter_mut().zip(&run[..g.k]) {
+            *o = v as f32;
+        }
+    }
 }
 
 /// Backward over a run of images.
@@ -334,8 +336,8 @@ fn backward_generic<S: Lanes8>(
                 }
                 for (ky, accy) in acc.iter().enumerate().take(k) {
                     let row = rows + ky * RUN;
-                    // Summed over images in f64, so the total does not depend on how images
-                    // are split across threads or workers.
+                    // Summed over the micro-batch's images in f64 and rounded once per
+                    // micro-batch (see `aggregation::tree`).
                     let mut lanes = [0.0f32; RUN];
                     S::store(&mut lanes, *accy);
                     for (d, v) in gr.dw8[row..row + RUN].iter_mut().zip(lanes) {

@@ -150,5 +150,5 @@ fn the_heads_refuse_each_others_steps() {
     assert!(err.contains("classifier head"), "{err}");
     let net = Network::new(classifier, &classifier.init(1), &dev).unwrap();
     let same = Tensor::new(&[1.0f32], &dev).unwrap();
-    assert!(net.pair_step(&x, &same).is_err());
+    assert!(net.pair_step(&x, &same, 8).is_err());
 }

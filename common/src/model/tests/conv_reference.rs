@@ -5,8 +5,11 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
 
 use super::inputs::{max_abs_diff, random};
+use crate::aggregation::tree::MicroBatches;
 use crate::model::conv_block::{conv_relu_pool, conv_relu_pool_reference};
 use crate::model::conv_geom::ConvGeom;
+use crate::model::grouping::Grouping;
+use crate::model::simd::{has_avx2_fma, portable_pool};
 
 /// Runs both implementations on the same data and compares outputs and all three gradients.
 fn compare_with_reference(geom: ConvGeom, n: usize, input_grad: bool) {
@@ -32,7 +35,8 @@ fn compare_with_reference(geom: ConvGeom, n: usize, input_grad: bool) {
     )
     .unwrap();
 
-    let fused = conv_relu_pool(&x, &w, &b, geom, input_grad).unwrap();
+    let groups = Grouping::flat(MicroBatches::new(n, 2).unwrap());
+    let fused = conv_relu_pool(&x, &w, &b, geom, input_grad, groups).unwrap();
     let reference = conv_relu_pool_reference(&x, &w, &b, geom.pad).unwrap();
     assert_eq!(fused.dims(), reference.dims());
     assert!(max_abs_diff(&fused, &reference) < 1e-5, "forward differs");
@@ -126,6 +130,35 @@ fn fused_stage_matches_candle_ops_second_layer_and_cifar() {
 }
 
 #[test]
+fn portable_path_matches_candle_ops() {
+    let pool = portable_pool(2);
+    assert!(
+        !pool.install(has_avx2_fma),
+        "the pool must select the portable kernels"
+    );
+    let first = ConvGeom {
+        cin: 1,
+        h: 28,
+        w: 28,
+        cout: 6,
+        k: 5,
+        pad: 2,
+    };
+    let second = ConvGeom {
+        cin: 6,
+        h: 14,
+        w: 14,
+        cout: 16,
+        k: 5,
+        pad: 0,
+    };
+    pool.install(|| {
+        compare_with_reference(first, 5, false);
+        compare_with_reference(second, 7, true);
+    });
+}
+
+#[test]
 fn fused_stage_is_independent_of_thread_count() {
     let geom = ConvGeom {
         cin: 6,
@@ -148,7 +181,8 @@ fn fused_stage_is_independent_of_thread_count() {
         .num_threads(3)
         .build()
         .unwrap();
-    let a = one.install(|| conv_relu_pool(&x, &w, &b, geom, true).unwrap());
-    let c = three.install(|| conv_relu_pool(&x, &w, &b, geom, true).unwrap());
+    let groups = Grouping::flat(MicroBatches::new(9, 2).unwrap());
+    let a = one.install(|| conv_relu_pool(&x, &w, &b, geom, true, groups).unwrap());
+    let c = three.install(|| conv_relu_pool(&x, &w, &b, geom, true, groups).unwrap());
     assert_eq!(max_abs_diff(&a, &c), 0.0);
 }

@@ -12,7 +12,7 @@ use crate::model::params::{Head, ModelSpec};
 /// Loss of the whole siamese model at the given weights, in f64 for the difference quotient.
 fn model_loss(spec: ModelSpec, weights: &[f32], x: &Tensor, y: &Tensor) -> f64 {
     let net = Network::new(spec, weights, &Device::Cpu).unwrap();
-    f64::from(net.pair_step(x, y).unwrap().loss_sum)
+    f64::from(net.pair_step(x, y, 2).unwrap().loss_sum)
 }
 
 /// Holds `analytic` to central difference quotients of `loss` at the coordinates with the largest
@@ -88,7 +88,7 @@ fn model_gradient_matches_finite_differences() {
     let x = images(&mut rng, spec, 6);
     let y = Tensor::new(&[1.0f32, 0.0, 1.0], &Device::Cpu).unwrap();
     let net = Network::new(spec, &weights, &Device::Cpu).unwrap();
-    let analytic = net.pair_step(&x, &y).unwrap().grad;
+    let analytic = net.pair_step(&x, &y, 2).unwrap().grad;
     // fc3.bias is not used by the siamese head: its gradient is zero, see `lenet::forward`.
     // The loss is near 1 (ulp 1.2e-7), so h = 5e-3 resolves quotients to about 2e-5.
     let loss = |w: &[f32]| model_loss(spec, w, &x, &y);
