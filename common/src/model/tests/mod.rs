@@ -6,3 +6,4 @@ mod classifier_gradients;
 mod conv_reference;
 mod finite_differences;
 mod inputs;
+mod split_invariance;
