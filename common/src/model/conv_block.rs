@@ -18,7 +18,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::conv_geom::ConvGeom;
-use super::conv_kernels::{self as kernels, Grads, Prepared, lanes_for};
+use super::conv_kernels::{self as kernels, Grads, Prepared, Run, Scratch, lanes_for};
 use super::cpu_view::{storage_slice, tensor_slice};
 use super::grouping::Grouping;
 use crate::aggregation::tree::sum_leaves;
@@ -168,23 +168,24 @@ impl CustomOp3 for ConvReluPool {
             .zip(groups.split_rows(&mut dx, il).into_par_iter())
             .enumerate()
             .for_each_init(
-                || (vec![0.0f64; kernels::dw8_len(&g)], vec![0.0f64; g.cout]),
-                |(dw8, db), (leaf, (out, dx_runs))| {
+                || {
+                    let sums = (vec![0.0f64; kernels::dw8_len(&g)], vec![0.0f64; g.cout]);
+                    (sums, Scratch::default())
+                },
+                |((dw8, db), scratch), (leaf, (out, dx_runs))| {
                     dw8.fill(0.0);
                     db.fill(0.0);
                     for (r, dx) in groups.runs(leaf).into_iter().zip(dx_runs) {
                         if r.is_empty() {
                             continue;
                         }
-                        kernels::backward(
-                            &g,
-                            &prepared,
-                            &xs[r.start * il..r.end * il],
-                            &os[r.start * ol..r.end * ol],
-                            &gs[r.start * ol..r.end * ol],
-                            &argmax[r.start * ol..r.end * ol],
-                            Grads { dx, dw8, db },
-                        );
+                        let run = Run {
+                            x: &xs[r.start * il..r.end * il],
+                            out: &os[r.start * ol..r.end * ol],
+                            grad: &gs[r.start * ol..r.end * ol],
+                            arg: &argmax[r.start * ol..r.end * ol],
+                        };
+                        kernels::backward(&g, &prepared, run, Grads { dx, dw8, db }, scratch);
                     }
                     let (dw_out, db_out) = out.split_at_mut(dw_len);
                     kernels::unpad_weight_grad(&g, dw8, dw_out);

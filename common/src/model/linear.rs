@@ -94,19 +94,33 @@ fn weight_grad_leaf(
     acc: &mut [f64],
     out: &mut [f32],
 ) {
-    acc.fill(0.0);
-    let mut bias = 0.0f64;
+    let (mut bias, mut started) = (0.0f64, false);
     for i in runs.into_iter().flatten() {
         let go = f64::from(g[i * m + o]);
-        if go != 0.0 {
-            bias += go;
-            for (a, &xv) in acc.iter_mut().zip(&x[i * k..(i + 1) * k]) {
+        if go == 0.0 {
+            continue;
+        }
+        bias += go;
+        let xi = &x[i * k..(i + 1) * k];
+        if started {
+            for (a, &xv) in acc.iter_mut().zip(xi) {
                 *a += go * f64::from(xv);
             }
+        } else {
+            // The first product starts the sum, saving a pass that zeroes `acc` (0 + p would
+            // differ only in the sign of a zero).
+            for (a, &xv) in acc.iter_mut().zip(xi) {
+                *a = go * f64::from(xv);
+            }
+            started = true;
         }
     }
-    for (d, a) in out.iter_mut().zip(acc.iter()) {
-        *d = *a as f32;
+    if started {
+        for (d, a) in out.iter_mut().zip(acc.iter()) {
+            *d = *a as f32;
+        }
+    } else {
+        out[..k].fill(0.0);
     }
     out[k] = bias as f32;
 }
