@@ -169,8 +169,8 @@ impl CustomOp3 for ConvReluPool {
             .enumerate()
             .for_each_init(
                 || {
-                    let sums = (vec![0.0f64; kernels::dw8_len(&g)], vec![0.0f64; g.cout]);
-                    (sums, Scratch::default())
+                    let acc = (vec![0.0f64; kernels::dw8_len(&g)], vec![0.0f64; g.cout]);
+                    (acc, Scratch::default())
                 },
                 |((dw8, db), scratch), (leaf, (out, dx_runs))| {
                     dw8.fill(0.0);
