@@ -11,6 +11,7 @@ use candle_core::Device;
 use criterion::{Criterion, criterion_group, criterion_main};
 use siamese_common::aggregation::mean_gradient;
 use siamese_common::cluster::protocol::wire::{decode_f32, encode_f32};
+use siamese_common::aggregation::tree::DEFAULT_MICRO_BATCH;
 use siamese_common::data::{DatasetKind, ImageSet, load_dataset};
 use siamese_common::model::ModelSpec;
 use siamese_common::pairs::{test_pairs, training_pairs};
@@ -53,7 +54,7 @@ fn benches(c: &mut Criterion) {
             at = (at + 64) % (pairs.len() - 64);
             black_box(
                 replica
-                    .pair_gradient(&train, &pairs[at..at + 64])
+                    .pair_gradient(&train, &pairs[at..at + 64], DEFAULT_MICRO_BATCH)
                     .expect("step"),
             )
         })
@@ -81,7 +82,7 @@ fn benches(c: &mut Criterion) {
     });
 
     let grad = replica
-        .pair_gradient(&train, &pairs[..64])
+        .pair_gradient(&train, &pairs[..64], DEFAULT_MICRO_BATCH)
         .expect("step")
         .grad;
     c.bench_function("gradient encode + decode for the wire", |b| {

@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use siamese_common::model::{ConvGeom, ModelSpec, Network, conv_relu_pool};
+use siamese_common::aggregation::tree::{DEFAULT_MICRO_BATCH, MicroBatches};
+use siamese_common::model::{ConvGeom, Grouping, ModelSpec, Network, conv_relu_pool};
 
 fn time<R>(label: &str, reps: usize, mut f: impl FnMut() -> R) {
     f();
@@ -51,16 +52,18 @@ fn main() -> candle_core::Result<()> {
     let b1 = Var::from_tensor(&Tensor::zeros(6, candle_core::DType::F32, &dev)?)?;
     let w2 = Var::from_tensor(&(Tensor::rand(-0.08f32, 0.08, (16, 6, 5, 5), &dev)?))?;
     let b2 = Var::from_tensor(&Tensor::zeros(16, candle_core::DType::F32, &dev)?)?;
-    let h1 = conv_relu_pool(&x, &w1, &b1, g1, false)?;
+    // The 128 images as the 64 pairs of a training step.
+    let groups = Grouping::stacked(MicroBatches::new(n / 2, DEFAULT_MICRO_BATCH).expect("per > 0"));
+    let h1 = conv_relu_pool(&x, &w1, &b1, g1, false, groups)?;
     let h1v = Var::from_tensor(&h1.detach())?;
     time("conv1 forward", 50, || {
-        conv_relu_pool(&x, &w1, &b1, g1, false).unwrap()
+        conv_relu_pool(&x, &w1, &b1, g1, false, groups).unwrap()
     });
     time("conv2 forward", 50, || {
-        conv_relu_pool(&h1v, &w2, &b2, g2, true).unwrap()
+        conv_relu_pool(&h1v, &w2, &b2, g2, true, groups).unwrap()
     });
     time("conv1 forward+backward", 50, || {
-        conv_relu_pool(&x, &w1, &b1, g1, false)
+        conv_relu_pool(&x, &w1, &b1, g1, false, groups)
             .unwrap()
             .sum_all()
             .unwrap()
@@ -68,7 +71,7 @@ fn main() -> candle_core::Result<()> {
             .unwrap()
     });
     time("conv2 forward+backward", 50, || {
-        conv_relu_pool(&h1v, &w2, &b2, g2, true)
+        conv_relu_pool(&h1v, &w2, &b2, g2, true, groups)
             .unwrap()
             .sum_all()
             .unwrap()
@@ -83,7 +86,9 @@ fn main() -> candle_core::Result<()> {
         64,
         &dev,
     )?;
-    time("whole pair step", 50, || net.pair_step(&x, &y).unwrap());
+    time("whole pair step", 50, || {
+        net.pair_step(&x, &y, DEFAULT_MICRO_BATCH).unwrap()
+    });
     time("embed 128 images", 50, || net.embed(&x).unwrap());
     if let Ok(ds) = siamese_common::data::load_dataset(
         siamese_common::data::DatasetKind::Mnist,
@@ -97,13 +102,17 @@ fn main() -> candle_core::Result<()> {
         let mut i = 0;
         time("replica step, real MNIST", 50, || {
             i = (i + 64) % 40_000;
-            replica.pair_gradient(&ds.train, &pairs[i..i + 64]).unwrap()
+            replica
+                .pair_gradient(&ds.train, &pairs[i..i + 64], DEFAULT_MICRO_BATCH)
+                .unwrap()
         });
         let mut adam = siamese_common::optim::Adam::new(Default::default(), spec.num_params());
         let mut params = spec.init(1);
         time("replica step + adam + set", 50, || {
             i = (i + 64) % 40_000;
-            let g = replica.pair_gradient(&ds.train, &pairs[i..i + 64]).unwrap();
+            let g = replica
+                .pair_gradient(&ds.train, &pairs[i..i + 64], DEFAULT_MICRO_BATCH)
+                .unwrap();
             adam.step(&mut params, &g.grad);
             replica.set_weights(&params).unwrap();
         });

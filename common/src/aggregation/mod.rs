@@ -6,6 +6,7 @@ mod error;
 mod gradient_sum;
 mod mode;
 mod optimizer_state;
+pub mod tree;
 
 pub use error::AggregationError;
 pub use gradient_sum::{GradientSum, check_finite, mean_gradient};

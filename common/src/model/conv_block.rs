@@ -4,9 +4,12 @@
 //! conv backward is a scalar loop and its max-pool backward mis-scales the gradient, see
 //! `../shared/notes/candle-cpu.md`). Fusing the stage lets the forward keep a one-byte argmax per
 //! pooled output, so the backward touches only the winning quarter of the conv output, and lets
-//! the whole stage run as per-image im2col + one GEMM, parallel over images. Devices other than
-//! the CPU compose Candle's own ops instead ([`conv_relu_pool_reference`]), which is also what the
-//! tests hold this kernel to.
+//! the whole stage run as per-image im2col + one GEMM, parallel over images. The backward runs
+//! parallel over micro-batches: each sums its images' weight and bias gradients in f64 and rounds
+//! once, and the micro-batches meet in the fixed tree of `aggregation::tree`, so neither the
+//! thread count nor the split of a batch among workers changes a bit. Devices other than the CPU
+//! compose Candle's own ops instead ([`conv_relu_pool_reference`]), which is also what the tests
+//! hold this kernel to.
 
 use std::ops::Range;
 use std::sync::Mutex;
@@ -14,50 +17,11 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv_kernels::{self as kernels, Grads, Prepared, lanes_for};
+use super::conv_geom::ConvGeom;
+use super::conv_kernels::{self as kernels, Grads, Prepared, Run, Scratch, lanes_for};
 use super::cpu_view::{storage_slice, tensor_slice};
-
-/// Static shape of one conv stage: input `cin x h x w`, `cout` filters of `k x k`, zero padding `pad`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvGeom {
-    /// Input channels.
-    pub cin: usize,
-    /// Input height.
-    pub h: usize,
-    /// Input width.
-    pub w: usize,
-    /// Output channels.
-    pub cout: usize,
-    /// Square kernel side.
-    pub k: usize,
-    /// Zero padding on every side.
-    pub pad: usize,
-}
-
-impl ConvGeom {
-    /// Height of the conv output before pooling.
-    pub fn conv_h(&self) -> usize {
-        self.h + 2 * self.pad + 1 - self.k
-    }
-    /// Width of the conv output before pooling.
-    pub fn conv_w(&self) -> usize {
-        self.w + 2 * self.pad + 1 - self.k
-    }
-    /// Height after the 2x2 pool.
-    pub fn out_h(&self) -> usize {
-        self.conv_h() / 2
-    }
-    /// Width after the 2x2 pool.
-    pub fn out_w(&self) -> usize {
-        self.conv_w() / 2
-    }
-    pub(crate) fn in_len(&self) -> usize {
-        self.cin * self.h * self.w
-    }
-    pub(crate) fn out_len(&self) -> usize {
-        self.cout * self.out_h() * self.out_w()
-    }
-}
+use super::grouping::Grouping;
+use crate::aggregation::tree::sum_leaves;
 
 /// The op's name in errors.
 const OP: &str = "conv_relu_pool";
@@ -70,9 +34,12 @@ struct ConvReluPool {
     input_grad: bool,
     /// Index (0..4) of the winner in each 2x2 window, written by the forward for the backward.
     argmax: Mutex<Vec<u8>>,
+    /// The images each leaf of the weight and bias gradients sums.
+    groups: Grouping,
 }
 
-/// Splits `n` images into one contiguous range per worker thread.
+/// Splits `n` images into one contiguous range per worker thread (for the forward, which sums
+/// nothing across images).
 fn image_ranges(n: usize) -> Vec<Range<usize>> {
     let per = n.div_ceil(rayon::current_num_threads().max(1)).max(1);
     (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect()
@@ -176,15 +143,8 @@ impl CustomOp3 for ConvReluPool {
         if argmax.len() != n * g.out_len() {
             candle_core::bail!("conv_relu_pool: backward without a matching forward");
         }
-        let ranges = image_ranges(n);
-        let per = ranges.first().map_or(1, |r| r.len());
-        let mut dx = if self.input_grad {
-            vec![0.0f32; n * g.in_len()]
-        } else {
-            Vec::new()
-        };
-        let mut dx_chunks: Vec<&mut [f32]> = dx.chunks_mut(per * g.in_len()).collect();
-        dx_chunks.resize_with(ranges.len(), Default::default);
+        let groups = self.groups;
+        groups.check(n, OP)?;
         let (x, res, grad_res) = (x.contiguous()?, res.contiguous()?, grad_res.contiguous()?);
         let w = w.contiguous()?;
         let (xg, xl) = x.storage_and_layout();
@@ -195,35 +155,49 @@ impl CustomOp3 for ConvReluPool {
         let (os, gs) = (tensor_slice(&og, ol, OP)?, tensor_slice(&gg, gl, OP)?);
         let (il, ol) = (g.in_len(), g.out_len());
         let prepared = Prepared::new(&g, ws, lanes_for(g.cout).unwrap_or(16));
-        let partials: Vec<(Vec<f64>, Vec<f64>)> = ranges
-            .into_par_iter()
-            .zip(dx_chunks.into_par_iter())
-            .map(|(r, dx)| {
-                let mut dw8 = vec![0.0f64; kernels::dw8_len(&g)];
-                let mut db = vec![0.0f64; g.cout];
-                kernels::backward(
-                    &g,
-                    &prepared,
-                    &xs[r.start * il..r.end * il],
-                    &os[r.start * ol..r.end * ol],
-                    &gs[r.start * ol..r.end * ol],
-                    &argmax[r.start * ol..r.end * ol],
-                    Grads {
-                        dx,
-                        dw8: &mut dw8,
-                        db: &mut db,
-                    },
-                );
-                (dw8, db)
-            })
-            .collect();
-        let mut dw8 = vec![0.0f64; kernels::dw8_len(&g)];
-        let mut db = vec![0.0f64; g.cout];
-        for (pw, pb) in partials {
-            dw8.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
-            db.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
-        }
-        let dw = kernels::unpad_weight_grad(&g, &dw8);
+        let mut dx = if self.input_grad {
+            vec![0.0f32; n * il]
+        } else {
+            Vec::new()
+        };
+        // One leaf per micro-batch: its weight gradient, then its bias gradient.
+        let dw_len = g.cout * g.cin * g.k * g.k;
+        let width = dw_len + g.cout;
+        let mut sums = vec![0.0f32; groups.leaves() * width];
+        sums.par_chunks_mut(width)
+            .zip(groups.split_rows(&mut dx, il).into_par_iter())
+            .enumerate()
+            .for_each_init(
+                || {
+                    let acc = (vec![0.0f64; kernels::dw8_len(&g)], vec![0.0f64; g.cout]);
+                    (acc, Scratch::default())
+                },
+                |((dw8, db), scratch), (leaf, (out, dx_runs))| {
+                    dw8.fill(0.0);
+                    db.fill(0.0);
+                    for (r, dx) in groups.runs(leaf).into_iter().zip(dx_runs) {
+                        if r.is_empty() {
+                            continue;
+                        }
+                        let run = Run {
+                            x: &xs[r.start * il..r.end * il],
+                            out: &os[r.start * ol..r.end * ol],
+                            grad: &gs[r.start * ol..r.end * ol],
+                            arg: &argmax[r.start * ol..r.end * ol],
+                        };
+                        kernels::backward(&g, &prepared, run, Grads { dx, dw8, db }, scratch);
+                    }
+                    let (dw_out, db_out) = out.split_at_mut(dw_len);
+                    kernels::unpad_weight_grad(&g, dw8, dw_out);
+                    for (o, &v) in db_out.iter_mut().zip(db.iter()) {
+                        *o = v as f32;
+                    }
+                },
+            );
+        let mut root = sum_leaves(&mut sums, width).to_vec();
+        // A batch without images has no leaves and a zero gradient.
+        root.resize(width, 0.0);
+        let db = root.split_off(dw_len);
         let dev = x.device();
         let dx = if self.input_grad {
             Some(Tensor::from_vec(dx, x.shape(), dev)?)
@@ -232,25 +206,23 @@ impl CustomOp3 for ConvReluPool {
         };
         Ok((
             dx,
-            Some(Tensor::from_vec(dw, w.shape(), dev)?),
-            Some(Tensor::from_vec(
-                db.iter().map(|&v| v as f32).collect::<Vec<f32>>(),
-                g.cout,
-                dev,
-            )?),
+            Some(Tensor::from_vec(root, w.shape(), dev)?),
+            Some(Tensor::from_vec(db, g.cout, dev)?),
         ))
     }
 }
 
 /// Conv (stride 1) -> bias -> ReLU -> 2x2 max-pool, with the fused kernel on the CPU.
 ///
-/// `input_grad` says whether gradients must flow into `x` (false for the first layer).
+/// `input_grad` says whether gradients must flow into `x` (false for the first layer); `groups`
+/// says which images each leaf of the weight and bias gradients sums.
 pub fn conv_relu_pool(
     x: &Tensor,
     w: &Tensor,
     b: &Tensor,
     geom: ConvGeom,
     input_grad: bool,
+    groups: Grouping,
 ) -> Result<Tensor> {
     if !x.device().is_cpu() {
         return conv_relu_pool_reference(x, w, b, geom.pad);
@@ -259,6 +231,7 @@ pub fn conv_relu_pool(
         geom,
         input_grad,
         argmax: Mutex::new(Vec::new()),
+        groups,
     };
     let grads_needed = x.track_op() || w.track_op() || b.track_op();
     if grads_needed {

@@ -9,7 +9,7 @@
 //! The kernels are compiled twice: with AVX2+FMA, chosen at run time where the CPU has them,
 //! and for the baseline target.
 
-use super::conv_block::ConvGeom;
+use super::conv_geom::ConvGeom;
 #[cfg(target_arch = "x86_64")]
 use super::simd::Avx2;
 use super::simd::{Lanes8, Scalar, has_avx2_fma};
@@ -232,70 +232,79 @@ pub(crate) fn dw8_len(g: &ConvGeom) -> usize {
     g.cout * g.cin * g.k * RUN
 }
 
-/// Folds the padded weight gradient back to `[cout][cin][k][k]`.
-pub(crate) fn unpad_weight_grad(g: &ConvGeom, dw8: &[f64]) -> Vec<f32> {
-    dw8.chunks_exact(RUN)
-        .flat_map(|run| run[..g.k].iter().map(|&v| v as f32))
-        .collect()
+/// Folds the padded weight gradient back to `[cout][cin][k][k]`, rounded to f32, into `dw`.
+pub(crate) fn unpad_weight_grad(g: &ConvGeom, dw8: &[f64], dw: &mut [f32]) {
+    for (run, out) in dw8.chunks_exact(RUN).zip(dw.chunks_exact_mut(g.k)) {
+        for (o, &v) in out.iter_mut().zip(&run[..g.k]) {
+            *o = v as f32;
+        }
+    }
 }
 
-/// Backward over a run of images.
-pub(crate) fn backward(
-    g: &ConvGeom,
-    p: &Prepared,
-    x: &[f32],
-    out: &[f32],
-    grad: &[f32],
-    arg: &[u8],
-    gr: Grads<'_>,
-) {
+/// What the backward reads for a run of images: the inputs, the forward's pooled outputs and
+/// argmaxes, and the gradient arriving at those outputs.
+pub(crate) struct Run<'a> {
+    /// Input images.
+    pub x: &'a [f32],
+    /// Pooled, ReLU'd outputs.
+    pub out: &'a [f32],
+    /// Gradient of the loss at `out`.
+    pub grad: &'a [f32],
+    /// Winner of every pooling window.
+    pub arg: &'a [u8],
+}
+
+/// Buffers [`backward`] needs for one image, kept across calls so that a call per micro-batch
+/// costs no allocations.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// The zero-bordered input image.
+    xp: Vec<f32>,
+    /// Its gradient, zero-bordered likewise.
+    dxp: Vec<f32>,
+    /// One channel's pool winners: (gradient, offset in `xp`).
+    winners: Vec<(f32, usize)>,
+}
+
+/// Backward over a run of images, adding into `gr`.
+pub(crate) fn backward(g: &ConvGeom, p: &Prepared, run: Run<'_>, gr: Grads<'_>, s: &mut Scratch) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU reports AVX2 and FMA, the only features the function enables.
-        unsafe { backward_avx2(g, p, x, out, grad, arg, gr) };
+        unsafe { backward_avx2(g, p, run, gr, s) };
         return;
     }
-    backward_generic::<Scalar>(g, p, x, out, grad, arg, gr);
+    backward_generic::<Scalar>(g, p, run, gr, s);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn backward_avx2(
-    g: &ConvGeom,
-    p: &Prepared,
-    x: &[f32],
-    out: &[f32],
-    grad: &[f32],
-    arg: &[u8],
-    gr: Grads<'_>,
-) {
-    backward_generic::<Avx2>(g, p, x, out, grad, arg, gr);
+unsafe fn backward_avx2(g: &ConvGeom, p: &Prepared, run: Run<'_>, gr: Grads<'_>, s: &mut Scratch) {
+    backward_generic::<Avx2>(g, p, run, gr, s);
 }
 
 #[inline(always)]
 fn backward_generic<S: Lanes8>(
     g: &ConvGeom,
     p: &Prepared,
-    x: &[f32],
-    out: &[f32],
-    grad: &[f32],
-    arg: &[u8],
+    run: Run<'_>,
     gr: Grads<'_>,
+    scratch: &mut Scratch,
 ) {
+    let Run { x, out, grad, arg } = run;
+    let Scratch { xp, dxp, winners } = scratch;
     let (ho, wo, k) = (g.out_h(), g.out_w(), g.k);
     let in_len = g.cin * g.h * g.w;
     let out_len = g.cout * ho * wo;
     let want_dx = !gr.dx.is_empty();
-    let mut xp = vec![0.0f32; p.padded_len(g)];
-    let mut dxp = if want_dx {
-        vec![0.0f32; p.padded_len(g)]
-    } else {
-        Vec::new()
-    };
+    // `pad_into` rewrites all of `xp` and `dxp` is cleared per image, so stale values are harmless.
+    xp.resize(p.padded_len(g), 0.0);
+    if want_dx {
+        dxp.resize(p.padded_len(g), 0.0);
+    }
     let n = x.len() / in_len;
-    let mut winners: Vec<(f32, usize)> = Vec::with_capacity(ho * wo);
     for i in 0..n {
-        p.pad_into(g, &x[i * in_len..(i + 1) * in_len], &mut xp);
+        p.pad_into(g, &x[i * in_len..(i + 1) * in_len], xp);
         if want_dx {
             dxp.fill(0.0);
         }
@@ -326,7 +335,7 @@ fn backward_generic<S: Lanes8>(
                 // The weight gradient of one (channel, input channel) stays in registers across
                 // all winners: a load and store per update would serialise on store forwarding.
                 let mut acc = [S::zero(); MAX_K];
-                for &(gv, at) in &winners {
+                for &(gv, at) in winners.iter() {
                     let gsplat = S::splat(gv);
                     for (ky, accy) in acc.iter_mut().enumerate().take(k) {
                         *accy = S::madd(gsplat, S::load(&xp[plane + at + ky * p.row..]), *accy);
@@ -334,8 +343,8 @@ fn backward_generic<S: Lanes8>(
                 }
                 for (ky, accy) in acc.iter().enumerate().take(k) {
                     let row = rows + ky * RUN;
-                    // Summed over images in f64, so the total does not depend on how images
-                    // are split across threads or workers.
+                    // Summed over the micro-batch's images in f64 and rounded once per
+                    // micro-batch (see `aggregation::tree`).
                     let mut lanes = [0.0f32; RUN];
                     S::store(&mut lanes, *accy);
                     for (d, v) in gr.dw8[row..row + RUN].iter_mut().zip(lanes) {
@@ -343,7 +352,7 @@ fn backward_generic<S: Lanes8>(
                     }
                 }
                 if want_dx {
-                    for &(gv, at) in &winners {
+                    for &(gv, at) in winners.iter() {
                         let gsplat = S::splat(gv);
                         for ky in 0..k {
                             let d = &mut dxp[plane + at + ky * p.row..];

@@ -3,6 +3,7 @@
 use candle_core::{Result, Tensor};
 
 use super::conv_block::conv_relu_pool;
+use super::grouping::Grouping;
 use super::linear::linear;
 use super::params::{Head, ModelSpec};
 
@@ -12,23 +13,29 @@ pub struct LeNetWeights<'a> {
     pub t: &'a [Tensor],
 }
 
-/// LeNet-5 forward: two conv/ReLU/pool stages, then 400 -> 120 -> 84 -> out_width.
+/// LeNet-5 forward: two conv/ReLU/pool stages, then 400 -> 120 -> 84 -> out_width. `groups`
+/// says which images each leaf of the weight gradients sums (see `aggregation::tree`).
 ///
 /// The siamese head leaves out the last layer's bias: a distance between two embeddings does not
 /// change when both shift by the same vector, so that bias has an exactly zero gradient, and in
 /// floating point that zero is rounding noise which Adam's normalisation turns into random
 /// steps of size lr (and different replicas into different weights).
-pub fn forward(spec: &ModelSpec, w: LeNetWeights<'_>, x: &Tensor) -> Result<Tensor> {
+pub fn forward(
+    spec: &ModelSpec,
+    w: LeNetWeights<'_>,
+    x: &Tensor,
+    groups: Grouping,
+) -> Result<Tensor> {
     let t = w.t;
     // The first stage's input is data, so no gradient is computed for it.
-    let h = conv_relu_pool(x, &t[0], &t[1], spec.conv1(), false)?;
-    let h = conv_relu_pool(&h, &t[2], &t[3], spec.conv2(), true)?;
+    let h = conv_relu_pool(x, &t[0], &t[1], spec.conv1(), false, groups)?;
+    let h = conv_relu_pool(&h, &t[2], &t[3], spec.conv2(), true, groups)?;
     let h = h.flatten_from(1)?;
-    let h = linear(&h, &t[4], &t[5])?.relu()?;
-    let h = linear(&h, &t[6], &t[7])?.relu()?;
+    let h = linear(&h, &t[4], &t[5], groups)?.relu()?;
+    let h = linear(&h, &t[6], &t[7], groups)?.relu()?;
     match spec.head {
-        Head::Classifier => linear(&h, &t[8], &t[9]),
+        Head::Classifier => linear(&h, &t[8], &t[9], groups),
         // A zero bias of no gradient: one kernel serves both heads.
-        Head::Siamese { .. } => linear(&h, &t[8], &t[9].detach().zeros_like()?),
+        Head::Siamese { .. } => linear(&h, &t[8], &t[9].detach().zeros_like()?, groups),
     }
 }

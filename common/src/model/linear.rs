@@ -5,13 +5,18 @@
 //! over the batch in an order set by the kernel's blocking. Data-parallel training must give the
 //! same model whatever the sharding (and Adam turns tiny differences in near-zero gradients
 //! into steps of size lr), so this layer computes every output row with one fixed-order dot
-//! product and sums the weight and bias gradients over samples in f64.
+//! product, and sums the weight and bias gradients per micro-batch in f64, then over
+//! micro-batches by the fixed tree of `aggregation::tree`.
+
+use std::ops::Range;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu_view::{storage_slice, tensor_slice};
+use super::grouping::Grouping;
 use super::simd::{Lanes8, Scalar, has_avx2_fma, sum_lanes};
+use crate::aggregation::tree::sum_leaves;
 
 /// Dot product with a fixed association: four independent eight-lane chains (one chain would
 /// wait on the FMA latency), an eight-lane tail, a scalar tail, then a fixed tree.
@@ -77,32 +82,47 @@ fn input_grad_rows<S: Lanes8>(g: &[f32], w: &[f32], dx: &mut [f32], k: usize, m:
     }
 }
 
-/// Weight-gradient row `o` (and its bias entry): sums over samples in f64.
+/// One leaf's share of weight-gradient row `o` and of its bias: the leaf's rows summed in f64 in
+/// order and rounded once, into `out` (`k` weights, then the bias).
 #[inline(always)]
-fn weight_grad_row(
+fn weight_grad_leaf(
     g: &[f32],
     x: &[f32],
     o: usize,
-    m: usize,
-    k: usize,
+    (m, k): (usize, usize),
+    runs: [Range<usize>; 2],
     acc: &mut [f64],
-    dw: &mut [f32],
-) -> f32 {
-    acc.fill(0.0);
-    let mut bias = 0.0f64;
-    for (gi, xi) in g.chunks_exact(m).zip(x.chunks_exact(k)) {
-        let go = f64::from(gi[o]);
-        if go != 0.0 {
-            bias += go;
+    out: &mut [f32],
+) {
+    let (mut bias, mut started) = (0.0f64, false);
+    for i in runs.into_iter().flatten() {
+        let go = f64::from(g[i * m + o]);
+        if go == 0.0 {
+            continue;
+        }
+        bias += go;
+        let xi = &x[i * k..(i + 1) * k];
+        if started {
             for (a, &xv) in acc.iter_mut().zip(xi) {
                 *a += go * f64::from(xv);
             }
+        } else {
+            // The first product starts the sum, saving a pass that zeroes `acc` (0 + p would
+            // differ only in the sign of a zero).
+            for (a, &xv) in acc.iter_mut().zip(xi) {
+                *a = go * f64::from(xv);
+            }
+            started = true;
         }
     }
-    for (d, a) in dw.iter_mut().zip(acc.iter()) {
-        *d = *a as f32;
+    if started {
+        for (d, a) in out.iter_mut().zip(acc.iter()) {
+            *d = *a as f32;
+        }
+    } else {
+        out[..k].fill(0.0);
     }
-    bias as f32
+    out[k] = bias as f32;
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -121,23 +141,27 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn weight_grad_row(
+    pub(super) unsafe fn weight_grad_leaf(
         g: &[f32],
         x: &[f32],
         o: usize,
-        m: usize,
-        k: usize,
+        mk: (usize, usize),
+        runs: [std::ops::Range<usize>; 2],
         acc: &mut [f64],
-        dw: &mut [f32],
-    ) -> f32 {
-        super::weight_grad_row(g, x, o, m, k, acc, dw)
+        out: &mut [f32],
+    ) {
+        super::weight_grad_leaf(g, x, o, mk, runs, acc, out)
     }
 }
 
 /// The op's name in errors.
 const OP: &str = "batch_invariant_linear";
 
-struct BatchInvariantLinear;
+/// The layer as a Candle op over (input, weight, bias).
+struct BatchInvariantLinear {
+    /// The rows each leaf of the weight and bias gradients sums.
+    groups: Grouping,
+}
 
 impl CustomOp3 for BatchInvariantLinear {
     fn name(&self) -> &'static str {
@@ -217,22 +241,37 @@ impl CustomOp3 for BatchInvariantLinear {
                 }
                 input_grad_rows::<Scalar>(gc, ws, dxc, k, m);
             });
+        let groups = self.groups;
+        groups.check(n, OP)?;
+        let leaves = groups.leaves();
         let mut dw = vec![0.0f32; m * k];
-        let db: Vec<f32> = dw
-            .par_chunks_mut(k)
+        let mut db = vec![0.0f32; m];
+        // Parallel over output rows, each summing its own leaves and tree: no reduction crosses
+        // threads, so the thread count cannot change a bit.
+        dw.par_chunks_mut(k)
+            .zip(db.par_iter_mut())
             .enumerate()
-            .map_init(
-                || vec![0.0f64; k],
-                |acc, (o, row)| {
-                    #[cfg(target_arch = "x86_64")]
-                    if avx2 {
-                        // SAFETY: AVX2 and FMA were detected at run time.
-                        return unsafe { avx2::weight_grad_row(gs, xs, o, m, k, acc, row) };
+            .for_each_init(
+                || (vec![0.0f64; k], vec![0.0f32; leaves * (k + 1)]),
+                |(acc, sums), (o, (row, bias))| {
+                    if leaves == 0 {
+                        return;
                     }
-                    weight_grad_row(gs, xs, o, m, k, acc, row)
+                    for (leaf, out) in sums.chunks_exact_mut(k + 1).enumerate() {
+                        let runs = groups.runs(leaf);
+                        #[cfg(target_arch = "x86_64")]
+                        if avx2 {
+                            // SAFETY: AVX2 and FMA were detected at run time.
+                            unsafe { avx2::weight_grad_leaf(gs, xs, o, (m, k), runs, acc, out) };
+                            continue;
+                        }
+                        weight_grad_leaf(gs, xs, o, (m, k), runs, acc, out);
+                    }
+                    let root = sum_leaves(sums, k + 1);
+                    row.copy_from_slice(&root[..k]);
+                    *bias = root[k];
                 },
-            )
-            .collect();
+            );
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(dx, (n, k), dev)?),
@@ -242,23 +281,26 @@ impl CustomOp3 for BatchInvariantLinear {
     }
 }
 
-/// `x w^T + b` for `x: [n, k]`, `w: [m, k]`, `b: [m]`; batch-invariant on the CPU, Candle's
-/// matmul elsewhere.
-pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+/// `x w^T + b` for `x: [n, k]`, `w: [m, k]`, `b: [m]`; batch-invariant on the CPU, with weight
+/// and bias gradients summed over `groups`' leaves and tree; Candle's matmul elsewhere.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, groups: Grouping) -> Result<Tensor> {
     if !x.device().is_cpu() {
         return x.matmul(&w.t()?)?.broadcast_add(b);
     }
     let x = x.contiguous()?;
+    let op = BatchInvariantLinear { groups };
     if x.track_op() || w.track_op() || b.track_op() {
-        x.apply_op3(w, b, BatchInvariantLinear)
+        x.apply_op3(w, b, op)
     } else {
-        x.apply_op3_no_bwd(w, b, &BatchInvariantLinear)
+        x.apply_op3_no_bwd(w, b, &op)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregation::tree::MicroBatches;
+    use crate::model::simd::portable_pool;
     use candle_core::{Device, Module, Var};
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
@@ -267,29 +309,30 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn matches_candle_linear_and_its_gradients() {
-        let dev = Device::Cpu;
-        let x = Var::from_vec(values(37 * 45, 1), (37, 45), &dev).unwrap();
+    fn diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Forward and all three gradients against Candle's own layer, under `groups`.
+    fn matches_candle(groups: Grouping) {
+        let (dev, n) = (Device::Cpu, groups.rows());
+        let x = Var::from_vec(values(n * 45, 1), (n, 45), &dev).unwrap();
         let w = Var::from_vec(values(13 * 45, 2), (13, 45), &dev).unwrap();
         let b = Var::from_vec(values(13, 3), 13, &dev).unwrap();
-        let probe = Tensor::from_vec(values(37 * 13, 4), (37, 13), &dev).unwrap();
-        let ours = linear(&x, &w, &b).unwrap();
+        let probe = Tensor::from_vec(values(n * 13, 4), (n, 13), &dev).unwrap();
+        let ours = linear(&x, &w, &b, groups).unwrap();
         let theirs = candle_nn::Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()))
             .forward(&x)
             .unwrap();
-        let diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
         assert!(diff(&ours, &theirs) < 1e-5);
         let g1 = (ours * &probe)
             .unwrap()
@@ -309,18 +352,51 @@ mod tests {
     }
 
     #[test]
+    fn matches_candle_linear_and_its_gradients() {
+        let groupings = [
+            Grouping::flat(MicroBatches::whole(37)),
+            Grouping::flat(MicroBatches::new(37, 5).unwrap()),
+            Grouping::stacked(MicroBatches::new(19, 4).unwrap()),
+        ];
+        for groups in groupings {
+            matches_candle(groups);
+            portable_pool(2).install(|| matches_candle(groups));
+        }
+    }
+
+    #[test]
+    fn rejects_a_batch_its_grouping_does_not_describe() {
+        let dev = Device::Cpu;
+        let x = Var::from_vec(values(6 * 4, 1), (6, 4), &dev).unwrap();
+        let w = Var::from_vec(values(2 * 4, 2), (2, 4), &dev).unwrap();
+        let b = Var::from_vec(values(2, 3), 2, &dev).unwrap();
+        let groups = Grouping::stacked(MicroBatches::new(2, 1).unwrap());
+        let y = linear(&x, &w, &b, groups).unwrap();
+        let err = y.sum_all().unwrap().backward().unwrap_err().to_string();
+        assert!(err.contains("6 rows") && err.contains("2 pairs"), "{err}");
+    }
+
+    #[test]
     fn rows_do_not_depend_on_the_batch() {
         let dev = Device::Cpu;
         let x = Tensor::from_vec(values(64 * 84, 5), (64, 84), &dev).unwrap();
         let w = Tensor::from_vec(values(10 * 84, 6), (10, 84), &dev).unwrap();
         let b = Tensor::from_vec(values(10, 7), 10, &dev).unwrap();
-        let whole = linear(&x, &w, &b).unwrap().to_vec2::<f32>().unwrap();
+        let at = |n: usize| {
+            linear(
+                &x.narrow(0, 0, n).unwrap(),
+                &w,
+                &b,
+                Grouping::flat(MicroBatches::whole(n)),
+            )
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+        };
+        let (whole, portable) = (at(64), portable_pool(1).install(|| at(64)));
         for n in [1, 3, 21] {
-            let part = linear(&x.narrow(0, 0, n).unwrap(), &w, &b)
-                .unwrap()
-                .to_vec2::<f32>()
-                .unwrap();
-            assert_eq!(part[..], whole[..n]);
+            assert_eq!(at(n)[..], whole[..n]);
+            assert_eq!(portable_pool(1).install(|| at(n))[..], portable[..n]);
         }
     }
 }

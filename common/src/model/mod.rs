@@ -2,23 +2,26 @@
 //! similarity unit and the paper's contrastive loss, in Candle; and the plain LeNet-5
 //! classifier the paper compares it with.
 
-#[cfg(test)]
-mod classcheck;
 pub mod conv_block;
+pub mod conv_geom;
 pub mod conv_kernels;
 mod cpu_view;
-#[cfg(test)]
-mod gradcheck;
+pub mod grouping;
 pub mod lenet;
 pub mod linear;
 pub mod loss;
 pub mod network;
 pub mod params;
 pub(crate) mod simd;
+pub mod similarity;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 
-pub use conv_block::{ConvGeom, conv_relu_pool, conv_relu_pool_reference};
+pub use conv_block::{conv_relu_pool, conv_relu_pool_reference};
+pub use conv_geom::ConvGeom;
+pub use grouping::Grouping;
 pub use loss::{contrastive_loss, cross_entropy_sum, pair_loss};
 pub use network::{ClassStep, Network, PairStep};
 pub use params::{Head, ModelSpec, ParamInfo};
@@ -29,6 +32,9 @@ pub enum ModelError {
     /// A tensor operation failed (shape bug or device error).
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
+    /// The batch cannot be cut into the asked micro-batches.
+    #[error("micro-batches: {0}")]
+    MicroBatches(#[from] crate::aggregation::tree::TreeError),
     /// A flat weight or gradient vector of the wrong size.
     #[error("{what} has {got} values, the model has {want} parameters")]
     WrongLength {

@@ -3,9 +3,12 @@
 use candle_core::{D, DType, Device, Tensor, Var, backprop::GradStore};
 
 use super::ModelError;
+use super::grouping::Grouping;
 use super::lenet::{self, LeNetWeights};
 use super::loss::{contrastive_loss_sum, cross_entropy_sum};
 use super::params::{Head, ModelSpec};
+use super::similarity::similarity;
+use crate::aggregation::tree::{DEFAULT_MICRO_BATCH, MicroBatches};
 
 /// Keeps the distance differentiable where two embeddings coincide.
 const DIST_EPS: f64 = 1e-7;
@@ -111,7 +114,14 @@ impl Network {
     /// Subnet output (embedding or logits) for a batch of images `[n, c, h, w]`, without gradients.
     pub fn embed(&self, x: &Tensor) -> Result<Tensor, ModelError> {
         let t = self.tensors(false);
-        Ok(lenet::forward(&self.spec, LeNetWeights { t: &t[..10] }, x)?)
+        // Nothing is differentiated, so the grouping is never used.
+        let groups = Grouping::flat(MicroBatches::whole(x.dim(0)?));
+        Ok(lenet::forward(
+            &self.spec,
+            LeNetWeights { t: &t[..10] },
+            x,
+            groups,
+        )?)
     }
 
     /// The similarity unit's slope and offset, `s = sigmoid(a d + b)`.
@@ -126,24 +136,40 @@ impl Network {
         }
     }
 
-    /// Similarity of pairs whose images are stacked as `[a_0..a_n, b_0..b_n]` in `x`.
-    fn pair_similarity(&self, t: &[Tensor], x: &Tensor) -> Result<Tensor, ModelError> {
-        let n = x.dim(0)? / 2;
-        let e = lenet::forward(&self.spec, LeNetWeights { t: &t[..10] }, x)?;
+    /// Similarity of the pairs of `groups`, whose images are stacked as `[a_0..a_n, b_0..b_n]`
+    /// in `x`.
+    fn pair_similarity(
+        &self,
+        t: &[Tensor],
+        x: &Tensor,
+        groups: Grouping,
+    ) -> Result<Tensor, ModelError> {
+        let n = groups.per_pair().rows();
+        let e = lenet::forward(&self.spec, LeNetWeights { t: &t[..10] }, x, groups)?;
         let diff = (e.narrow(0, 0, n)? - e.narrow(0, n, n)?)?;
         let d = (diff.sqr()?.sum(1)? + DIST_EPS)?.sqrt()?;
-        let z = d.broadcast_mul(&t[10])?.broadcast_add(&t[11])?;
-        Ok(candle_nn::ops::sigmoid(&z)?)
+        Ok(similarity(&d, &t[10], &t[11], groups.per_pair())?)
     }
 
     /// Forward and backward over a batch of pairs: `x` holds the first images of all pairs, then
-    /// the second images; `same` is 1.0 for a same-class pair.
-    pub fn pair_step(&self, x: &Tensor, same: &Tensor) -> Result<PairStep, ModelError> {
+    /// the second images; `same` is 1.0 for a same-class pair. Weight gradients are summed per
+    /// micro-batch of `per` pairs and then over micro-batches by the fixed tree of
+    /// `aggregation::tree`, so a batch split into canonical blocks adds up to the same bytes.
+    pub fn pair_step(&self, x: &Tensor, same: &Tensor, per: usize) -> Result<PairStep, ModelError> {
         if !matches!(self.spec.head, Head::Siamese { .. }) {
             return Err(candle_core::Error::Msg("pair_step needs the siamese head".into()).into());
         }
+        let pairs = same.dim(0)?;
+        let groups = Grouping::stacked(MicroBatches::new(pairs, per)?);
+        if x.dim(0)? != groups.rows() {
+            return Err(candle_core::Error::Msg(format!(
+                "pair_step: {} images for {pairs} pairs (two images a pair)",
+                x.dim(0)?
+            ))
+            .into());
+        }
         let t = self.tensors(true);
-        let s = self.pair_similarity(&t, x)?;
+        let s = self.pair_similarity(&t, x, groups)?;
         let loss = contrastive_loss_sum(&s, same)?;
         let grads = loss.backward()?;
         Ok(PairStep {
@@ -162,7 +188,10 @@ impl Network {
             );
         }
         let t = self.tensors(true);
-        let logits = lenet::forward(&self.spec, LeNetWeights { t: &t[..10] }, x)?;
+        // Micro-batches of images keep the backward parallel; nothing needs the classifier's
+        // gradient to match across splits.
+        let groups = Grouping::flat(MicroBatches::new(x.dim(0)?, DEFAULT_MICRO_BATCH)?);
+        let logits = lenet::forward(&self.spec, LeNetWeights { t: &t[..10] }, x, groups)?;
         let loss = cross_entropy_sum(&logits, labels)?;
         let grads = loss.backward()?;
         let correct = logits

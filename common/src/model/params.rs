@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
 use super::ModelError;
-use super::conv_block::ConvGeom;
+use super::conv_geom::ConvGeom;
 use crate::data::DatasetKind;
 
 /// Which network the parameters belong to.

@@ -62,7 +62,11 @@ impl Engine for LocalEngine {
 
     fn gradient(&mut self, batch: &[Pair]) -> Result<Contribution, TrainError> {
         let start = Instant::now();
-        let step = self.replica.pair_gradient(&self.data.train, batch)?;
+        let step = self.replica.pair_gradient(
+            &self.data.train,
+            batch,
+            crate::aggregation::tree::DEFAULT_MICRO_BATCH,
+        )?;
         self.timing.compute_s += start.elapsed().as_secs_f64();
         let correct = step
             .similarity

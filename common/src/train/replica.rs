@@ -52,11 +52,13 @@ impl Replica {
         .map_err(crate::model::ModelError::from)?)
     }
 
-    /// Gradient of the loss summed over `pairs`, whose indices point into `images`.
+    /// Gradient of the loss summed over `pairs`, whose indices point into `images`, summed by
+    /// micro-batches of `per` pairs (see `aggregation::tree`).
     pub fn pair_gradient(
         &mut self,
         images: &ImageSet,
         pairs: &[Pair],
+        per: usize,
     ) -> Result<PairStep, TrainError> {
         check_indices(images, pairs.iter().flat_map(|p| [p.a, p.b]))?;
         self.indices.clear();
@@ -69,7 +71,7 @@ impl Replica {
             .collect();
         let y = Tensor::from_vec(same, pairs.len(), self.net.device())
             .map_err(crate::model::ModelError::from)?;
-        Ok(self.net.pair_step(&x, &y)?)
+        Ok(self.net.pair_step(&x, &y, per)?)
     }
 
     /// Gradient of the classifier's cross-entropy summed over the images `batch` of `images`,
@@ -151,10 +153,10 @@ mod tests {
             head: crate::model::Head::Siamese { width: 10 },
         };
         let mut r = Replica::new(spec, &spec.init(3), &Device::Cpu).unwrap();
-        let whole = r.pair_gradient(&set, &pairs).unwrap().grad;
+        let whole = r.pair_gradient(&set, &pairs, 8).unwrap().grad;
         let mut sum = vec![0.0f64; whole.len()];
         for range in shard_ranges(pairs.len(), 3) {
-            let g = r.pair_gradient(&set, &pairs[range]).unwrap().grad;
+            let g = r.pair_gradient(&set, &pairs[range], 8).unwrap().grad;
             sum.iter_mut()
                 .zip(&g)
                 .for_each(|(a, b)| *a += f64::from(*b));

@@ -334,7 +334,11 @@ impl<'a> TaskRunner<'a> {
         let (grad, loss_sum, correct) = if pairs.is_empty() {
             (vec![0.0; self.scratch.len()], 0.0, 0)
         } else {
-            let step = self.replica.pair_gradient(&self.data.train, &pairs)?;
+            let step = self.replica.pair_gradient(
+                &self.data.train,
+                &pairs,
+                crate::aggregation::tree::DEFAULT_MICRO_BATCH,
+            )?;
             let correct = step
                 .similarity
                 .iter()

@@ -5,12 +5,13 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
 
-use super::conv_block::conv_relu_pool_reference;
-use super::gradcheck::{assert_matches_finite_differences, images};
-use super::loss::cross_entropy_sum;
-use super::network::Network;
-use super::params::ModelSpec;
+use super::finite_differences::assert_matches_finite_differences;
+use super::inputs::images;
 use crate::data::DatasetKind;
+use crate::model::conv_block::conv_relu_pool_reference;
+use crate::model::loss::cross_entropy_sum;
+use crate::model::network::Network;
+use crate::model::params::ModelSpec;
 
 /// The classifier's logits through Candle's own conv, pool and matmul, in the dtype of `t` and
 /// `x`: the same function as `lenet::forward`, built from ops that also run in f64.
@@ -149,5 +150,5 @@ fn the_heads_refuse_each_others_steps() {
     assert!(err.contains("classifier head"), "{err}");
     let net = Network::new(classifier, &classifier.init(1), &dev).unwrap();
     let same = Tensor::new(&[1.0f32], &dev).unwrap();
-    assert!(net.pair_step(&x, &same).is_err());
+    assert!(net.pair_step(&x, &same, 8).is_err());
 }
