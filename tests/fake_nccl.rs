@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use siamese_common::cluster::protocol::proto::{
-    DigestResult, EmbedResult, GradientResult, NcclId, NcclReady, WeightsResult, WorkerMessage,
+    DigestResult, EmbedResult, GradientResult, NcclId, NcclReady, StateResult, WorkerMessage,
     coordinator_message, task, worker_message,
 };
 use siamese_common::cluster::protocol::wire::encode_f32;
@@ -94,10 +94,14 @@ pub async fn run(addr: &str, token: &str, data: &Path, behaviour: Behaviour) -> 
                             steps: seen.steps,
                         })
                     }
-                    Some(task::Kind::Weights(_)) => {
-                        worker_message::Body::WeightsResult(WeightsResult {
+                    Some(task::Kind::State(_)) => {
+                        let zeros = vec![0.0; spec.num_params()];
+                        worker_message::Body::State(StateResult {
                             id,
-                            values: encode_f32(&spec.init(1)),
+                            params: encode_f32(&spec.init(1)),
+                            adam_m: encode_f32(&zeros),
+                            adam_v: encode_f32(&zeros),
+                            steps: seen.steps,
                         })
                     }
                     Some(task::Kind::Embed(e)) => worker_message::Body::Embedding(EmbedResult {

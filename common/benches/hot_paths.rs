@@ -9,9 +9,9 @@ use std::path::Path;
 
 use candle_core::Device;
 use criterion::{Criterion, criterion_group, criterion_main};
-use siamese_common::aggregation::mean_gradient;
+use siamese_common::aggregation::mean_of_sum;
+use siamese_common::aggregation::tree::{DEFAULT_MICRO_BATCH, combine};
 use siamese_common::cluster::protocol::wire::{decode_f32, encode_f32};
-use siamese_common::aggregation::tree::DEFAULT_MICRO_BATCH;
 use siamese_common::data::{DatasetKind, ImageSet, load_dataset};
 use siamese_common::model::ModelSpec;
 use siamese_common::pairs::{test_pairs, training_pairs};
@@ -88,9 +88,15 @@ fn benches(c: &mut Criterion) {
     c.bench_function("gradient encode + decode for the wire", |b| {
         b.iter(|| black_box(decode_f32(&encode_f32(black_box(&grad)))))
     });
-    let shards = vec![grad.clone(); 4];
+    // Four workers' blocks of an 8-leaf tree (two leaves each), combined and divided.
+    let parts: Vec<(std::ops::Range<usize>, &[f32])> = (0..4)
+        .map(|w| (2 * w..2 * w + 2, grad.as_slice()))
+        .collect();
     c.bench_function("aggregate 4 worker gradients", |b| {
-        b.iter(|| black_box(mean_gradient(black_box(&shards), 64)))
+        b.iter(|| {
+            let root = combine(8, black_box(&parts)).expect("a partition");
+            black_box(mean_of_sum(&root, 64))
+        })
     });
 }
 

@@ -51,10 +51,46 @@ pub struct TrainConfig {
     /// Results file (JSON, keys in docs/spec.md); default results/<dataset>-<unix time>.json.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Where the final weights go (safetensors, written atomically after every epoch);
-    /// default beside the results file.
-    #[arg(long)]
+    /// The run's checkpoint: weights, Adam's state, position and history in one safetensors
+    /// file, written atomically at every epoch's end, every --checkpoint-every steps and on
+    /// SIGTERM/SIGINT; after the run it holds the final weights. Default: beside the results
+    /// file.
+    #[arg(long, env = "SIAMESE_CHECKPOINT")]
     pub checkpoint: Option<PathBuf>,
+    /// Also write the checkpoint every N optimizer steps (0: only at epoch ends and on signals).
+    #[arg(long, env = "SIAMESE_CHECKPOINT_EVERY", default_value_t = 0)]
+    pub checkpoint_every: u64,
+    /// Continue from a checkpoint: PATH, or `auto` for the run's own --checkpoint file when it
+    /// exists and a fresh start when it does not (what a restarted pod or a requeued job runs).
+    /// A checkpoint of another run (dataset, data, seed, batch, model) is refused.
+    #[arg(long, env = "SIAMESE_RESUME", value_parser = Resume::parse)]
+    pub resume: Option<Resume>,
+    /// Pairs per micro-batch: gradients are summed within each micro-batch and then over them
+    /// in one fixed tree, so that any number of workers gives the same bytes (part of the run's
+    /// identity: another value is another run).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub micro_batch: u32,
+}
+
+/// Where `--resume` continues from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resume {
+    /// The run's own checkpoint file if it exists, else a fresh start.
+    Auto,
+    /// This checkpoint file, which must exist.
+    Path(PathBuf),
+}
+
+impl Resume {
+    /// Parses `auto` or a path.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "" => Err("give a checkpoint path or `auto`".into()),
+            "auto" => Ok(Resume::Auto),
+            path => Ok(Resume::Path(PathBuf::from(path))),
+        }
+    }
 }
 
 /// A flag struct with every field at its default (the same defaults `--help` shows, and the

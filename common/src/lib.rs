@@ -2,6 +2,7 @@
 //! `coordinator` and `worker` binaries share.
 
 pub mod aggregation;
+pub mod atomic_file;
 pub mod cluster;
 pub mod config;
 pub mod data;

@@ -153,6 +153,31 @@ impl StepTiming {
     }
 }
 
+/// What happened to a worker's membership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Membership {
+    /// It joined the run (at the start or mid-run).
+    Joined,
+    /// It was declared lost: its stream failed or it missed its deadline.
+    Lost,
+}
+
+/// A worker joining or being lost, as the results file lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MembershipEvent {
+    /// Optimizer steps completed when it happened.
+    pub step: u64,
+    /// The worker's rank.
+    pub rank: u32,
+    /// host:pid and address.
+    pub peer: String,
+    /// Joined or lost.
+    pub event: Membership,
+    /// Why, in words (the stream's error, the deadline missed; "joined" for joins).
+    pub cause: String,
+}
+
 /// Everything a run reports.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunResults {
@@ -162,7 +187,7 @@ pub struct RunResults {
     pub workers: usize,
     /// Device of the workers (`cpu`, `cuda:0`).
     pub device: String,
-    /// How gradients were combined (`local`, `coordinator`, `nccl`).
+    /// How gradients were combined (`local`, `coordinator`, `allreduce`, `nccl`).
     pub aggregation: String,
     /// The full configuration.
     pub config: serde_json::Value,
@@ -174,19 +199,15 @@ pub struct RunResults {
     pub timing: StepTiming,
     /// Parameter count of the model.
     pub parameters: usize,
+    /// Workers joining and lost during the run, in order (empty for a run in one process).
+    #[serde(default)]
+    pub membership: Vec<MembershipEvent>,
 }
 
 impl RunResults {
-    /// Writes the JSON atomically, creating the folder if needed.
+    /// Writes the JSON atomically (temporary file, fsync, rename), creating the folder.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("json.partial");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
-        )?;
-        std::fs::rename(&tmp, path)
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        crate::atomic_file::write_atomically(path, &json)
     }
 }

@@ -13,13 +13,18 @@ use siamese_common::cluster::{ClusterArgs, train_on_cluster};
 use siamese_common::config::TrainConfig;
 use siamese_common::data::obtain_dataset;
 use siamese_common::stop::StopFlag;
-use siamese_common::train::{RunControl, TrainingData, train_in_process};
+use siamese_common::train::{RunControl, TrainError, TrainingData, train_in_process};
 
 /// Data-parallel trainer for the siamese LeNet-5 of "Advancements in Image Recognition: A
 /// Siamese Network Approach" on MNIST, Fashion-MNIST and CIFAR-10.
 ///
 /// By default it starts --workers worker processes on this machine and trains across them over
 /// gRPC; with --no-spawn it waits for remote workers (`worker --coordinator http://HOST:PORT`).
+/// Workers may be lost and join mid-run; the same seed gives the same weights, bit for bit, for
+/// any number of workers on CPU.
+///
+/// Exit status: 0 when the run finished; 75 when SIGTERM or SIGINT stopped it after writing its
+/// checkpoint (run again with --resume auto to continue); 1 on an error.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -51,6 +56,10 @@ enum Bench {
     /// grids as PNG, all figures as JSON.
     Paper(PaperArgs),
 }
+
+/// Exit status of a run stopped by SIGTERM or SIGINT after writing its checkpoint
+/// (EX_TEMPFAIL: "try again", which `--resume auto` does).
+const EXIT_INTERRUPTED: u8 = 75;
 
 fn bench(b: Bench, stop: StopFlag) -> anyhow::Result<()> {
     match b {
@@ -92,6 +101,10 @@ fn main() -> std::process::ExitCode {
         });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if matches!(e.downcast_ref(), Some(TrainError::Interrupted)) => {
+            eprintln!("stopped: {e:#}");
+            std::process::ExitCode::from(EXIT_INTERRUPTED)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

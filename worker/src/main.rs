@@ -33,8 +33,15 @@ struct Cli {
     #[arg(long, env = "SIAMESE_RANK")]
     rank: Option<u32>,
     /// Seconds to keep retrying the first connection.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, env = "SIAMESE_CONNECT_TIMEOUT", default_value_t = 60)]
     connect_timeout: u64,
+    /// Seconds to keep trying to get back into the run after losing the coordinator (it was
+    /// killed, restarted from its checkpoint, or declared this worker lost); 0 exits at once.
+    #[arg(long, env = "SIAMESE_RECONNECT_TIMEOUT", default_value_t = 300)]
+    reconnect_timeout: u64,
+    /// Seconds between HTTP/2 keepalive PINGs; a coordinator that misses two in a row is gone.
+    #[arg(long, env = "SIAMESE_KEEPALIVE", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    keepalive: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,6 +67,8 @@ fn run(cli: Cli, threads: usize) -> anyhow::Result<()> {
         threads,
         data_dir: cli.data_dir,
         connect_timeout: Duration::from_secs(cli.connect_timeout),
+        reconnect_timeout: Duration::from_secs(cli.reconnect_timeout),
+        keepalive: Duration::from_secs(cli.keepalive),
         rank: cli.rank,
     };
     tracing::info!(coordinator = %opts.coordinator, device = %opts.device, threads, "worker starting");

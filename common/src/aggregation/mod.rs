@@ -1,14 +1,15 @@
-//! Where a step's gradients meet: summing the shards, the mean over the global batch, the check
-//! that every value is finite, and Adam applied to the mean. Each exists once here, and every
-//! aggregation mode (in this process, through the coordinator, through NCCL) calls them.
+//! Where a step's gradients meet: the one summation tree over micro-batches, the mean over the
+//! global batch, the check that every value is finite, and Adam applied to the mean. Each exists
+//! once here, and every aggregation mode (in this process, through the coordinator, through
+//! NCCL) calls them.
 
 mod error;
-mod gradient_sum;
+mod mean;
 mod mode;
 mod optimizer_state;
 pub mod tree;
 
 pub use error::AggregationError;
-pub use gradient_sum::{GradientSum, check_finite, mean_gradient};
+pub use mean::{check_finite, mean_of_sum};
 pub use mode::Aggregation;
 pub use optimizer_state::{OptimizerState, weights_digest};

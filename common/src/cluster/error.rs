@@ -31,6 +31,10 @@ pub enum ClusterError {
     /// The coordinator refused this worker.
     #[error("the coordinator refused this worker: {0}")]
     Refused(String),
+    /// The coordinator refused this worker for now (its rank is still held by a session that
+    /// is going away); it may try again.
+    #[error("the coordinator cannot admit this worker yet: {0}")]
+    RefusedForNow(String),
     /// A peer broke the protocol.
     #[error("protocol error from {peer}: {what}")]
     Protocol {
@@ -80,6 +84,24 @@ pub enum ClusterError {
         peer: String,
         /// Its message.
         message: String,
+    },
+    /// A rank of a step every rank must take part in (NCCL) was lost.
+    #[error("a rank was lost during {what}; the NCCL group must be formed again")]
+    RankLost {
+        /// What was in flight.
+        what: String,
+    },
+    /// Fewer workers remain than the run needs, and none joined in time.
+    #[error(
+        "only {left} worker(s) left, the run needs at least {min} (--min-workers), and none joined within {secs} s"
+    )]
+    TooFewWorkers {
+        /// Workers still in the run.
+        left: usize,
+        /// `--min-workers`.
+        min: usize,
+        /// The join timeout.
+        secs: u64,
     },
     /// Replicas that step Adam themselves no longer hold the same weights.
     #[error("the replicas diverged after {steps} steps: {detail}; stopping before it spreads")]

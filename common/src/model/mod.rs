@@ -19,6 +19,10 @@ mod tests;
 
 use std::path::PathBuf;
 
+/// Version of the model's parameter layout and arithmetic: replicas, checkpoints and workers must
+/// agree on it. Version 2 sums gradients per micro-batch and through the fixed tree.
+pub const MODEL_VERSION: &str = "sn-lenet5/2";
+
 pub use conv_block::{conv_relu_pool, conv_relu_pool_reference};
 pub use conv_geom::ConvGeom;
 pub use grouping::Grouping;

@@ -9,7 +9,7 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use super::{Replica, TrainError};
-use crate::aggregation::{OptimizerState, mean_gradient};
+use crate::aggregation::{OptimizerState, mean_of_sum};
 use crate::data::{Dataset, ImageSet};
 use crate::model::ModelSpec;
 use crate::pairs::PairRng;
@@ -127,7 +127,7 @@ impl ClassifierTrainer {
         for (step, batch) in order.chunks(self.cfg.batch_size).enumerate() {
             let s = self.replica.class_gradient(&self.dataset.train, batch)?;
             // The gradient of the mean loss, as the siamese engines hand it to Adam.
-            let grad = mean_gradient(&[s.grad], batch.len());
+            let grad = mean_of_sum(&s.grad, batch.len());
             self.state
                 .apply(&grad)
                 .map_err(|source| TrainError::Aggregation {

@@ -2,8 +2,9 @@
 //! ([`super::LocalEngine`]), or a cluster of workers behind the coordinator.
 
 use super::TrainError;
+use crate::aggregation::OptimizerState;
 use crate::pairs::Pair;
-use crate::results::StepTiming;
+use crate::results::{MembershipEvent, StepTiming};
 
 /// Which official image set indices point into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -14,11 +15,12 @@ pub enum ImageSplit {
     Test,
 }
 
-/// The averaged result of one global batch.
+/// The result of one global batch.
 #[derive(Clone, Debug)]
 pub struct Contribution {
-    /// Gradient of the mean loss over the whole batch.
-    pub grad: Vec<f32>,
+    /// Gradient of the mean loss over the whole batch; `None` where the replicas reduced it
+    /// among themselves and stepped (NCCL).
+    pub grad: Option<Vec<f32>>,
     /// Sum of per-pair losses.
     pub loss_sum: f64,
     /// Pairs classified correctly.
@@ -38,33 +40,44 @@ pub struct EngineInfo {
     pub aggregation: String,
 }
 
-/// Computes gradients and embeddings for the epoch loop; the optimizer stays with the caller
-/// unless [`Engine::replicas_step`] says the replicas step it themselves.
+/// Computes gradients and embeddings for the epoch loop. The trainer holds the run's state and
+/// applies each step's mean to it; the engine keeps its replicas in step with it.
 pub trait Engine {
     /// Who computes, for the results file.
     fn info(&self) -> EngineInfo;
-    /// Loads these weights on every replica.
-    fn set_weights(&mut self, weights: &[f32]) -> Result<(), TrainError>;
-    /// The gradient of the mean loss over one global batch of pairs (indices into the train file).
-    fn gradient(&mut self, batch: &[Pair]) -> Result<Contribution, TrainError>;
+    /// Loads `state` on every replica (its weights, and Adam's state where replicas step it).
+    fn load_state(&mut self, state: &OptimizerState) -> Result<(), TrainError>;
+    /// The gradient of the mean loss over one global batch of pairs (indices into the train
+    /// file), computed at `state`'s weights.
+    fn gradient(
+        &mut self,
+        batch: &[Pair],
+        state: &OptimizerState,
+    ) -> Result<Contribution, TrainError>;
     /// Announces the batch that follows the current one, to be computed at the next weights, so
     /// that workers hold their next shard while the current step is being aggregated.
     fn prefetch(&mut self, _next: &[Pair]) -> Result<(), TrainError> {
         Ok(())
     }
-    /// Whether the replicas step the optimizer themselves (allreduce, NCCL): the caller then
-    /// keeps only the figures of each step and takes the weights from [`Engine::pull_weights`].
-    fn replicas_step(&self) -> bool {
-        false
+    /// The trainer applied the step's mean to `state`: replicas that do not step Adam
+    /// themselves get its weights.
+    fn stepped(&mut self, state: &OptimizerState) -> Result<(), TrainError>;
+    /// The replicas' state, checked to agree, for engines whose replicas alone step it (NCCL).
+    fn pull_state(&mut self) -> Result<Option<OptimizerState>, TrainError> {
+        Ok(None)
     }
-    /// The replicas' weights, checked to agree (engines whose replicas step themselves).
-    fn pull_weights(&mut self) -> Result<Vec<f32>, TrainError> {
-        Err(TrainError::Config(
-            "this engine's replicas do not hold the optimizer".into(),
-        ))
-    }
-    /// Subnet outputs for images of one split, row-major.
-    fn embed(&mut self, split: ImageSplit, indices: &[u32]) -> Result<Vec<f32>, TrainError>;
+    /// Subnet outputs for images of one split, row-major, at `state`'s weights (which the
+    /// replicas hold).
+    fn embed(
+        &mut self,
+        split: ImageSplit,
+        indices: &[u32],
+        state: &OptimizerState,
+    ) -> Result<Vec<f32>, TrainError>;
     /// Step-time split accumulated so far.
     fn timing(&self) -> StepTiming;
+    /// Workers that joined or were lost, in order.
+    fn membership(&self) -> Vec<MembershipEvent> {
+        Vec::new()
+    }
 }

@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use super::{Engine, ImageSplit, TrainError};
+use crate::aggregation::OptimizerState;
 use crate::metrics::{class_means, nearest_class_mean_accuracy, pair_accuracy, roc_auc};
 use crate::model::pair_loss;
 use crate::pairs::Pair;
@@ -25,17 +26,26 @@ pub struct ScoredPairs {
     pub embeddings: Vec<f32>,
 }
 
-/// Embeds every distinct image of `pairs` once, then scores each pair.
+/// The similarity unit's slope and offset, which close the flat parameter layout.
+pub fn similarity_unit(params: &[f32]) -> (f32, f32) {
+    match params {
+        [.., a, b] => (*a, *b),
+        _ => (0.0, 0.0),
+    }
+}
+
+/// Embeds every distinct image of `pairs` once (at `state`'s weights), then scores each pair.
 pub fn score_pairs(
     engine: &mut dyn Engine,
+    state: &OptimizerState,
     split: ImageSplit,
     pairs: &[Pair],
-    unit: (f32, f32),
 ) -> Result<ScoredPairs, TrainError> {
+    let unit = similarity_unit(&state.params);
     let mut images: Vec<u32> = pairs.iter().flat_map(|p| [p.a, p.b]).collect();
     images.sort_unstable();
     images.dedup();
-    let embeddings = engine.embed(split, &images)?;
+    let embeddings = engine.embed(split, &images, state)?;
     if images.is_empty() {
         return Ok(ScoredPairs {
             scores: Vec::new(),
@@ -95,15 +105,14 @@ pub fn pair_figures(scores: &[f32], pairs: &[Pair]) -> PairFigures {
 /// accuracy against class means of the training pool's embeddings.
 pub fn test_record(
     engine: &mut dyn Engine,
+    state: &OptimizerState,
     test_pairs: &[Pair],
     test_labels: &[u8],
-    train_pool: &[u32],
-    train_labels: &[u8],
-    unit: (f32, f32),
+    (train_pool, train_labels): (&[u32], &[u8]),
 ) -> Result<TestRecord, TrainError> {
-    score_pairs(engine, ImageSplit::Test, test_pairs, unit)?;
+    score_pairs(engine, state, ImageSplit::Test, test_pairs)?;
     let start = Instant::now();
-    let scored = score_pairs(engine, ImageSplit::Test, test_pairs, unit)?;
+    let scored = score_pairs(engine, state, ImageSplit::Test, test_pairs)?;
     let time_s = start.elapsed().as_secs_f64();
     let figures = pair_figures(&scored.scores, test_pairs);
 
@@ -112,7 +121,7 @@ pub fn test_record(
     } else {
         scored.embeddings.len() / scored.images.len()
     };
-    let train_emb = engine.embed(ImageSplit::Train, train_pool)?;
+    let train_emb = engine.embed(ImageSplit::Train, train_pool, state)?;
     let pool_labels: Vec<u8> = train_pool
         .iter()
         .map(|&i| train_labels[i as usize])

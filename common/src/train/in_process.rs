@@ -19,7 +19,13 @@ pub fn train_in_process(
         .num_threads(cfg.threads_per_process(1))
         .build()?;
     let dataset = data.dataset.clone();
-    let mut trainer = Trainer::new(cfg.clone(), data);
-    let mut engine = LocalEngine::new(trainer.spec(), trainer.params(), dataset, &Device::Cpu)?;
+    let mut trainer = Trainer::start(cfg.clone(), data)?;
+    let mut engine = LocalEngine::new(
+        trainer.spec(),
+        trainer.params(),
+        dataset,
+        &Device::Cpu,
+        cfg.micro_batch as usize,
+    )?;
     pool.install(|| trainer.run(&mut engine, control))
 }

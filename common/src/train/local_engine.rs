@@ -7,7 +7,7 @@ use candle_core::Device;
 
 use super::engine::{Contribution, Engine, EngineInfo, ImageSplit};
 use super::{Replica, TrainError};
-use crate::aggregation::mean_gradient;
+use crate::aggregation::{OptimizerState, mean_of_sum};
 use crate::data::Dataset;
 use crate::model::ModelSpec;
 use crate::pairs::Pair;
@@ -17,22 +17,26 @@ use crate::results::StepTiming;
 pub struct LocalEngine {
     replica: Replica,
     data: Arc<Dataset>,
+    /// Pairs per micro-batch of the summation tree.
+    micro_batch: usize,
     timing: StepTiming,
     /// When the last gradient was handed out: the time until the next weights is aggregation.
     gradient_done: Option<Instant>,
 }
 
 impl LocalEngine {
-    /// A local engine on `device`.
+    /// A local engine on `device`, summing gradients by micro-batches of `micro_batch` pairs.
     pub fn new(
         spec: ModelSpec,
         weights: &[f32],
         data: Arc<Dataset>,
         device: &Device,
+        micro_batch: usize,
     ) -> Result<Self, TrainError> {
         Ok(LocalEngine {
             replica: Replica::new(spec, weights, device)?,
             data,
+            micro_batch,
             timing: StepTiming::default(),
             gradient_done: None,
         })
@@ -52,21 +56,29 @@ impl Engine for LocalEngine {
         }
     }
 
-    fn set_weights(&mut self, weights: &[f32]) -> Result<(), TrainError> {
-        self.replica.set_weights(weights)?;
+    fn load_state(&mut self, state: &OptimizerState) -> Result<(), TrainError> {
+        self.replica.set_weights(&state.params)
+    }
+
+    fn stepped(&mut self, state: &OptimizerState) -> Result<(), TrainError> {
+        self.replica.set_weights(&state.params)?;
         if let Some(t) = self.gradient_done.take() {
             self.timing.aggregation_s += t.elapsed().as_secs_f64();
         }
         Ok(())
     }
 
-    fn gradient(&mut self, batch: &[Pair]) -> Result<Contribution, TrainError> {
+    fn gradient(
+        &mut self,
+        batch: &[Pair],
+        _state: &OptimizerState,
+    ) -> Result<Contribution, TrainError> {
         let start = Instant::now();
-        let step = self.replica.pair_gradient(
-            &self.data.train,
-            batch,
-            crate::aggregation::tree::DEFAULT_MICRO_BATCH,
-        )?;
+        // One call over the whole batch sums it by the same tree a cluster's workers and
+        // coordinator do together, so the bytes are the same.
+        let step = self
+            .replica
+            .pair_gradient(&self.data.train, batch, self.micro_batch)?;
         self.timing.compute_s += start.elapsed().as_secs_f64();
         let correct = step
             .similarity
@@ -75,17 +87,22 @@ impl Engine for LocalEngine {
             .filter(|(s, p)| (**s > 0.5) == p.same)
             .count();
         let loss_sum = f64::from(step.loss_sum);
-        let grad = mean_gradient(&[step.grad], batch.len());
+        let grad = mean_of_sum(&step.grad, batch.len());
         self.gradient_done = Some(Instant::now());
         Ok(Contribution {
-            grad,
+            grad: Some(grad),
             loss_sum,
             correct,
             pairs: batch.len(),
         })
     }
 
-    fn embed(&mut self, split: ImageSplit, indices: &[u32]) -> Result<Vec<f32>, TrainError> {
+    fn embed(
+        &mut self,
+        split: ImageSplit,
+        indices: &[u32],
+        _state: &OptimizerState,
+    ) -> Result<Vec<f32>, TrainError> {
         let images = match split {
             ImageSplit::Train => &self.data.train,
             ImageSplit::Test => &self.data.test,

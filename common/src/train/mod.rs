@@ -2,21 +2,25 @@
 //! epoch loop and the in-process run; and the plain LeNet-5 classifier the paper compares
 //! SN-LeNet-5 with.
 
+pub mod checkpoint;
 pub mod classifier;
 pub mod engine;
 pub mod eval;
 mod in_process;
 mod local_engine;
 pub mod replica;
+mod run_identity;
 pub mod trainer;
 
 use std::path::PathBuf;
 
+pub use checkpoint::{Checkpoint, CheckpointError, EpochProgress, Position};
 pub use classifier::{ClassEpoch, ClassifierConfig, ClassifierTrainer};
 pub use engine::{Contribution, Engine, EngineInfo, ImageSplit};
 pub use in_process::train_in_process;
 pub use local_engine::LocalEngine;
 pub use replica::Replica;
+pub use run_identity::RunIdentity;
 pub use trainer::{RunControl, TimedSteps, Trainer, TrainingData};
 
 /// What can stop a training run.
@@ -52,8 +56,12 @@ pub enum TrainError {
     /// The compute thread pool could not start.
     #[error("starting the compute thread pool: {0}")]
     ThreadPool(#[from] rayon::ThreadPoolBuildError),
-    /// The run was asked to stop (SIGINT or SIGTERM) before it finished.
-    #[error("interrupted")]
+    /// A checkpoint could not be written, read or used.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The run was asked to stop (SIGINT or SIGTERM) before it finished; the checkpoint holds
+    /// its state.
+    #[error("interrupted; the checkpoint holds the run's state (continue with --resume auto)")]
     Interrupted,
     /// A results or checkpoint file could not be written.
     #[error("{path}: {source}")]

@@ -1,16 +1,19 @@
-//! The epoch loop: draws pairs, asks the engine for each batch's gradient, applies Adam, and
-//! evaluates. The same loop drives one process and the whole cluster.
+//! The epoch loop: draws pairs, asks the engine for each batch's gradient, applies Adam,
+//! evaluates, and checkpoints; a run resumed from its checkpoint continues exactly where it
+//! stopped. The same loop drives one process and the whole cluster.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::checkpoint::{Checkpoint, CheckpointError, EpochProgress, Position};
 use super::eval::{pair_figures, score_pairs, test_record};
+use super::run_identity::RunIdentity;
 use super::{Engine, ImageSplit, TrainError};
 use crate::aggregation::OptimizerState;
-use crate::config::TrainConfig;
+use crate::config::{Resume, TrainConfig};
 use crate::data::Dataset;
 use crate::model::ModelSpec;
-use crate::pairs::{Pair, batches, split, test_pairs, training_pairs, validation_pairs};
+use crate::pairs::{Pair, split, test_pairs, training_pairs, validation_pairs};
 use crate::results::{EpochRecord, RunResults, StepTiming};
 use crate::stop::StopFlag;
 
@@ -82,18 +85,23 @@ pub struct TimedSteps {
 pub struct RunControl<'a> {
     /// Called with every epoch's figures as the epoch ends.
     pub on_epoch: &'a mut (dyn FnMut(&EpochRecord) + Send),
-    /// Raised to end the run at the next step boundary.
+    /// Raised to end the run at the next step boundary, after writing the checkpoint.
     pub stop: StopFlag,
 }
 
-/// The optimizer side of a run: parameters, Adam state and the loop.
+/// The optimizer side of a run: the state, where the run stands, and the loop.
 pub struct Trainer {
     cfg: TrainConfig,
     spec: ModelSpec,
     data: TrainingData,
+    identity: RunIdentity,
     state: OptimizerState,
-    /// Optimizer steps taken so far (also by replicas that step themselves).
-    steps: u64,
+    /// The replicas stepped past `state` themselves (NCCL): pull it before using it.
+    stale: bool,
+    position: Position,
+    progress: EpochProgress,
+    epochs: Vec<EpochRecord>,
+    membership: Vec<crate::results::MembershipEvent>,
     stop: StopFlag,
 }
 
@@ -102,14 +110,65 @@ impl Trainer {
     pub fn new(cfg: TrainConfig, data: TrainingData) -> Self {
         let spec = ModelSpec::siamese(data.dataset.kind, cfg.embedding as usize);
         let state = OptimizerState::new(spec.init(cfg.seed), cfg.lr);
+        let identity = RunIdentity::of(&cfg, &data.dataset);
         Trainer {
             cfg,
             spec,
             data,
+            identity,
             state,
-            steps: 0,
+            stale: false,
+            position: Position {
+                steps: 0,
+                epoch: 1,
+                step_in_epoch: 0,
+            },
+            progress: EpochProgress::default(),
+            epochs: Vec::new(),
+            membership: Vec::new(),
             stop: StopFlag::new(),
         }
+    }
+
+    /// A trainer for `cfg`: fresh, or continuing the checkpoint `--resume` names (refused when
+    /// it belongs to another run).
+    pub fn start(cfg: TrainConfig, data: TrainingData) -> Result<Self, TrainError> {
+        let path = match &cfg.resume {
+            None => return Ok(Trainer::new(cfg, data)),
+            Some(Resume::Path(path)) => path.clone(),
+            Some(Resume::Auto) => {
+                if cfg.checkpoint.is_none() && cfg.out.is_none() {
+                    return Err(TrainError::Config(
+                        "--resume auto needs --checkpoint FILE (or --out FILE): the default results name changes with the clock, so a restarted run would not find its checkpoint".into(),
+                    ));
+                }
+                let path = cfg.checkpoint_path(&cfg.out_path());
+                if !path.exists() {
+                    tracing::info!(checkpoint = %path.display(), "--resume auto: no checkpoint yet, starting fresh");
+                    return Ok(Trainer::new(cfg, data));
+                }
+                path
+            }
+        };
+        let checkpoint = Checkpoint::read(&path)?;
+        let mut trainer = Trainer::new(cfg, data);
+        let differences = trainer.identity.differences(&checkpoint.identity);
+        if !differences.is_empty() || checkpoint.spec != trainer.spec {
+            return Err(CheckpointError::OtherRun { path, differences }.into());
+        }
+        tracing::info!(
+            checkpoint = %path.display(),
+            steps = checkpoint.position.steps,
+            epoch = checkpoint.position.epoch,
+            step_in_epoch = checkpoint.position.step_in_epoch,
+            "resuming"
+        );
+        trainer.state = checkpoint.state;
+        trainer.position = checkpoint.position;
+        trainer.progress = checkpoint.progress;
+        trainer.epochs = checkpoint.epochs;
+        trainer.membership = checkpoint.membership;
+        Ok(trainer)
     }
 
     /// Ends the run at the next step boundary once `stop` is raised.
@@ -127,93 +186,161 @@ impl Trainer {
         &self.state.params
     }
 
+    /// Weights and Adam's state.
+    pub fn state(&self) -> &OptimizerState {
+        &self.state
+    }
+
+    /// Where the run stands.
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
     /// The prepared data.
     pub fn data(&self) -> &TrainingData {
         &self.data
     }
 
-    fn unit(&self) -> (f32, f32) {
-        let p = &self.state.params;
-        (p[p.len() - 2], p[p.len() - 1])
+    /// Brings `state` up to the replicas' when they stepped it themselves (NCCL).
+    fn refresh(&mut self, engine: &mut dyn Engine) -> Result<(), TrainError> {
+        if self.stale {
+            if let Some(state) = engine.pull_state()? {
+                self.state = state;
+            }
+            self.stale = false;
+        }
+        Ok(())
     }
 
-    /// Applies a step's mean gradient here and sends the weights, unless the replicas step
-    /// the optimizer themselves.
+    /// Applies a step's mean gradient to the state and lets the engine pass it on; engines
+    /// whose replicas reduce among themselves (NCCL) hand over no mean.
     fn step(
         &mut self,
         engine: &mut dyn Engine,
-        grad: &[f32],
+        grad: Option<&[f32]>,
         epoch: usize,
         step: usize,
     ) -> Result<(), TrainError> {
-        if engine.replicas_step() {
-            return Ok(());
+        match grad {
+            Some(mean) => self
+                .state
+                .apply(mean)
+                .map_err(|source| TrainError::Aggregation {
+                    epoch,
+                    step,
+                    source,
+                })?,
+            None => self.stale = true,
         }
-        self.state
-            .apply(grad)
-            .map_err(|source| TrainError::Aggregation {
-                epoch,
-                step,
-                source,
-            })?;
-        engine.set_weights(&self.state.params)
+        engine.stepped(&self.state)
     }
 
-    fn check_stop(&self) -> Result<(), TrainError> {
-        match self.stop.requested() {
-            true => Err(TrainError::Interrupted),
-            false => Ok(()),
-        }
+    fn checkpoint_path(&self) -> std::path::PathBuf {
+        self.cfg.checkpoint_path(&self.cfg.out_path())
     }
 
-    /// Trains one epoch; returns its record (validation included).
-    pub fn epoch(
-        &mut self,
-        engine: &mut dyn Engine,
-        epoch: usize,
-    ) -> Result<EpochRecord, TrainError> {
+    /// Writes the run's state at this step boundary.
+    pub fn write_checkpoint(&mut self, engine: &mut dyn Engine) -> Result<(), TrainError> {
+        self.refresh(engine)?;
+        let mut membership = self.membership.clone();
+        membership.extend(engine.membership());
+        let checkpoint = Checkpoint {
+            identity: self.identity.clone(),
+            spec: self.spec,
+            state: self.state.clone(),
+            position: self.position,
+            progress: self.progress,
+            epochs: self.epochs.clone(),
+            membership,
+        };
+        let path = self.checkpoint_path();
+        checkpoint.write(&path)?;
+        tracing::debug!(path = %path.display(), steps = self.position.steps, "checkpoint written");
+        Ok(())
+    }
+
+    fn steps_left(&self) -> bool {
+        self.cfg.max_steps.is_none_or(|m| self.position.steps < m)
+    }
+
+    /// Trains from the current position to the end of its epoch (or the step limit); returns
+    /// whether the epoch finished. A raised stop flag writes the checkpoint and ends the run.
+    fn train_epoch(&mut self, engine: &mut dyn Engine) -> Result<bool, TrainError> {
+        let epoch = self.position.epoch;
         let pairs = training_pairs(
             self.data.dataset.train.labels(),
             &self.data.train_pool,
             self.cfg.seed,
             epoch as u64,
         )?;
-        let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
-        let start = Instant::now();
-        let mut steps = batches(&pairs, self.cfg.batch_size as usize)
-            .enumerate()
-            .peekable();
-        while let Some((step, batch)) = steps.next() {
-            if self.cfg.max_steps.is_some_and(|m| self.steps >= m) {
-                break;
+        let batch = self.cfg.batch_size as usize;
+        let chunks: Vec<&[Pair]> = pairs.chunks(batch).collect();
+        let every = self.cfg.checkpoint_every;
+        let mut start = Instant::now();
+        while self.position.step_in_epoch < chunks.len() {
+            if !self.steps_left() {
+                self.progress.seconds += start.elapsed().as_secs_f64();
+                return Ok(false);
             }
-            self.check_stop()?;
-            let c = engine.gradient(batch)?;
-            let last = self.cfg.max_steps.is_some_and(|m| self.steps + 1 >= m);
-            if let Some((_, next)) = steps.peek().filter(|_| !last) {
+            if self.stop.requested() {
+                self.progress.seconds += start.elapsed().as_secs_f64();
+                self.write_checkpoint(engine)?;
+                return Err(TrainError::Interrupted);
+            }
+            let index = self.position.step_in_epoch;
+            let current = chunks[index];
+            let c = engine.gradient(current, &self.state)?;
+            let last = self
+                .cfg
+                .max_steps
+                .is_some_and(|m| self.position.steps + 1 >= m);
+            if let Some(next) = chunks.get(index + 1).filter(|_| !last) {
                 engine.prefetch(next)?;
             }
-            self.step(engine, &c.grad, epoch, step)?;
-            self.steps += 1;
-            loss_sum += c.loss_sum;
-            correct += c.correct;
-            seen += c.pairs;
+            self.step(engine, c.grad.as_deref(), epoch, index)?;
+            self.position.steps += 1;
+            self.position.step_in_epoch += 1;
+            self.progress.loss_sum += c.loss_sum;
+            self.progress.correct += c.correct;
+            self.progress.seen += c.pairs;
+            if every > 0 && self.position.steps.is_multiple_of(every) {
+                self.progress.seconds += start.elapsed().as_secs_f64();
+                self.write_checkpoint(engine)?;
+                start = Instant::now();
+            }
         }
-        let seconds = start.elapsed().as_secs_f64();
-        if engine.replicas_step() {
-            self.state.params = engine.pull_weights()?;
-        }
-        let scored = score_pairs(engine, ImageSplit::Train, &self.data.val_pairs, self.unit())?;
+        self.progress.seconds += start.elapsed().as_secs_f64();
+        Ok(true)
+    }
+
+    /// The epoch's record from its running sums and a validation pass.
+    fn close_epoch(&mut self, engine: &mut dyn Engine) -> Result<EpochRecord, TrainError> {
+        self.refresh(engine)?;
+        let scored = score_pairs(engine, &self.state, ImageSplit::Train, &self.data.val_pairs)?;
         let val = pair_figures(&scored.scores, &self.data.val_pairs);
+        let p = self.progress;
         Ok(EpochRecord {
-            epoch,
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_accuracy: correct as f64 / seen.max(1) as f64,
+            epoch: self.position.epoch,
+            train_loss: p.loss_sum / p.seen.max(1) as f64,
+            train_accuracy: p.correct as f64 / p.seen.max(1) as f64,
             val_loss: val.loss,
             val_accuracy: val.accuracy,
-            seconds,
-            pairs_per_s: seen as f64 / seconds.max(1e-9),
+            seconds: p.seconds,
+            pairs_per_s: p.seen as f64 / p.seconds.max(1e-9),
         })
+    }
+
+    /// Trains one whole epoch from its start; returns its record (validation included).
+    pub fn epoch(
+        &mut self,
+        engine: &mut dyn Engine,
+        epoch: usize,
+    ) -> Result<EpochRecord, TrainError> {
+        self.position.epoch = epoch;
+        self.position.step_in_epoch = 0;
+        self.progress = EpochProgress::default();
+        self.train_epoch(engine)?;
+        self.close_epoch(engine)
     }
 
     /// Takes `warmup` and then `steps` optimizer steps of batch `batch` on the training pairs
@@ -225,7 +352,7 @@ impl Trainer {
         warmup: usize,
         steps: usize,
     ) -> Result<TimedSteps, TrainError> {
-        engine.set_weights(&self.state.params)?;
+        engine.load_state(&self.state)?;
         let total = warmup + steps;
         let mut queue: Vec<Pair> = Vec::new();
         let mut epoch = 0u64;
@@ -248,19 +375,19 @@ impl Trainer {
                 before = engine.timing();
                 pairs = 0;
             }
-            self.check_stop()?;
+            if self.stop.requested() {
+                return Err(TrainError::Interrupted);
+            }
             let current = &queue[step * batch..(step + 1) * batch];
-            let c = engine.gradient(current)?;
+            let c = engine.gradient(current, &self.state)?;
             if step + 1 < total {
                 engine.prefetch(&queue[(step + 1) * batch..(step + 2) * batch])?;
             }
-            self.step(engine, &c.grad, epoch as usize, step)?;
+            self.step(engine, c.grad.as_deref(), epoch as usize, step)?;
             pairs += c.pairs;
         }
         let seconds = start.elapsed().as_secs_f64();
-        if engine.replicas_step() {
-            self.state.params = engine.pull_weights()?;
-        }
+        self.refresh(engine)?;
         Ok(TimedSteps {
             steps,
             pairs,
@@ -269,7 +396,9 @@ impl Trainer {
         })
     }
 
-    /// The whole run: every epoch (checkpointing after each), then the test figures.
+    /// The whole run from where it stands: every remaining epoch (checkpointing at each end,
+    /// every --checkpoint-every steps and when asked to stop), then the test figures and the
+    /// results file.
     pub fn run(
         &mut self,
         engine: &mut dyn Engine,
@@ -277,52 +406,60 @@ impl Trainer {
     ) -> Result<RunResults, TrainError> {
         self.stop = control.stop;
         let on_epoch = control.on_epoch;
-        let out = self.cfg.out_path();
-        let checkpoint = self.cfg.checkpoint_path(&out);
-        if let Some(dir) = checkpoint.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| TrainError::Io {
-                path: dir.to_path_buf(),
-                source: e,
-            })?;
-        }
-        engine.set_weights(&self.state.params)?;
-        let mut epochs = Vec::new();
-        for epoch in 1..=self.cfg.epochs() {
-            let record = self.epoch(engine, epoch)?;
-            self.spec.save(&self.state.params, &checkpoint)?;
+        engine.load_state(&self.state)?;
+        while self.position.epoch <= self.cfg.epochs() && self.steps_left() {
+            let finished = self.train_epoch(engine)?;
+            let record = self.close_epoch(engine)?;
             on_epoch(&record);
-            epochs.push(record);
-            if self.cfg.max_steps.is_some_and(|m| self.steps >= m) {
-                break;
+            if !finished {
+                // The step limit ended the epoch early: report it, keep the checkpoint inside
+                // the epoch so that a longer limit continues it.
+                self.write_checkpoint(engine)?;
+                self.epochs.push(record);
+                return self.finish(engine);
             }
+            self.epochs.push(record);
+            self.position.epoch += 1;
+            self.position.step_in_epoch = 0;
+            self.progress = EpochProgress::default();
+            self.write_checkpoint(engine)?;
         }
+        self.finish(engine)
+    }
+
+    /// The test figures and the results file.
+    fn finish(&mut self, engine: &mut dyn Engine) -> Result<RunResults, TrainError> {
+        self.refresh(engine)?;
         let ds = &self.data.dataset;
         let test = test_record(
             engine,
+            &self.state,
             &self.data.test_pairs,
             ds.test.labels(),
-            &self.data.train_pool,
-            ds.train.labels(),
-            self.unit(),
+            (&self.data.train_pool, ds.train.labels()),
         )?;
+        let out = self.cfg.out_path();
         let info = engine.info();
-        let timing = engine.timing();
         let mut config = serde_json::to_value(&self.cfg).unwrap_or(serde_json::Value::Null);
         if let Some(obj) = config.as_object_mut() {
             obj.insert("epochs".into(), self.cfg.epochs().into());
             obj.insert("out".into(), out.display().to_string().into());
-            obj.insert("checkpoint".into(), checkpoint.display().to_string().into());
+            let checkpoint = self.checkpoint_path().display().to_string();
+            obj.insert("checkpoint".into(), checkpoint.into());
         }
+        let mut membership = self.membership.clone();
+        membership.extend(engine.membership());
         let results = RunResults {
             dataset: ds.kind.name().to_string(),
             workers: info.workers,
             device: info.device,
             aggregation: info.aggregation,
             config,
-            epochs,
+            epochs: self.epochs.clone(),
             test,
-            timing,
+            timing: engine.timing(),
             parameters: self.state.params.len(),
+            membership,
         };
         results.write(&out).map_err(|e| TrainError::Io {
             path: out.clone(),

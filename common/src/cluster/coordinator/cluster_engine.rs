@@ -1,358 +1,508 @@
-//! The coordinator's side of training: shards each global batch across the admitted workers,
-//! collects and sums their gradients, and either hands the mean to the trainer (whose one Adam
-//! steps and whose weights it broadcasts: `coordinator`), or sends the mean back to replicas
-//! that step Adam themselves (`allreduce`; with `nccl` they reduce among themselves). Why both:
+//! The coordinator's side of training. Each global batch is cut into the fixed micro-batches of
+//! the summation tree; the canonical blocks of each worker's share go out as tasks; the blocks'
+//! gradients come back, are checked, and are added by the same tree the workers used, so the
+//! mean does not depend on how many workers there are or which of them computed what. A worker
+//! lost mid-step has its blocks recomputed by the others; one that joins gets the run's state
+//! and takes blocks from the next step. Then the trainer's Adam steps on the mean: here, with
+//! the weights broadcast (`coordinator`), or also on every replica, which gets the mean
+//! (`allreduce`). NCCL replicas (`nccl`) reduce and step among themselves. Why both:
 //! `docs/architecture.md`.
 
 use std::ops::Range;
-use std::time::Instant;
 
-use super::links::Links;
-use super::replica_check::{check_digests, replica_weights};
+use super::nccl_rendezvous::rendezvous;
+use super::pool::{Batch, Done, Job, Member, WorkerPool};
+use super::replica_check::{check_digests, pull_state};
 use super::settings::EngineSettings;
-use super::step_clock::StepClock;
-use crate::aggregation::{Aggregation, GradientSum};
+use super::step_clock::{Arrival, StepClock};
+use crate::aggregation::tree::{MicroBatches, blocks, combine};
+use crate::aggregation::{Aggregation, OptimizerState, check_finite, mean_of_sum};
 use crate::cluster::ClusterError;
 use crate::cluster::protocol::proto::{
-    EmbedTask, GradientTask, ImageSet, ReducedGradient, Weights, coordinator_message, task,
-    worker_message,
+    EmbedTask, GradientResult, GradientTask, ImageSet, ReducedGradient, ReplicaState, Weights,
+    coordinator_message, task, worker_message,
 };
 use crate::cluster::protocol::shm::{REDUCED, SharedRegion};
 use crate::cluster::protocol::wire::{decode_f32, encode_f32};
 use crate::model::ModelSpec;
 use crate::pairs::{Pair, shard_ranges};
-use crate::results::{StepTiming, WorkerTiming};
+use crate::results::{MembershipEvent, StepTiming};
 use crate::train::{Contribution, Engine, EngineInfo, ImageSplit, TrainError};
 
 /// Tasks sent ahead for the next batch.
 struct Prefetched {
     first: Pair,
     len: usize,
-    ids: Vec<Option<u64>>,
+    batch: Batch,
+    plan: StepPlan,
 }
 
-/// Drives the admitted workers through the training steps and evaluation.
+/// What a step's tasks cover.
+#[derive(Clone)]
+enum StepPlan {
+    /// Tree blocks (leaf ranges) of a batch of `pairs` pairs cut into `leaves` micro-batches.
+    Blocks {
+        pairs: usize,
+        leaves: usize,
+        blocks: Vec<Range<usize>>,
+    },
+    /// One shard per rank (NCCL), with its pair count.
+    Shards(Vec<usize>),
+}
+
+/// Drives the workers through the training steps and evaluation.
 pub struct ClusterEngine {
-    links: Links,
+    pool: WorkerPool,
     spec: ModelSpec,
-    /// Weights version: sets of weights sent, plus (replicated runs) steps the replicas applied.
-    version: u64,
     settings: EngineSettings,
+    /// Workers the run asks for.
+    world: usize,
+    /// Pairs per micro-batch of the summation tree.
+    micro_batch: usize,
+    /// Optimizer steps applied: the weights version every ready replica is at.
+    version: u64,
+    /// Whether the first workers were admitted and given the state.
+    started: bool,
     prefetched: Option<Prefetched>,
     clock: StepClock,
-    /// The shared file of the workers on this host, when any of them mapped it.
+    /// The shared file of the workers on this host (removed when the engine goes).
     shm: Option<SharedRegion>,
-    /// Optimizer steps the replicas applied (replicated runs).
-    replica_steps: u64,
+}
+
+/// The messages that bring a worker to `state`: its weights, plus Adam's moments for replicas
+/// that step Adam themselves.
+fn sync_messages(
+    aggregation: Aggregation,
+    state: &OptimizerState,
+) -> impl Fn(&Member) -> Vec<coordinator_message::Body> + '_ {
+    move |_| {
+        let version = state.steps();
+        vec![match aggregation {
+            Aggregation::CentralAdam => coordinator_message::Body::Weights(Weights {
+                version,
+                values: encode_f32(&state.params),
+                in_shm: false,
+            }),
+            Aggregation::Allreduce | Aggregation::Nccl => {
+                coordinator_message::Body::State(ReplicaState {
+                    version,
+                    params: encode_f32(&state.params),
+                    adam_m: encode_f32(&state.adam.m),
+                    adam_v: encode_f32(&state.adam.v),
+                })
+            }
+        }]
+    }
 }
 
 impl ClusterEngine {
-    /// An engine over the admitted workers; `shm` is the shared file offered to the ones on
-    /// this host.
+    /// An engine over `pool` for `world` workers, summing by micro-batches of `micro_batch`
+    /// pairs; `shm` is the shared file offered to the workers on this host.
     pub fn new(
-        links: Links,
+        mut pool: WorkerPool,
         spec: ModelSpec,
         settings: EngineSettings,
+        (world, micro_batch): (usize, usize),
         shm: Option<SharedRegion>,
     ) -> Self {
-        // Every worker that will map the file has mapped it by now.
-        let shm = shm
-            .filter(|_| links.iter().any(|w| w.shm))
-            .map(|mut region| {
-                region.unlink();
-                region
-            });
-        tracing::info!(
-            shared_memory = links.iter().filter(|w| w.shm).count(),
-            grpc = links.iter().filter(|w| !w.shm).count(),
-            "weights and gradients transport"
-        );
-        let timing = links
-            .iter()
-            .map(|w| WorkerTiming {
-                rank: w.rank,
-                peer: w.peer.clone(),
-                ..WorkerTiming::default()
-            })
-            .collect();
+        // An NCCL communicator is formed once: a worker joining mid-run waits for a regroup.
+        pool.set_elastic(settings.aggregation != Aggregation::Nccl);
         ClusterEngine {
-            links,
+            pool,
             spec,
-            version: 0,
             settings,
+            world,
+            micro_batch: micro_batch.max(1),
+            version: 0,
+            started: false,
             prefetched: None,
-            clock: StepClock::new(timing),
+            clock: StepClock::new(),
             shm,
-            replica_steps: 0,
         }
     }
 
-    /// Number of workers.
+    /// Number of workers the run asks for.
     pub fn world(&self) -> usize {
-        self.links.len()
+        self.world
     }
 
     /// Tells every worker to stop, and logs the coordinator's own share of aggregation.
     pub fn stop(&mut self, reason: &str) {
         self.clock.log_overhead();
-        self.links.stop_all(reason);
+        self.pool.stop_all(reason);
     }
 
-    fn send_gradient_tasks(
-        &mut self,
-        batch: &[Pair],
-        version: u64,
-    ) -> Result<Vec<Option<u64>>, ClusterError> {
-        let ranges: Vec<Range<usize>> = shard_ranges(batch.len(), self.world());
-        let replicated = self.settings.aggregation.replicated();
-        let mut ids = Vec::with_capacity(ranges.len());
-        for (w, r) in ranges.into_iter().enumerate() {
-            // Replicas that step Adam themselves must all take part in every step.
-            if r.is_empty() && !replicated {
-                ids.push(None);
-                continue;
-            }
-            let shard = &batch[r];
-            let kind = task::Kind::Gradient(GradientTask {
-                first: shard.iter().map(|p| p.a).collect(),
-                second: shard.iter().map(|p| p.b).collect(),
-                same: shard.iter().map(|p| p.same).collect(),
-                global_pairs: if replicated { batch.len() as u32 } else { 0 },
-            });
-            ids.push(Some(self.links.task(w, version, kind)?));
+    fn nccl(&self) -> bool {
+        self.settings.aggregation == Aggregation::Nccl
+    }
+
+    /// The tasks of one batch: the canonical tree blocks of each ready worker's share of the
+    /// micro-batches, or for NCCL one shard per rank.
+    fn plan(&self, batch: &[Pair]) -> (Vec<Job>, Vec<usize>, StepPlan) {
+        let ready = self.pool.ready().len().max(1);
+        let version = self.version;
+        if self.nccl() {
+            let ranges = shard_ranges(batch.len(), ready);
+            let jobs = ranges
+                .iter()
+                .map(|r| Job {
+                    kind: gradient_kind(&batch[r.clone()], batch.len(), self.micro_batch, 0),
+                    version,
+                })
+                .collect();
+            let plan = StepPlan::Shards(ranges.iter().map(Range::len).collect());
+            return (jobs, (0..ready).collect(), plan);
         }
-        Ok(ids)
+        let micro = MicroBatches::new(batch.len(), self.micro_batch)
+            .unwrap_or_else(|_| MicroBatches::whole(batch.len()));
+        let leaves = micro.leaves();
+        let (mut jobs, mut assign, mut all) = (Vec::new(), Vec::new(), Vec::new());
+        for (w, share) in shard_ranges(leaves, ready).into_iter().enumerate() {
+            for block in blocks(share, leaves) {
+                let pairs = &batch[micro.pair_range(block.clone())];
+                jobs.push(Job {
+                    kind: gradient_kind(pairs, 0, self.micro_batch, block.start),
+                    version,
+                });
+                assign.push(w);
+                all.push(block);
+            }
+        }
+        let plan = StepPlan::Blocks {
+            pairs: batch.len(),
+            leaves,
+            blocks: all,
+        };
+        (jobs, assign, plan)
     }
 
-    fn bad_gradient(&self, w: usize, task: u64, why: String) -> ClusterError {
-        let link = self.links.link(w);
-        tracing::error!(rank = link.rank, peer = %link.peer, task, %why, "refused a gradient");
+    fn bad_gradient(&self, d: &Done, why: String) -> ClusterError {
+        tracing::error!(rank = d.rank, peer = %d.peer, %why, "refused a gradient");
         ClusterError::BadGradient {
-            rank: link.rank,
-            peer: link.peer.clone(),
-            task,
+            rank: d.rank,
+            peer: d.peer.clone(),
+            task: answer_task(d),
             why,
         }
     }
 
-    /// Receives every shard's result of one step, checks each gradient and sums them in one
-    /// pass (straight from shared memory or the message bytes).
-    fn collect_gradients(
+    /// Checks a gradient answer's figures against its task: `pairs` pairs.
+    fn check_figures(
+        &self,
+        d: &Done,
+        r: &GradientResult,
+        pairs: usize,
+    ) -> Result<(), ClusterError> {
+        let why = if r.pairs as usize != pairs {
+            Some(format!("it covers {} pairs, its task had {pairs}", r.pairs))
+        } else if r.correct > r.pairs {
+            Some(format!(
+                "{} of its {} pairs are correct",
+                r.correct, r.pairs
+            ))
+        } else if !(r.loss_sum.is_finite() && r.loss_sum >= 0.0) {
+            Some(format!("its loss sum is {}", r.loss_sum))
+        } else if !(r.compute_s.is_finite() && r.compute_s >= 0.0) {
+            Some(format!("its compute time is {} s", r.compute_s))
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Err(self.bad_gradient(d, why)),
+            None => Ok(()),
+        }
+    }
+
+    /// A checked gradient of one block, from the shared file or the message.
+    fn block_gradient(&self, d: &Done, r: &GradientResult) -> Result<Vec<f32>, ClusterError> {
+        let n = self.spec.num_params();
+        let values = match (r.in_shm, d.slot, &self.shm) {
+            (true, Some(slot), Some(region)) => region.gradient(slot as usize).map(<[f32]>::to_vec),
+            (true, ..) => {
+                let why = "it says its gradient is in shared memory, but it was given no slot";
+                return Err(self.bad_gradient(d, why.into()));
+            }
+            (false, ..) => decode_f32(&r.grad),
+        };
+        let values = match values {
+            Some(v) if v.len() == n => v,
+            Some(v) => {
+                return Err(
+                    self.bad_gradient(d, format!("it has {} values, the model has {n}", v.len()))
+                );
+            }
+            None => {
+                return Err(self.bad_gradient(d, "its byte length is not a multiple of 4".into()));
+            }
+        };
+        check_finite(&values).map_err(|e| self.bad_gradient(d, e.to_string()))?;
+        Ok(values)
+    }
+
+    /// Collects a step's answers and combines them; the mean is `None` for NCCL.
+    fn finish_step(
         &mut self,
-        ids: &[Option<u64>],
-        batch: usize,
-        sent: Instant,
+        batch: Batch,
+        plan: StepPlan,
+        state: &OptimizerState,
     ) -> Result<Contribution, ClusterError> {
-        // NCCL replicas reduce among themselves: there is nothing to sum here.
-        let nccl = self.settings.aggregation == Aggregation::Nccl;
-        let mut sum = GradientSum::new(if nccl { 0 } else { self.spec.num_params() });
+        let sync = sync_messages(self.settings.aggregation, state);
+        let nccl = self.nccl();
+        let done = self.pool.collect(batch, &sync, !nccl)?;
         let (mut loss_sum, mut correct, mut pairs) = (0.0, 0usize, 0usize);
-        let mut arrivals = Vec::with_capacity(ids.len());
-        for (w, id) in ids.iter().enumerate() {
-            let Some(id) = *id else { continue };
-            let (at, body) = self.links.receive(w, id)?;
-            let r = match body {
-                worker_message::Body::Gradient(r) if r.id == id => r,
+        let mut arrivals = Vec::with_capacity(done.len());
+        let mut parts: Vec<(Range<usize>, Vec<f32>)> = Vec::new();
+        for (i, d) in done.iter().enumerate() {
+            let r = match &d.body {
+                worker_message::Body::Gradient(r) => r,
                 _ => {
-                    let what = format!("expected the gradient of task {id}");
-                    return Err(self.links.protocol_error(w, what));
+                    let what = format!("expected the gradient of task {}", answer_task(d));
+                    return Err(ClusterError::Protocol {
+                        peer: d.peer.clone(),
+                        what,
+                    });
                 }
             };
-            let added = if nccl {
-                Ok(())
-            } else if r.in_shm {
-                let link = self.links.link(w);
-                let slot = match (&self.shm, link.shm) {
-                    (Some(region), true) => region.gradient(link.rank as usize),
-                    _ => None,
-                };
-                let Some(g) = slot else {
-                    let why = "it says its gradient is in shared memory, but it has none".into();
-                    return Err(self.bad_gradient(w, id, why));
-                };
-                sum.add(g)
-            } else {
-                sum.add_le_bytes(&r.grad)
+            let expected = match &plan {
+                StepPlan::Shards(sizes) => sizes[i],
+                StepPlan::Blocks { pairs, blocks, .. } => {
+                    let micro = MicroBatches::new(*pairs, self.micro_batch)
+                        .unwrap_or_else(|_| MicroBatches::whole(*pairs));
+                    micro.pair_range(blocks[i].clone()).len()
+                }
             };
-            if let Err(e) = added {
-                return Err(self.bad_gradient(w, id, e.to_string()));
+            self.check_figures(d, r, expected)?;
+            if let StepPlan::Blocks { blocks, .. } = &plan {
+                parts.push((blocks[i].clone(), self.block_gradient(d, r)?));
             }
             loss_sum += r.loss_sum;
             correct += r.correct as usize;
             pairs += r.pairs as usize;
-            arrivals.push((w, at, r.compute_s));
-        }
-        if pairs != batch {
-            return Err(ClusterError::Protocol {
-                peer: "the workers".into(),
-                what: format!("gradients cover {pairs} pairs, the batch has {batch}"),
+            arrivals.push(Arrival {
+                session: d.session,
+                rank: d.rank,
+                peer: &d.peer,
+                started: d.started,
+                at: d.at,
+                compute: r.compute_s,
             });
         }
-        self.clock.arrivals(sent, &arrivals);
+        self.clock.arrivals(&arrivals);
+        let grad = match &plan {
+            StepPlan::Shards(_) => None,
+            StepPlan::Blocks { pairs, leaves, .. } => {
+                let views: Vec<(Range<usize>, &[f32])> = parts
+                    .iter()
+                    .map(|(b, v)| (b.clone(), v.as_slice()))
+                    .collect();
+                let root = combine(*leaves, &views).map_err(|e| ClusterError::Protocol {
+                    peer: "the workers".into(),
+                    what: e.to_string(),
+                })?;
+                Some(mean_of_sum(&root, *pairs))
+            }
+        };
         Ok(Contribution {
-            grad: sum.mean(batch),
+            grad,
             loss_sum,
             correct,
             pairs,
         })
     }
 
-    /// After a replicated step's results are in: sends allreduce replicas the mean gradient,
-    /// counts the step, and compares the replicas every `digest_every` steps.
-    fn finish_replicated_step(
-        &mut self,
-        ids: &[Option<u64>],
-        c: &Contribution,
-    ) -> Result<(), ClusterError> {
-        if self.settings.aggregation == Aggregation::Allreduce {
-            let mut encoded = None;
-            let shm_version = REDUCED | (self.replica_steps + 1);
-            if self.links.iter().any(|w| w.shm)
-                && let Some(region) = &mut self.shm
-            {
-                region.write_weights(shm_version, &c.grad);
-            }
-            for (w, id) in ids.iter().enumerate() {
-                let Some(task_id) = *id else { continue };
-                let in_shm = self.links.link(w).shm;
-                let values = match in_shm {
-                    true => Default::default(),
-                    false => encoded.get_or_insert_with(|| encode_f32(&c.grad)).clone(),
-                };
-                let body = coordinator_message::Body::Reduced(ReducedGradient {
-                    task_id,
-                    values,
-                    in_shm,
-                    shm_version,
-                });
-                self.links.send(w, body)?;
-            }
+    /// Sends allreduce replicas a step's mean: once through the shared file for the workers on
+    /// this host, in the message for the others.
+    fn send_reduced(&mut self, mean: &[f32], version: u64) {
+        let any_shm = self.pool.members().iter().any(|m| m.ready && m.shm);
+        if any_shm && let Some(region) = &mut self.shm {
+            region.write_weights(REDUCED | version, mean);
         }
-        self.version += 1;
-        self.replica_steps += 1;
-        if self
-            .replica_steps
-            .is_multiple_of(self.settings.digest_every.max(1))
-        {
-            check_digests(&mut self.links, self.version, self.replica_steps)?;
-        }
-        Ok(())
+        let mut encoded = None;
+        let has_shm = self.shm.is_some();
+        self.pool.broadcast(|m| {
+            let in_shm = m.shm && has_shm;
+            let values = match in_shm {
+                true => Default::default(),
+                false => encoded.get_or_insert_with(|| encode_f32(mean)).clone(),
+            };
+            coordinator_message::Body::Reduced(ReducedGradient {
+                version,
+                values,
+                in_shm,
+            })
+        });
     }
 
-    /// Subnet outputs of `indices`, sharded across the workers and put back in order.
-    fn embed_sharded(
+    /// Sends `coordinator` replicas the stepped weights.
+    fn send_weights(&mut self, state: &OptimizerState) {
+        let version = state.steps();
+        if let Some(region) = &mut self.shm {
+            region.write_weights(version, &state.params);
+        }
+        let mut encoded = None;
+        let has_shm = self.shm.is_some();
+        self.pool.broadcast(|m| {
+            let in_shm = m.shm && has_shm;
+            let values = match in_shm {
+                true => Default::default(),
+                false => encoded
+                    .get_or_insert_with(|| encode_f32(&state.params))
+                    .clone(),
+            };
+            coordinator_message::Body::Weights(Weights {
+                version,
+                values,
+                in_shm,
+            })
+        });
+    }
+
+    /// Subnet outputs of `indices`, shared across the ready workers and put back in order.
+    fn embed_shared(
         &mut self,
         split: ImageSplit,
         indices: &[u32],
+        state: &OptimizerState,
     ) -> Result<Vec<f32>, ClusterError> {
         let set = match split {
             ImageSplit::Train => ImageSet::Train,
             ImageSplit::Test => ImageSet::Test,
         };
-        let ranges = shard_ranges(indices.len(), self.world());
-        let mut ids = Vec::with_capacity(ranges.len());
-        for (w, r) in ranges.iter().enumerate() {
-            let kind = task::Kind::Embed(EmbedTask {
-                set: set as i32,
-                indices: indices[r.clone()].to_vec(),
-            });
-            ids.push(self.links.task(w, self.version, kind)?);
-        }
+        let ranges = shard_ranges(indices.len(), self.pool.ready().len().max(1));
+        let jobs = ranges
+            .iter()
+            .map(|r| Job {
+                kind: task::Kind::Embed(EmbedTask {
+                    set: set as i32,
+                    indices: indices[r.clone()].to_vec(),
+                }),
+                version: self.version,
+            })
+            .collect();
+        let assign: Vec<usize> = (0..ranges.len()).collect();
+        let batch = self.pool.send_jobs(jobs, &assign);
+        let sync = sync_messages(self.settings.aggregation, state);
+        let done = self.pool.collect(batch, &sync, true)?;
         let width = self.spec.out_width();
         let mut out = Vec::with_capacity(indices.len() * width);
-        for (w, (id, r)) in ids.into_iter().zip(ranges).enumerate() {
-            let values = match self.links.receive(w, id)? {
-                (_, worker_message::Body::Embedding(e)) if e.id == id => decode_f32(&e.values),
-                _ => {
-                    let what = format!("expected the embeddings of task {id}");
-                    return Err(self.links.protocol_error(w, what));
-                }
+        for (d, r) in done.iter().zip(ranges) {
+            let values = match &d.body {
+                worker_message::Body::Embedding(e) => decode_f32(&e.values),
+                _ => None,
             };
-            match values {
-                Some(v) if v.len() == r.len() * width => out.extend(v),
-                _ => {
-                    let what = format!(
-                        "embeddings of task {id} do not hold {} x {width} values",
-                        r.len()
-                    );
-                    return Err(self.links.protocol_error(w, what));
+            let what = match values {
+                Some(v) if v.len() == r.len() * width && check_finite(&v).is_ok() => {
+                    out.extend(v);
+                    continue;
                 }
-            }
+                Some(v) if v.len() == r.len() * width => "embeddings holding NaN or Inf".into(),
+                _ => format!(
+                    "an answer to task {} that is not {} x {width} embeddings",
+                    answer_task(d),
+                    r.len()
+                ),
+            };
+            return Err(ClusterError::Protocol {
+                peer: d.peer.clone(),
+                what,
+            });
         }
         Ok(out)
+    }
+
+    /// The first call: waits for the run's workers, forms the NCCL group if any, and gives them
+    /// all the state; later calls give it to the workers there are.
+    fn start(&mut self, state: &OptimizerState) -> Result<(), ClusterError> {
+        self.version = state.steps();
+        self.pool.set_step(self.version);
+        self.prefetched = None;
+        let sync = sync_messages(self.settings.aggregation, state);
+        if !self.started {
+            self.pool.await_members(self.world)?;
+            if self.nccl() {
+                rendezvous(&mut self.pool, self.settings.nccl_timeout)?;
+            }
+            self.started = true;
+        }
+        self.pool.ready_all(&sync);
+        Ok(())
+    }
+}
+
+/// A gradient task for `pairs`, the micro-batches from `first_micro` on.
+fn gradient_kind(
+    pairs: &[Pair],
+    global_pairs: usize,
+    micro_batch: usize,
+    first_micro: usize,
+) -> task::Kind {
+    task::Kind::Gradient(GradientTask {
+        first: pairs.iter().map(|p| p.a).collect(),
+        second: pairs.iter().map(|p| p.b).collect(),
+        same: pairs.iter().map(|p| p.same).collect(),
+        global_pairs: global_pairs as u32,
+        micro_batch: micro_batch as u32,
+        first_micro: first_micro as u32,
+        shm_slot: None,
+    })
+}
+
+/// The task an answer names.
+fn answer_task(d: &Done) -> u64 {
+    match &d.body {
+        worker_message::Body::Gradient(r) => r.id,
+        worker_message::Body::Embedding(r) => r.id,
+        worker_message::Body::Digest(r) => r.id,
+        worker_message::Body::State(r) => r.id,
+        _ => 0,
     }
 }
 
 impl Engine for ClusterEngine {
     fn info(&self) -> EngineInfo {
         let device = self
-            .links
-            .iter()
-            .next()
+            .pool
+            .members()
+            .first()
             .map_or_else(|| "cpu".into(), |w| w.join.device.clone());
         EngineInfo {
-            workers: self.world(),
+            workers: self.world,
             device,
             aggregation: self.settings.aggregation.name().into(),
         }
     }
 
-    fn replicas_step(&self) -> bool {
-        self.settings.aggregation.replicated()
+    fn load_state(&mut self, state: &OptimizerState) -> Result<(), TrainError> {
+        Ok(self.start(state)?)
     }
 
-    fn pull_weights(&mut self) -> Result<Vec<f32>, TrainError> {
-        let (version, steps) = (self.version, self.replica_steps);
-        Ok(replica_weights(
-            &mut self.links,
-            version,
-            steps,
-            self.spec.num_params(),
-        )?)
-    }
-
-    fn set_weights(&mut self, weights: &[f32]) -> Result<(), TrainError> {
-        let start = self.clock.weights_start();
-        self.spec.check_len(weights, "weights")?;
-        self.version += 1;
-        if let Some(region) = &mut self.shm {
-            region.write_weights(self.version, weights);
+    fn gradient(
+        &mut self,
+        batch: &[Pair],
+        state: &OptimizerState,
+    ) -> Result<Contribution, TrainError> {
+        self.pool.set_step(self.version);
+        if !self.nccl() {
+            let sync = sync_messages(self.settings.aggregation, state);
+            self.pool.ready_joiners(&sync);
         }
-        let mut encoded = None;
-        for w in 0..self.world() {
-            let in_shm = self.links.link(w).shm;
-            let values = match in_shm {
-                true => Default::default(),
-                false => encoded.get_or_insert_with(|| encode_f32(weights)).clone(),
-            };
-            let body = coordinator_message::Body::Weights(Weights {
-                version: self.version,
-                values,
-                in_shm,
-            });
-            self.links.send(w, body)?;
-        }
-        self.clock.weights_queued(start);
-        Ok(())
-    }
-
-    fn gradient(&mut self, batch: &[Pair]) -> Result<Contribution, TrainError> {
-        // A prefetched shard waited for the weights; a fresh one starts now.
-        let (ids, sent) = match self.prefetched.take() {
-            Some(p) if p.len == batch.len() && batch.first() == Some(&p.first) => {
-                (p.ids, self.clock.weights_sent())
-            }
+        // Tasks sent ahead waited for the weights; fresh ones start now.
+        let (sent, plan) = match self.prefetched.take() {
+            Some(p) if p.len == batch.len() && batch.first() == Some(&p.first) => (p.batch, p.plan),
             _ => {
-                let now = Instant::now();
-                (self.send_gradient_tasks(batch, self.version)?, now)
+                let (jobs, assign, plan) = self.plan(batch);
+                (self.pool.send_jobs(jobs, &assign), plan)
             }
         };
-        let contribution = self.collect_gradients(&ids, batch.len(), sent)?;
+        let contribution = self.finish_step(sent, plan, state)?;
         self.clock.handed_over();
-        if self.settings.aggregation.replicated() {
-            // The reduced gradient plays the part of the weights: the replicas start on it.
+        self.version += 1;
+        if let (Aggregation::Allreduce, Some(mean)) =
+            (self.settings.aggregation, &contribution.grad)
+        {
+            // The mean plays the part of the weights: the replicas start on it.
             let start = self.clock.weights_start();
-            self.finish_replicated_step(&ids, &contribution)?;
+            self.send_reduced(mean, self.version);
             self.clock.weights_queued(start);
         }
         Ok(contribution)
@@ -362,25 +512,63 @@ impl Engine for ClusterEngine {
         let Some(&first) = next.first() else {
             return Ok(());
         };
-        // Replicas that step themselves reach the next version on their own.
-        let version = match self.settings.aggregation.replicated() {
-            true => self.version,
-            false => self.version + 1,
-        };
-        let ids = self.send_gradient_tasks(next, version)?;
+        let (jobs, assign, plan) = self.plan(next);
+        let batch = self.pool.send_jobs(jobs, &assign);
         self.prefetched = Some(Prefetched {
             first,
             len: next.len(),
-            ids,
+            batch,
+            plan,
         });
         Ok(())
     }
 
-    fn embed(&mut self, split: ImageSplit, indices: &[u32]) -> Result<Vec<f32>, TrainError> {
-        Ok(self.embed_sharded(split, indices)?)
+    fn stepped(&mut self, state: &OptimizerState) -> Result<(), TrainError> {
+        match self.settings.aggregation {
+            Aggregation::CentralAdam => {
+                let start = self.clock.weights_start();
+                self.send_weights(state);
+                self.clock.weights_queued(start);
+            }
+            Aggregation::Allreduce | Aggregation::Nccl => {
+                if self
+                    .version
+                    .is_multiple_of(self.settings.digest_every.max(1))
+                {
+                    let expected = (!self.nccl()).then(|| state.digest());
+                    let sync = sync_messages(self.settings.aggregation, state);
+                    check_digests(&mut self.pool, self.version, expected, &sync)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn pull_state(&mut self) -> Result<Option<OptimizerState>, TrainError> {
+        if !self.nccl() {
+            return Ok(None);
+        }
+        Ok(Some(pull_state(
+            &mut self.pool,
+            self.version,
+            self.spec.num_params(),
+        )?))
+    }
+
+    fn embed(
+        &mut self,
+        split: ImageSplit,
+        indices: &[u32],
+        state: &OptimizerState,
+    ) -> Result<Vec<f32>, TrainError> {
+        Ok(self.embed_shared(split, indices, state)?)
     }
 
     fn timing(&self) -> StepTiming {
         self.clock.timing()
+    }
+
+    fn membership(&self) -> Vec<MembershipEvent> {
+        self.pool.membership().to_vec()
     }
 }

@@ -1,34 +1,48 @@
 //! Worker processes the coordinator starts on this machine: the `worker` binary beside its own,
-//! logs streamed with a rank prefix, and all of them stopped when the handle is dropped.
+//! logs streamed with a rank prefix, exits reported, replacements started on request, and all
+//! of them stopped when the handle is dropped.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cluster::ClusterError;
 use crate::cluster::protocol::auth::TOKEN_ENV;
 
-/// The running local workers; dropping this kills any still alive.
-pub struct LocalWorkers {
-    children: Vec<Child>,
-}
-
 /// What every local worker is started with.
-pub struct SpawnOptions<'a> {
+#[derive(Clone, Debug)]
+pub struct SpawnOptions {
     /// How many.
     pub count: usize,
     /// The coordinator's URL.
     pub coordinator: String,
     /// The run's token (passed in the environment, not on the command line).
-    pub token: &'a str,
+    pub token: String,
     /// Compute threads for each.
     pub threads: usize,
     /// Dataset folder to pass on.
-    pub data_dir: Option<&'a Path>,
+    pub data_dir: Option<PathBuf>,
     /// Device for each.
-    pub device: &'a str,
+    pub device: String,
+    /// HTTP/2 keepalive interval, seconds.
+    pub keepalive: u64,
 }
+
+/// The local workers; dropping this kills any still alive.
+pub struct LocalWorkers {
+    bin: PathBuf,
+    opts: SpawnOptions,
+    children: Vec<Child>,
+    /// Exits already reported.
+    reported: Vec<bool>,
+    /// Replacements started so far.
+    respawned: usize,
+}
+
+/// Replacements a run may start in all: enough for every worker to fail a few times, few enough
+/// that a worker that can never start does not loop forever.
+const MAX_RESPAWNS_PER_WORKER: usize = 4;
 
 /// The `worker` binary next to the running executable.
 pub fn worker_binary() -> Result<PathBuf, ClusterError> {
@@ -46,80 +60,122 @@ pub fn worker_binary() -> Result<PathBuf, ClusterError> {
     Ok(path)
 }
 
+fn forward_logs(child: &mut Child, prefix: String) {
+    let streams = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ];
+    for stream in streams.into_iter().flatten() {
+        let prefix = prefix.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                eprintln!("{prefix} {line}");
+            }
+        });
+    }
+}
+
 impl LocalWorkers {
     /// Starts the workers.
-    pub fn spawn(opts: &SpawnOptions<'_>) -> Result<Self, ClusterError> {
-        let bin = worker_binary()?;
+    pub fn spawn(opts: SpawnOptions) -> Result<Self, ClusterError> {
         let mut workers = LocalWorkers {
-            children: Vec::with_capacity(opts.count),
+            bin: worker_binary()?,
+            opts,
+            children: Vec::new(),
+            reported: Vec::new(),
+            respawned: 0,
         };
-        for i in 0..opts.count {
-            let mut cmd = Command::new(&bin);
-            cmd.arg("--rank")
-                .arg(i.to_string())
-                .arg("--coordinator")
-                .arg(&opts.coordinator)
-                .arg("--threads")
-                .arg(opts.threads.to_string())
-                .arg("--device")
-                .arg(opts.device)
-                .env(TOKEN_ENV, opts.token)
-                // The coordinator pinned its own (single) compute thread; each worker gets its share.
-                .env("CANDLE_NUM_THREADS", opts.threads.to_string())
-                .env("RAYON_NUM_THREADS", opts.threads.to_string())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            if let Some(dir) = opts.data_dir {
-                cmd.arg("--data-dir").arg(dir);
-            }
-            let mut child = cmd.spawn().map_err(|source| ClusterError::Io {
-                what: format!("starting {}", bin.display()),
-                source,
-            })?;
-            // Each worker asks for the rank of its start order, so the prefix names its rank.
-            let prefix = format!("[rank {i}]");
-            for stream in [
-                child
-                    .stdout
-                    .take()
-                    .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-                child
-                    .stderr
-                    .take()
-                    .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                let prefix = prefix.clone();
-                std::thread::spawn(move || {
-                    for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                        eprintln!("{prefix} {line}");
-                    }
-                });
-            }
-            workers.children.push(child);
+        for rank in 0..workers.opts.count {
+            workers.start(Some(rank as u32))?;
         }
         Ok(workers)
     }
 
-    /// Process ids, in start order.
-    pub fn pids(&self) -> Vec<u32> {
-        self.children.iter().map(Child::id).collect()
+    fn start(&mut self, rank: Option<u32>) -> Result<(), ClusterError> {
+        let o = &self.opts;
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--coordinator")
+            .arg(&o.coordinator)
+            .arg("--threads")
+            .arg(o.threads.to_string())
+            .arg("--device")
+            .arg(&o.device)
+            .arg("--keepalive")
+            .arg(o.keepalive.to_string())
+            // A local worker whose coordinator is gone has nothing to go back to: the
+            // coordinator starts new ones when it restarts.
+            .arg("--reconnect-timeout")
+            .arg("0")
+            .env(TOKEN_ENV, &o.token)
+            // The coordinator pinned its own (single) compute thread; each worker gets its share.
+            .env("CANDLE_NUM_THREADS", o.threads.to_string())
+            .env("RAYON_NUM_THREADS", o.threads.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(rank) = rank {
+            cmd.arg("--rank").arg(rank.to_string());
+        }
+        if let Some(dir) = &o.data_dir {
+            cmd.arg("--data-dir").arg(dir);
+        }
+        let mut child = cmd.spawn().map_err(|source| ClusterError::Io {
+            what: format!("starting {}", self.bin.display()),
+            source,
+        })?;
+        let prefix = match rank {
+            Some(rank) => format!("[rank {rank}]"),
+            None => format!("[worker {}]", child.id()),
+        };
+        forward_logs(&mut child, prefix);
+        self.children.push(child);
+        self.reported.push(false);
+        Ok(())
     }
 
-    /// The first of `pids` that has exited (a zombie waiting to be reaped), on Linux: a
-    /// worker that dies at start (no GPU, bad data folder) must fail the run at once, not after
-    /// the join timeout.
-    pub fn first_exited(pids: &[u32]) -> Option<u32> {
-        pids.iter().copied().find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                // "pid (comm) S ...": the state follows the last ')'.
-                stat.rsplit_once(')')
-                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-            })
-        })
+    /// Starts a replacement (it takes the lowest free rank), unless the run already started
+    /// as many as it may.
+    pub fn respawn(&mut self) -> Result<(), ClusterError> {
+        if self.respawned >= MAX_RESPAWNS_PER_WORKER * self.opts.count.max(1) {
+            return Err(ClusterError::Setup(format!(
+                "{} replacement workers were started already; not starting another",
+                self.respawned
+            )));
+        }
+        self.respawned += 1;
+        self.start(None)
+    }
+
+    /// Processes that exited since the last call, as "local worker process PID exited (STATUS)".
+    pub fn exited(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (child, reported) in self.children.iter_mut().zip(&mut self.reported) {
+            if *reported {
+                continue;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                *reported = true;
+                out.push(format!(
+                    "local worker process {} exited ({status})",
+                    child.id()
+                ));
+            }
+        }
+        out
+    }
+
+    /// Kills the local worker process `pid`, if it is one of these (a lost worker that may
+    /// still be running, stopped or stuck).
+    pub fn kill(&mut self, pid: u32) {
+        if let Some(child) = self.children.iter_mut().find(|c| c.id() == pid) {
+            let _ = child.kill();
+        }
     }
 
     /// Waits up to `limit` for every worker to exit by itself, then kills the rest.

@@ -1,67 +1,115 @@
 //! Replicas that step Adam themselves (allreduce, nccl) could drift apart (a bug, a bad GPU):
-//! the coordinator compares the md5 of their weights and fetches the weights for checkpoints.
+//! the coordinator compares the md5 of their weights with its own state's (allreduce) or among
+//! them (nccl), and fetches an NCCL run's state for checkpoints.
 
-use super::links::Links;
+use super::pool::{Job, Sync, WorkerPool};
+use crate::aggregation::{OptimizerState, weights_digest};
 use crate::cluster::ClusterError;
-use crate::cluster::protocol::proto::{DigestTask, WeightsTask, task, worker_message};
+use crate::cluster::protocol::proto::{DigestTask, StateTask, task, worker_message};
 use crate::cluster::protocol::wire::decode_f32;
+use crate::optim::Adam;
 
-/// Asks every replica (at weights `version`) for the md5 of its weights and its step count;
-/// any difference, or a count other than `steps`, stops the run with the ranks that disagree.
-pub fn check_digests(links: &mut Links, version: u64, steps: u64) -> Result<(), ClusterError> {
-    let mut ids = Vec::with_capacity(links.len());
-    for w in 0..links.len() {
-        ids.push(links.task(w, version, task::Kind::Digest(DigestTask {}))?);
-    }
-    let mut digests = Vec::with_capacity(ids.len());
-    for (w, id) in ids.into_iter().enumerate() {
-        match links.receive(w, id)? {
-            (_, worker_message::Body::Digest(d)) if d.id == id => digests.push(d),
-            _ => {
-                let what = format!("expected the weights digest of task {id}");
-                return Err(links.protocol_error(w, what));
-            }
-        }
-    }
+/// Asks every ready replica (at weights `version`) for the md5 of its weights and its step
+/// count; a count other than `version`, or a digest other than `expected` (or, without one,
+/// than the others'), stops the run with the ranks that disagree.
+pub fn check_digests(
+    pool: &mut WorkerPool,
+    version: u64,
+    expected: Option<String>,
+    sync: Sync<'_>,
+) -> Result<(), ClusterError> {
+    let ready = pool.ready();
+    let jobs = ready
+        .iter()
+        .map(|_| Job {
+            kind: task::Kind::Digest(DigestTask {}),
+            version,
+        })
+        .collect();
+    let assign: Vec<usize> = (0..ready.len()).collect();
+    let batch = pool.send_jobs(jobs, &assign);
+    let done = pool.collect(batch, sync, true)?;
+    let mut reference = expected;
     let mut detail = Vec::new();
-    for (w, d) in digests.iter().enumerate() {
-        let rank = links.link(w).rank;
-        if d.steps != steps {
-            detail.push(format!("rank {rank} applied {} steps", d.steps));
-        } else if d.digest != digests[0].digest {
+    for d in &done {
+        let worker_message::Body::Digest(r) = &d.body else {
+            return Err(ClusterError::Protocol {
+                peer: d.peer.clone(),
+                what: "expected a weights digest".into(),
+            });
+        };
+        let want = reference.get_or_insert_with(|| r.digest.clone());
+        if r.steps != version {
+            detail.push(format!("rank {} applied {} steps", d.rank, r.steps));
+        } else if r.digest != *want {
             detail.push(format!(
-                "rank {rank} has weights md5 {}, rank {} has {}",
-                d.digest,
-                links.link(0).rank,
-                digests[0].digest
+                "rank {} has weights md5 {}, expected {want}",
+                d.rank, r.digest
             ));
         }
     }
     if !detail.is_empty() {
         return Err(ClusterError::Diverged {
-            steps,
+            steps: version,
             detail: detail.join("; "),
         });
     }
-    tracing::debug!(steps, digest = %digests[0].digest, "replicas agree");
+    tracing::debug!(steps = version, "replicas agree");
     Ok(())
 }
 
-/// The replicas' `params` weights, after checking they all agree (taken from the lowest rank).
-pub fn replica_weights(
-    links: &mut Links,
+/// The replicas' weights and Adam state (`params` values each), after checking they all agree,
+/// taken from one replica and checked against its own digest.
+pub fn pull_state(
+    pool: &mut WorkerPool,
     version: u64,
-    steps: u64,
     params: usize,
-) -> Result<Vec<f32>, ClusterError> {
-    check_digests(links, version, steps)?;
-    let id = links.task(0, version, task::Kind::Weights(WeightsTask {}))?;
-    let values = match links.receive(0, id)? {
-        (_, worker_message::Body::WeightsResult(r)) if r.id == id => decode_f32(&r.values),
-        _ => None,
+) -> Result<OptimizerState, ClusterError> {
+    // NCCL replicas cannot be brought up to date mid-run, so nobody is synced here.
+    let none = |_: &super::pool::Member| Vec::new();
+    check_digests(pool, version, None, &none)?;
+    let batch = pool.send_jobs(
+        vec![Job {
+            kind: task::Kind::State(StateTask {}),
+            version,
+        }],
+        &[0],
+    );
+    let done = pool.collect(batch, &none, true)?;
+    let Some(d) = done.first() else {
+        return Err(ClusterError::Setup(
+            "no replica answered for its state".into(),
+        ));
     };
-    match values {
+    let bad = |what: String| ClusterError::Protocol {
+        peer: d.peer.clone(),
+        what,
+    };
+    let worker_message::Body::State(r) = &d.body else {
+        return Err(bad("expected its weights and Adam state".into()));
+    };
+    let decode = |b: &[u8], what: &str| match decode_f32(b) {
         Some(v) if v.len() == params => Ok(v),
-        _ => Err(links.protocol_error(0, format!("expected {params} weights for task {id}"))),
+        _ => Err(bad(format!("{what} of other than {params} values"))),
+    };
+    let (p, m, v) = (
+        decode(&r.params, "weights")?,
+        decode(&r.adam_m, "Adam's first moments")?,
+        decode(&r.adam_v, "Adam's second moments")?,
+    );
+    if r.steps != version {
+        return Err(bad(format!(
+            "a state after {} steps, not {version}",
+            r.steps
+        )));
     }
+    let mut state = OptimizerState::new(p, 0.0);
+    state.adam = Adam {
+        m,
+        v,
+        t: r.steps,
+        ..state.adam
+    };
+    tracing::debug!(digest = %weights_digest(&state.params), "pulled the replicas' state");
+    Ok(state)
 }

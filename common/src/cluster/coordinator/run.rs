@@ -1,15 +1,16 @@
 //! A whole cluster run on the coordinator: serve, start or await workers, train, stop.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use super::cluster_engine::ClusterEngine;
-use super::links::Links;
+use super::events::Event;
 use super::local_workers::{LocalWorkers, SpawnOptions};
-use super::nccl_rendezvous::rendezvous;
+use super::pool::{PoolSettings, Respawn, SLOTS_PER_WORKER, WorkerPool};
+use super::rank_table::RankTable;
 use super::service::{Admission, CoordinatorService, serve};
 use super::settings::{ClusterArgs, EngineSettings};
 use crate::aggregation::Aggregation;
@@ -33,10 +34,31 @@ pub fn train_on_cluster(
 ) -> Result<RunResults, TrainError> {
     let dataset = data.dataset.clone();
     let stop = control.stop.clone();
-    let mut trainer = Trainer::new(cfg.clone(), data);
+    let mut trainer = Trainer::start(cfg.clone(), data)?;
     with_cluster(cfg, args, dataset, &stop, |engine| {
         trainer.run(engine, control)
     })
+}
+
+/// Checks the cluster flags before anything starts.
+fn check(args: &ClusterArgs) -> Result<(), TrainError> {
+    let bad = |what: String| Err(TrainError::Config(what));
+    if args.aggregation == Aggregation::Nccl && !args.no_spawn && args.device == "cpu" {
+        return bad("--aggregation nccl all-reduces on GPUs: give the local workers --device cuda:K (or use --aggregation allreduce on CPUs)".into());
+    }
+    if args.min_workers == 0 || args.min_workers > args.workers {
+        return bad(format!(
+            "--min-workers {} must be between 1 and --workers {}",
+            args.min_workers, args.workers
+        ));
+    }
+    if args.respawn && args.no_spawn {
+        return bad("--respawn starts local workers; it cannot go with --no-spawn".into());
+    }
+    if args.keepalive == 0 {
+        return bad("--keepalive must be at least 1 second".into());
+    }
+    Ok(())
 }
 
 /// Serves the cluster, starts or awaits `args.workers` workers, runs `body` on this thread with
@@ -49,11 +71,7 @@ pub fn with_cluster<T>(
     stop: &StopFlag,
     body: impl FnOnce(&mut ClusterEngine) -> Result<T, TrainError>,
 ) -> Result<T, TrainError> {
-    if args.aggregation == Aggregation::Nccl && !args.no_spawn && args.device == "cpu" {
-        return Err(TrainError::Config(
-            "--aggregation nccl all-reduces on GPUs: give the local workers --device cuda:K (or use --aggregation allreduce on CPUs)".into(),
-        ));
-    }
+    check(args)?;
     let token = match (&args.token, args.no_spawn) {
         (Some(t), _) => t.clone(),
         (None, false) => generate_token().map_err(|source| ClusterError::Io {
@@ -86,9 +104,11 @@ pub fn with_cluster<T>(
         source,
     })?;
     let spec = ModelSpec::siamese(dataset.kind, cfg.embedding as usize);
+    // Room for every worker's slots twice: replacements get fresh ones.
+    let slots = 2 * SLOTS_PER_WORKER * args.workers;
     let shm = match args.no_shm {
         true => None,
-        false => SharedRegion::create(spec.num_params(), args.workers)
+        false => SharedRegion::create(spec.num_params(), slots)
             .inspect_err(|e| tracing::warn!("no shared memory, all payloads go through gRPC: {e}"))
             .ok(),
     };
@@ -106,85 +126,100 @@ pub fn with_cluster<T>(
             .as_ref()
             .map(|r| (r.path().display().to_string(), r.nonce())),
     };
-    let (links_tx, mut links_rx) = mpsc::channel(args.workers.max(1));
+    let ranks = RankTable::new(args.workers);
+    let (events_tx, events_rx) = mpsc::channel(4096);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let keepalive = Duration::from_secs(args.keepalive);
     let server = runtime.spawn({
         let token = token.clone();
+        let service = CoordinatorService::new(admission, ranks.clone(), events_tx.clone());
         async move {
-            serve(
-                listener,
-                CoordinatorService::new(admission, links_tx),
-                &token,
-                async {
-                    let _ = stop_rx.await;
-                },
-            )
+            serve(listener, service, &token, keepalive, async {
+                let _ = stop_rx.await;
+            })
             .await
         }
     });
     tracing::info!(%addr, workers = args.workers, "coordinator serving");
     if let Some(path) = &args.address_file {
-        std::fs::write(path, addr.to_string()).map_err(|e| TrainError::Io {
-            path: path.clone(),
-            source: e,
+        crate::atomic_file::write_atomically(path, addr.to_string().as_bytes()).map_err(|e| {
+            TrainError::Io {
+                path: path.clone(),
+                source: e,
+            }
         })?;
     }
 
-    let local = if args.no_spawn {
-        None
-    } else {
-        let opts = SpawnOptions {
+    let local = match args.no_spawn {
+        true => None,
+        false => Some(Arc::new(Mutex::new(LocalWorkers::spawn(SpawnOptions {
             count: args.workers,
             coordinator: format!("http://{addr}"),
-            token: &token,
+            token: token.clone(),
             threads: cfg.threads_per_process(args.workers),
-            data_dir: cfg.data_dir.as_deref(),
-            device: &args.device,
-        };
-        Some(LocalWorkers::spawn(&opts)?)
+            data_dir: cfg.data_dir.clone(),
+            device: args.device.clone(),
+            keepalive: args.keepalive,
+        })?))),
     };
-
-    let (dead_tx, mut dead_rx) = mpsc::channel::<String>(1);
-    let watcher = local.as_ref().map(|w| {
-        let pids = w.pids();
+    // Exits of local worker processes reach the engine like any other event.
+    let watcher = local.clone().map(|local| {
+        let events = events_tx.clone();
         runtime.spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                if let Some(pid) = LocalWorkers::first_exited(&pids) {
-                    let _ = dead_tx
-                        .send(format!("local worker process {pid} exited"))
-                        .await;
-                    return;
+                let exited = local.lock().unwrap_or_else(|e| e.into_inner()).exited();
+                for what in exited {
+                    if events.send(Event::ProcessExited(what)).await.is_err() {
+                        return;
+                    }
                 }
             }
         })
     });
+    drop(events_tx);
     let settings = EngineSettings::from(args);
-    let trained = (|| -> Result<T, TrainError> {
-        let mut links = Links::admit(
-            runtime.handle().clone(),
-            (&mut links_rx, &mut dead_rx),
-            args.workers,
-            (settings.join_timeout, settings.step_timeout),
-            stop,
-        )?;
-        if settings.aggregation == Aggregation::Nccl {
-            rendezvous(&mut links, settings.nccl_timeout)?;
-        }
-        let mut engine = ClusterEngine::new(links, spec, settings, shm);
-        let result = body(&mut engine);
-        engine.stop(if result.is_ok() {
-            "training finished"
-        } else {
-            "the run failed"
-        });
-        result
-    })();
+    let pool_settings = PoolSettings {
+        step_timeout: settings.step_timeout,
+        join_timeout: settings.join_timeout,
+        min_workers: args.min_workers,
+    };
+    let mut pool = WorkerPool::new(
+        runtime.handle().clone(),
+        events_rx,
+        ranks,
+        pool_settings,
+        slots,
+        stop.clone(),
+    );
+    if let (true, Some(local)) = (args.respawn, &local) {
+        let local = local.clone();
+        let respawn: Respawn = Arc::new(Mutex::new(move |pid: u32| {
+            let mut local = local.lock().unwrap_or_else(|e| e.into_inner());
+            local.kill(pid);
+            local.respawn()
+        }));
+        pool.respawn_with(respawn);
+    }
+    let micro = cfg.micro_batch as usize;
+    let mut engine = ClusterEngine::new(pool, spec, settings, (args.workers, micro), shm);
+    let trained = body(&mut engine);
+    engine.stop(match &trained {
+        Ok(_) => "training finished",
+        Err(TrainError::Interrupted) => "the coordinator was interrupted",
+        Err(_) => "the run failed",
+    });
+    drop(engine);
     if let Some(w) = watcher {
         w.abort();
     }
-    if let Some(workers) = local {
-        workers.finish(Duration::from_secs(10));
+    if let Some(local) = local
+        && let Ok(local) = Arc::try_unwrap(local)
+    {
+        local
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .finish(Duration::from_secs(10));
     }
     let _ = stop_tx.send(());
     match runtime.block_on(server) {

@@ -2,8 +2,9 @@
 //! the engine as a [`WorkerLink`].
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -11,7 +12,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::links::{Inbound, WorkerLink};
+use super::events::{Event, WorkerLink};
+use super::rank_table::{ClaimRefused, RankTable};
 use crate::aggregation::Aggregation;
 use crate::cluster::ClusterError;
 use crate::cluster::protocol::auth::CheckToken;
@@ -79,42 +81,21 @@ impl Admission {
 /// The `Cluster` service.
 pub struct CoordinatorService {
     admission: Arc<Admission>,
-    /// Which ranks are taken.
-    ranks: Arc<Mutex<Vec<bool>>>,
-    links: mpsc::Sender<WorkerLink>,
+    ranks: RankTable,
+    events: mpsc::Sender<Event>,
+    next_session: Arc<AtomicU64>,
 }
 
 impl CoordinatorService {
-    /// A service that admits up to `admission.world_size` workers and passes them to `links`.
-    pub fn new(admission: Admission, links: mpsc::Sender<WorkerLink>) -> Self {
-        let world = admission.world_size as usize;
+    /// A service that admits workers into the free ranks of `ranks` and reports them and their
+    /// messages on `events`.
+    pub fn new(admission: Admission, ranks: RankTable, events: mpsc::Sender<Event>) -> Self {
         CoordinatorService {
             admission: Arc::new(admission),
-            ranks: Arc::new(Mutex::new(vec![false; world])),
-            links,
+            ranks,
+            events,
+            next_session: Arc::new(AtomicU64::new(1)),
         }
-    }
-
-    /// Takes the requested rank, or the lowest free one.
-    fn claim_rank(&self, requested: Option<u32>) -> Result<u32, String> {
-        let world = self.admission.world_size;
-        let mut taken = self
-            .ranks
-            .lock()
-            .map_err(|_| "the rank table is unusable".to_string())?;
-        let rank = match requested {
-            Some(r) if r >= world => {
-                return Err(format!("rank {r} is out of range for {world} workers"));
-            }
-            Some(r) if taken[r as usize] => return Err(format!("rank {r} is already taken")),
-            Some(r) => r,
-            None => match taken.iter().position(|t| !t) {
-                Some(r) => r as u32,
-                None => return Err(format!("the run already has all {world} workers")),
-            },
-        };
-        taken[rank as usize] = true;
-        Ok(rank)
     }
 }
 
@@ -162,26 +143,31 @@ impl Cluster for CoordinatorService {
         };
         let peer = format!("{}:{} at {addr}", join.host, join.pid);
         let (tx, rx) = mpsc::channel(64);
-        let refuse = |reason: String| {
+        let refuse = |reason: String, retry: bool| {
             tracing::warn!(%peer, %reason, "refused a worker");
             let tx = tx.clone();
             async move {
                 let _ = tx
                     .send(message(coordinator_message::Body::Refusal(Refusal {
                         reason,
+                        retry,
                     })))
                     .await;
             }
         };
         if let Err(reason) = self.admission.check(&join) {
-            refuse(reason).await;
+            refuse(reason, false).await;
             return Ok(Response::new(ReceiverStream::new(rx)));
         }
-        let world = self.admission.world_size;
-        let rank = match self.claim_rank(join.rank) {
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let rank = match self.ranks.claim(join.rank, session) {
             Ok(rank) => rank,
-            Err(reason) => {
-                refuse(reason).await;
+            Err(ClaimRefused::OutOfRange(reason)) => {
+                refuse(reason, false).await;
+                return Ok(Response::new(ReceiverStream::new(rx)));
+            }
+            Err(ClaimRefused::Taken(reason)) => {
+                refuse(reason, true).await;
                 return Ok(Response::new(ReceiverStream::new(rx)));
             }
         };
@@ -191,43 +177,59 @@ impl Cluster for CoordinatorService {
         };
         let welcome = Welcome {
             rank,
-            world_size: world,
+            world_size: self.admission.world_size,
             model_spec_json: self.admission.spec_json.clone(),
             config_json: self.admission.config_json.clone(),
             shm,
             aggregation: self.admission.aggregation.name().into(),
             nccl_timeout_s: self.admission.nccl_timeout_s,
         };
-        tx.send(message(coordinator_message::Body::Welcome(welcome)))
+        if tx
+            .send(message(coordinator_message::Body::Welcome(welcome)))
             .await
-            .map_err(|_| Status::unavailable("the coordinator is shutting down"))?;
-        let (in_tx, in_rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let next = match inbound.message().await {
-                    Ok(Some(m)) => Inbound::Message(Instant::now(), m),
-                    Ok(None) => Inbound::Lost("it closed its stream".into()),
-                    Err(s) => Inbound::Lost(format!("its stream failed: {}", s.message())),
-                };
-                let lost = matches!(next, Inbound::Lost(_));
-                if in_tx.send(next).await.is_err() || lost {
-                    break;
-                }
-            }
-        });
+            .is_err()
+        {
+            self.ranks.release(rank, session);
+            return Err(Status::unavailable("the coordinator is shutting down"));
+        }
         tracing::info!(rank, %peer, device = %join.device, threads = join.threads, shm, "worker joined");
         let link = WorkerLink {
+            session,
             rank,
             peer,
             join,
             shm,
             to_worker: tx,
-            from_worker: in_rx,
         };
-        self.links
-            .send(link)
-            .await
-            .map_err(|_| Status::unavailable("the coordinator no longer admits workers"))?;
+        if self.events.send(Event::Joined(link)).await.is_err() {
+            self.ranks.release(rank, session);
+            return Err(Status::unavailable(
+                "the coordinator no longer admits workers",
+            ));
+        }
+        // Every message goes to the engine in arrival order; the end of the stream frees the
+        // rank for a replacement.
+        let (events, ranks) = (self.events.clone(), self.ranks.clone());
+        tokio::spawn(async move {
+            let why = loop {
+                match inbound.message().await {
+                    Ok(Some(message)) => {
+                        let event = Event::Message {
+                            session,
+                            at: Instant::now(),
+                            message,
+                        };
+                        if events.send(event).await.is_err() {
+                            break "the coordinator stopped listening".to_string();
+                        }
+                    }
+                    Ok(None) => break "it closed its stream".to_string(),
+                    Err(s) => break format!("its stream failed: {}", s.message()),
+                }
+            };
+            ranks.release(rank, session);
+            let _ = events.send(Event::Ended { session, why }).await;
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -235,10 +237,13 @@ impl Cluster for CoordinatorService {
 /// Serves the cluster, the standard health service and server reflection on `listener` until
 /// `shutdown` completes. Health and reflection answer without the token so that Kubernetes
 /// probes and stock gRPC tools work.
+/// `keepalive` is the HTTP/2 PING interval: a worker that does not answer two of them in a row
+/// (a vanished host, a stopped process) has its session ended.
 pub async fn serve(
     listener: TcpListener,
     service: CoordinatorService,
     token: &str,
+    keepalive: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ClusterError> {
     let peer = listener
@@ -259,6 +264,8 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(2 * keepalive))
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .tcp_nodelay(true)

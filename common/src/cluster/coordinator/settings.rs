@@ -26,12 +26,25 @@ pub struct ClusterArgs {
     /// Device of the local workers: cpu, or cuda:K with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Seconds to wait for all workers to join.
-    #[arg(long, default_value_t = 120)]
+    /// Seconds to wait for all workers to join at the start, and for replacements when fewer
+    /// than --min-workers remain.
+    #[arg(long, env = "SIAMESE_JOIN_TIMEOUT", default_value_t = 120)]
     pub join_timeout: u64,
-    /// Seconds to wait for any worker's answer to a task before the run stops.
-    #[arg(long, default_value_t = 120)]
+    /// Seconds a worker has to answer a task; one that does not is declared lost and its share
+    /// recomputed by the others.
+    #[arg(long, env = "SIAMESE_STEP_TIMEOUT", default_value_t = 120)]
     pub step_timeout: u64,
+    /// The run goes on while at least this many workers remain; below it, it waits up to
+    /// --join-timeout for replacements, then stops (its checkpoint keeps everything).
+    #[arg(long, env = "SIAMESE_MIN_WORKERS", default_value_t = 1)]
+    pub min_workers: usize,
+    /// Start a new local worker whenever one is lost (not with --no-spawn).
+    #[arg(long, env = "SIAMESE_RESPAWN")]
+    pub respawn: bool,
+    /// Seconds between HTTP/2 keepalive PINGs; a worker that misses two in a row (a vanished
+    /// host, a stopped process) is declared lost.
+    #[arg(long, env = "SIAMESE_KEEPALIVE", default_value_t = 3)]
+    pub keepalive: u64,
     /// Write the bound address (host:port) to this file once serving (for scripts and tests).
     #[arg(long)]
     pub address_file: Option<PathBuf>,

@@ -4,9 +4,28 @@ use std::time::Instant;
 
 use crate::results::{StepTiming, WorkerTiming};
 
-/// Step-time bookkeeping of a [`super::ClusterEngine`].
+/// One answer of a step, as the clock needs it.
+pub(crate) struct Arrival<'a> {
+    /// The session that answered.
+    pub session: u64,
+    /// Its rank.
+    pub rank: u32,
+    /// Its peer name.
+    pub peer: &'a str,
+    /// When its task could start.
+    pub started: Instant,
+    /// When its answer arrived.
+    pub at: Instant,
+    /// Compute seconds it reported.
+    pub compute: f64,
+}
+
+/// Step-time bookkeeping of a [`super::ClusterEngine`], per worker session (a worker that
+/// rejoins is a new row).
 pub(crate) struct StepClock {
-    per_worker: Vec<WorkerTiming>,
+    per_worker: Vec<(u64, WorkerTiming)>,
+    /// Rows that took part in the current step.
+    in_step: Vec<usize>,
     /// When the current weights were queued for every worker.
     weights_sent: Instant,
     /// When the last gradient of the current step arrived.
@@ -19,10 +38,11 @@ pub(crate) struct StepClock {
 }
 
 impl StepClock {
-    /// A clock for these workers.
-    pub(crate) fn new(per_worker: Vec<WorkerTiming>) -> Self {
+    /// A clock with no rows yet.
+    pub(crate) fn new() -> Self {
         StepClock {
-            per_worker,
+            per_worker: Vec::new(),
+            in_step: Vec::new(),
             weights_sent: Instant::now(),
             last_arrival: None,
             handed_over: None,
@@ -30,21 +50,47 @@ impl StepClock {
         }
     }
 
-    /// When the current weights were queued.
-    pub(crate) fn weights_sent(&self) -> Instant {
-        self.weights_sent
+    fn row(&mut self, session: u64, rank: u32, peer: &str) -> usize {
+        match self.per_worker.iter().position(|(s, _)| *s == session) {
+            Some(i) => i,
+            None => {
+                let timing = WorkerTiming {
+                    rank,
+                    peer: peer.to_string(),
+                    ..WorkerTiming::default()
+                };
+                self.per_worker.push((session, timing));
+                self.per_worker.len() - 1
+            }
+        }
     }
 
-    /// Records a step's gradients: `(worker index, arrival, compute the worker reported)`, for
-    /// shards that could start at `sent`.
-    pub(crate) fn arrivals(&mut self, sent: Instant, arrivals: &[(usize, Instant, f64)]) {
-        let last = arrivals.iter().map(|a| a.1).max().unwrap_or(sent);
-        for &(w, at, compute) in arrivals {
-            let t = &mut self.per_worker[w];
+    /// Records a step's answers. A worker's compute is what it reported for all its tasks of
+    /// the step; its transfer is the rest of the time from its first task's start to its last
+    /// answer; its waiting, the time from its last answer to the step's last.
+    pub(crate) fn arrivals(&mut self, answers: &[Arrival<'_>]) {
+        let Some(last) = answers.iter().map(|a| a.at).max() else {
+            return;
+        };
+        self.in_step.clear();
+        for a in answers {
+            let row = self.row(a.session, a.rank, a.peer);
+            if !self.in_step.contains(&row) {
+                self.in_step.push(row);
+            }
+        }
+        for &row in &self.in_step {
+            let session = self.per_worker[row].0;
+            let mine: Vec<&Arrival<'_>> = answers.iter().filter(|a| a.session == session).collect();
+            let compute: f64 = mine.iter().map(|a| a.compute).sum();
+            let first = mine.iter().map(|a| a.started).min().unwrap_or(last);
+            let done = mine.iter().map(|a| a.at).max().unwrap_or(last);
+            let t = &mut self.per_worker[row].1;
             t.steps += 1;
             t.compute_s += compute;
-            t.transfer_s += (at.saturating_duration_since(sent).as_secs_f64() - compute).max(0.0);
-            t.waiting_s += last.saturating_duration_since(at).as_secs_f64();
+            t.transfer_s +=
+                (done.saturating_duration_since(first).as_secs_f64() - compute).max(0.0);
+            t.waiting_s += last.saturating_duration_since(done).as_secs_f64();
         }
         self.last_arrival = Some(last);
     }
@@ -79,15 +125,15 @@ impl StepClock {
                 .weights_sent
                 .saturating_duration_since(last)
                 .as_secs_f64();
-            self.per_worker
-                .iter_mut()
-                .for_each(|t| t.aggregation_s += idle);
+            for &row in &self.in_step {
+                self.per_worker[row].1.aggregation_s += idle;
+            }
         }
     }
 
     /// The split so far.
     pub(crate) fn timing(&self) -> StepTiming {
-        StepTiming::from_workers(self.per_worker.clone())
+        StepTiming::from_workers(self.per_worker.iter().map(|(_, t)| t.clone()).collect())
     }
 
     /// Logs the coordinator's own share of aggregation.

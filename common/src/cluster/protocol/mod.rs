@@ -7,7 +7,7 @@ pub mod shm;
 pub mod transport;
 pub mod wire;
 
+pub use crate::model::MODEL_VERSION;
+
 /// Version of `proto/cluster.proto`; a worker of another version is refused at join.
-pub const PROTOCOL_VERSION: u32 = 2;
-/// Version of the model's parameter layout and maths; replicas must agree on it.
-pub const MODEL_VERSION: &str = "sn-lenet5/1";
+pub const PROTOCOL_VERSION: u32 = 3;

@@ -8,7 +8,9 @@
 //! another host cannot, and keeps the gRPC payloads.
 //!
 //! Layout: a 64-byte header (magic, nonce, parameter count, slot count, weights version), the
-//! weights, then one gradient slot per rank. The weights version is a seqlock: the writer marks
+//! weights, then the gradient slots the coordinator hands out (two per worker, more for
+//! replacements; a lost worker's slots are never handed out again, so a stopped worker that wakes
+//! up cannot write into another's gradient). The weights version is a seqlock: the writer marks
 //! it `WRITING` before it copies and stores the new version after, so a reader can tell a torn
 //! copy from a whole one.
 
@@ -65,6 +67,28 @@ fn random_u64() -> Result<u64, ClusterError> {
     Ok(u64::from_le_bytes(b))
 }
 
+/// Removes the files of coordinators that are no longer running (killed before they could
+/// remove their own), so a crash leaves nothing behind past the next run on the host.
+fn remove_orphans(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("siamese-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn region_len(params: usize, slots: usize) -> usize {
     HEADER + (1 + slots) * params * 4
 }
@@ -80,6 +104,7 @@ impl SharedRegion {
         } else {
             std::env::temp_dir()
         };
+        remove_orphans(&dir);
         let path = dir.join(format!("siamese-{}-{nonce:016x}", std::process::id()));
         let mut options = OpenOptions::new();
         options.read(true).write(true).create_new(true);
@@ -160,13 +185,12 @@ impl SharedRegion {
         self.params
     }
 
-    /// Number of gradient slots (one per rank).
+    /// Number of gradient slots.
     pub fn slots(&self) -> usize {
         self.slots
     }
 
-    /// Removes the file's name; the mappings stay valid. Called once every worker has mapped it,
-    /// so that nothing is left behind however the run ends.
+    /// Removes the file's name; the mappings stay valid (the owner does it when dropped).
     pub fn unlink(&mut self) {
         if self.owner {
             let _ = std::fs::remove_file(&self.path);
@@ -212,28 +236,28 @@ impl SharedRegion {
         self.version().load(Ordering::Relaxed) == version
     }
 
-    /// Writes this rank's gradient (worker), before it tells the coordinator by message.
-    pub fn write_gradient(&mut self, rank: usize, grad: &[f32]) -> Result<(), ClusterError> {
-        if rank >= self.slots || grad.len() != self.params {
+    /// Writes a gradient into `slot` (worker), before it tells the coordinator by message.
+    pub fn write_gradient(&mut self, slot: usize, grad: &[f32]) -> Result<(), ClusterError> {
+        if slot >= self.slots || grad.len() != self.params {
             return Err(shm_error(
                 &self.path,
                 format!(
-                    "no slot for rank {rank} with {} values ({} slots of {})",
+                    "no slot {slot} for {} values ({} slots of {})",
                     grad.len(),
                     self.slots,
                     self.params
                 ),
             ));
         }
-        self.floats_mut(1 + rank).copy_from_slice(grad);
+        self.floats_mut(1 + slot).copy_from_slice(grad);
         fence(Ordering::Release);
         Ok(())
     }
 
-    /// A rank's gradient (coordinator), valid once its result message has arrived.
-    pub fn gradient(&self, rank: usize) -> Option<&[f32]> {
+    /// The gradient in `slot` (coordinator), valid once its result message has arrived.
+    pub fn gradient(&self, slot: usize) -> Option<&[f32]> {
         fence(Ordering::Acquire);
-        (rank < self.slots).then(|| self.floats(1 + rank))
+        (slot < self.slots).then(|| self.floats(1 + slot))
     }
 }
 

@@ -1,10 +1,10 @@
-//! The worker's side of the cluster: the session with the coordinator, the task loop that
-//! computes shards on the replica, and, for replicas that step Adam themselves, the reducer
-//! their gradients meet through.
+//! The worker's side of the cluster: the session with the coordinator (and reconnecting when it
+//! goes away), the task loop that computes blocks on the replica, and NCCL's reducer for
+//! replicas that all-reduce among themselves.
 
 mod device;
 mod nccl_join;
-mod reducer;
+mod nccl_reducer;
 mod session;
 mod task_loop;
 #[cfg(feature = "nccl")]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use candle_core::Device;
 use tokio::sync::mpsc;
 
-use super::reducer::Reducer;
+use super::nccl_reducer::NcclReducer;
 use crate::cluster::ClusterError;
 use crate::cluster::protocol::proto::{CoordinatorMessage, Welcome, WorkerMessage, worker_message};
 
@@ -19,7 +19,7 @@ pub(super) async fn nccl_rendezvous(
     limit: Duration,
     inbound: &mut tonic::Streaming<CoordinatorMessage>,
     out: &mpsc::Sender<WorkerMessage>,
-) -> Result<Reducer, ClusterError> {
+) -> Result<NcclReducer, ClusterError> {
     use crate::cluster::nccl::{NcclGroup, unique_id};
     use crate::cluster::protocol::proto::{NcclId, NcclReady, coordinator_message};
     let send = |body| async move {
@@ -62,7 +62,7 @@ pub(super) async fn nccl_rendezvous(
     }))
     .await?;
     tracing::info!(rank, world, "NCCL communicator formed");
-    Ok(Reducer::Nccl(
+    Ok(NcclReducer::new(
         group,
         super::watchdog::Watchdog::start(limit),
     ))
@@ -76,7 +76,7 @@ pub(super) async fn nccl_rendezvous(
     _limit: Duration,
     inbound: &mut tonic::Streaming<CoordinatorMessage>,
     out: &mpsc::Sender<WorkerMessage>,
-) -> Result<Reducer, ClusterError> {
+) -> Result<NcclReducer, ClusterError> {
     let message = "this worker was built without NCCL: rebuild it with `cargo build --release --features nccl` (see ../shared/gpu/README.md)".to_string();
     let _ = out
         .send(WorkerMessage {

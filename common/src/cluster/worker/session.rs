@@ -1,18 +1,21 @@
-//! A worker's session with the coordinator: connect, learn the run, load its data, join (and
-//! prove the same data), set up the reducer, then hand the stream to the task loop until Stop.
+//! A worker's sessions with the coordinator: connect, learn the run, load its data (once), join
+//! (showing the data's digest), set up NCCL if the run uses it, then hand the stream to the task
+//! loop until Stop. When the coordinator goes away (killed, restarted from its checkpoint, or it
+//! declared this worker lost), the worker reconnects with backoff for up to its reconnect
+//! window and joins again as a new session; the coordinator gives it the run's state.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use candle_core::Device;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use super::device::parse_device;
 use super::nccl_join::nccl_rendezvous;
-use super::reducer::Reducer;
-use super::task_loop::TaskRunner;
+use super::task_loop::{SessionEnd, TaskRunner};
 use crate::aggregation::{Aggregation, OptimizerState};
 use crate::cluster::ClusterError;
 use crate::cluster::protocol::auth::AddToken;
@@ -25,7 +28,7 @@ use crate::cluster::protocol::transport::{
     CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES,
 };
 use crate::cluster::protocol::{MODEL_VERSION, PROTOCOL_VERSION};
-use crate::data::{DatasetKind, obtain_dataset};
+use crate::data::{Dataset, DatasetKind, obtain_dataset};
 use crate::model::ModelSpec;
 use crate::train::Replica;
 
@@ -44,8 +47,81 @@ pub struct WorkerOptions {
     pub data_dir: Option<PathBuf>,
     /// How long to keep retrying the first connection.
     pub connect_timeout: Duration,
+    /// How long to keep trying to get back into the run once it was joined and then lost.
+    pub reconnect_timeout: Duration,
+    /// HTTP/2 PING interval: a coordinator that misses two in a row is gone.
+    pub keepalive: Duration,
     /// The rank to ask for (the coordinator picks one when absent).
     pub rank: Option<u32>,
+}
+
+/// Longest wait between two attempts to reach the coordinator.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Why a session ended, and whether another may succeed.
+enum Attempt {
+    /// The run is over for this worker.
+    Done,
+    /// The coordinator was unreachable or went away; try again.
+    Retry(String),
+}
+
+/// Whether an error means "try again later" (the coordinator is not reachable yet, restarted,
+/// or asked this worker to come back) rather than "this worker cannot take part".
+fn retryable(e: &ClusterError) -> bool {
+    match e {
+        ClusterError::Transport { .. } | ClusterError::RefusedForNow(_) => true,
+        ClusterError::Status { status, .. } => matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+                | tonic::Code::Internal
+                | tonic::Code::DeadlineExceeded
+        ),
+        _ => false,
+    }
+}
+
+/// Joins the coordinator and serves tasks until it says stop, reconnecting when it goes away.
+pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
+    let device = parse_device(&opts.device)?;
+    let mut data: Option<Arc<Dataset>> = None;
+    let mut joined_once = false;
+    let mut since = Instant::now();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let mut joined = false;
+        let why = match session(&opts, &device, &mut data, &mut joined).await {
+            Ok(Attempt::Done) => return Ok(()),
+            Ok(Attempt::Retry(why)) => why,
+            Err(e) if retryable(&e) => e.to_string(),
+            Err(e) => return Err(e),
+        };
+        if joined {
+            // A session that got into the run restarts the window and the backoff.
+            joined_once = true;
+            since = Instant::now();
+            backoff = Duration::from_millis(200);
+        }
+        let window = match joined_once {
+            true => opts.reconnect_timeout,
+            false => opts.connect_timeout,
+        };
+        if since.elapsed() >= window {
+            return Err(ClusterError::Timeout {
+                what: format!("the coordinator at {} ({why})", opts.coordinator),
+                secs: window.as_secs(),
+            });
+        }
+        if joined {
+            tracing::warn!(%why, "lost the coordinator; reconnecting");
+        } else {
+            tracing::debug!(%why, "the coordinator is not reachable yet");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
 }
 
 async fn connect(opts: &WorkerOptions) -> Result<Channel, ClusterError> {
@@ -55,26 +131,46 @@ async fn connect(opts: &WorkerOptions) -> Result<Channel, ClusterError> {
         })?
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .http2_keep_alive_interval(opts.keepalive)
+        .keep_alive_timeout(2 * opts.keepalive)
+        .keep_alive_while_idle(true)
+        .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
-    let deadline = Instant::now() + opts.connect_timeout;
-    loop {
-        match endpoint.connect().await {
-            Ok(ch) => return Ok(ch),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(ClusterError::Transport {
-                    peer: opts.coordinator.clone(),
-                    source: e,
-                });
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+    endpoint
+        .connect()
+        .await
+        .map_err(|source| ClusterError::Transport {
+            peer: opts.coordinator.clone(),
+            source,
+        })
 }
 
-/// Joins the coordinator and serves tasks until it says stop.
-pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
-    let device = parse_device(&opts.device)?;
-    let channel = connect(&opts).await?;
+/// The dataset the run names, loaded once and kept across sessions.
+async fn dataset(
+    kind: DatasetKind,
+    opts: &WorkerOptions,
+    cache: &mut Option<Arc<Dataset>>,
+) -> Result<Arc<Dataset>, ClusterError> {
+    if let Some(d) = cache.as_ref().filter(|d| d.kind == kind) {
+        return Ok(d.clone());
+    }
+    let data_dir = opts.data_dir.clone();
+    let loaded = tokio::task::spawn_blocking(move || obtain_dataset(kind, data_dir.as_deref()))
+        .await
+        .map_err(|e| ClusterError::Setup(format!("the dataset loader stopped: {e}")))??;
+    let loaded = Arc::new(loaded);
+    *cache = Some(loaded.clone());
+    Ok(loaded)
+}
+
+/// One session; `joined` is set once the coordinator admitted this worker.
+async fn session(
+    opts: &WorkerOptions,
+    device: &Device,
+    cache: &mut Option<Arc<Dataset>>,
+    joined: &mut bool,
+) -> Result<Attempt, ClusterError> {
+    let channel = connect(opts).await?;
     let auth = AddToken::new(opts.token.as_deref())
         .map_err(|s| ClusterError::Setup(s.message().to_string()))?;
     let mut client = ClusterClient::with_interceptor(channel, auth)
@@ -92,12 +188,7 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
         )));
     }
     let kind: DatasetKind = info.dataset.parse()?;
-    let data_dir = opts.data_dir.clone();
-    let dataset = tokio::task::spawn_blocking(move || obtain_dataset(kind, data_dir.as_deref()))
-        .await
-        .map_err(|e| ClusterError::Setup(format!("the dataset loader stopped: {e}")))??;
-    let dataset = Arc::new(dataset);
-    let digest = dataset.digest();
+    let data = dataset(kind, opts, cache).await?;
     // A file that is not there (another host) or not ours just means payloads over gRPC.
     let shm = match info.shm_path.as_str() {
         "" => None,
@@ -111,7 +202,7 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
         protocol_version: PROTOCOL_VERSION,
         model_version: MODEL_VERSION.into(),
         dataset: kind.name().into(),
-        data_digest: digest,
+        data_digest: data.digest(),
         device: opts.device.clone(),
         threads: opts.threads as u32,
         host: hostname(),
@@ -130,6 +221,10 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
         .await
         .map_err(ClusterError::status("Session"))?
         .into_inner();
+    let protocol = |what: String| ClusterError::Protocol {
+        peer: opts.coordinator.clone(),
+        what,
+    };
     let welcome = match inbound
         .message()
         .await
@@ -141,21 +236,21 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
         Some(CoordinatorMessage {
             body: Some(coordinator_message::Body::Refusal(r)),
         }) => {
-            return Err(ClusterError::Refused(r.reason));
-        }
-        _ => {
-            let what = "the session did not start with Welcome or Refusal".into();
-            return Err(ClusterError::Protocol {
-                peer: opts.coordinator.clone(),
-                what,
+            return Err(match r.retry {
+                true => ClusterError::RefusedForNow(r.reason),
+                false => ClusterError::Refused(r.reason),
             });
         }
+        None => return Ok(Attempt::Retry("the coordinator closed the session".into())),
+        _ => {
+            return Err(protocol(
+                "the session did not start with Welcome or Refusal".into(),
+            ));
+        }
     };
-    let spec: ModelSpec =
-        serde_json::from_str(&welcome.model_spec_json).map_err(|e| ClusterError::Protocol {
-            peer: opts.coordinator.clone(),
-            what: format!("bad model spec: {e}"),
-        })?;
+    *joined = true;
+    let spec: ModelSpec = serde_json::from_str(&welcome.model_spec_json)
+        .map_err(|e| protocol(format!("bad model spec: {e}")))?;
     tracing::info!(
         rank = welcome.rank,
         world = welcome.world_size,
@@ -164,68 +259,51 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
     );
     let shm = match (shm, welcome.shm) {
         (Some(region), true) => {
-            if region.params() != spec.num_params() || welcome.rank as usize >= region.slots() {
-                return Err(ClusterError::Protocol {
-                    peer: opts.coordinator.clone(),
-                    what: format!(
-                        "the shared file holds {} slots of {} values, this worker is rank {} of a model with {}",
-                        region.slots(),
-                        region.params(),
-                        welcome.rank,
-                        spec.num_params()
-                    ),
-                });
+            if region.params() != spec.num_params() {
+                return Err(protocol(format!(
+                    "the shared file holds vectors of {} values, the model has {}",
+                    region.params(),
+                    spec.num_params()
+                )));
             }
-            Some((region, welcome.rank as usize))
+            Some(region)
         }
         (None, true) => {
-            let what = "it offered shared memory this worker never mapped".into();
-            return Err(ClusterError::Protocol {
-                peer: opts.coordinator.clone(),
-                what,
-            });
+            return Err(protocol(
+                "it offered shared memory this worker never mapped".into(),
+            ));
         }
         (_, false) => None,
     };
-
-    let aggregation =
-        Aggregation::from_name(&welcome.aggregation).ok_or_else(|| ClusterError::Protocol {
-            peer: opts.coordinator.clone(),
-            what: format!("unknown aggregation {:?}", welcome.aggregation),
-        })?;
+    let aggregation = Aggregation::from_name(&welcome.aggregation)
+        .ok_or_else(|| protocol(format!("unknown aggregation {:?}", welcome.aggregation)))?;
     let reducer = match aggregation {
-        Aggregation::CentralAdam => None,
-        Aggregation::Allreduce => Some(Reducer::SumOnCoordinator),
         Aggregation::Nccl => {
             let limit = Duration::from_secs(u64::from(welcome.nccl_timeout_s));
-            let group = nccl_rendezvous(&welcome, &device, limit, &mut inbound, &out_tx).await?;
-            Some(group)
+            Some(nccl_rendezvous(&welcome, device, limit, &mut inbound, &out_tx).await?)
         }
+        Aggregation::CentralAdam | Aggregation::Allreduce => None,
     };
-    // Replicas that step Adam themselves hold its state; the first Weights message sets the
-    // weights.
-    let replicated = match reducer {
-        Some(reducer) => {
+    // Replicas that step Adam themselves hold its state; the coordinator's State message
+    // fills it in.
+    let optimizer = match aggregation.replicated() {
+        true => {
             let cfg: crate::config::TrainConfig = serde_json::from_str(&welcome.config_json)
-                .map_err(|e| ClusterError::Protocol {
-                    peer: opts.coordinator.clone(),
-                    what: format!("bad run configuration: {e}"),
-                })?;
-            let state = OptimizerState::new(vec![0.0; spec.num_params()], cfg.lr);
-            Some((state, reducer))
+                .map_err(|e| protocol(format!("bad run configuration: {e}")))?;
+            Some(OptimizerState::new(vec![0.0; spec.num_params()], cfg.lr))
         }
-        None => None,
+        false => None,
     };
-    let replica = Replica::new(spec, &spec.init(0), &device)?;
-    let runner = TaskRunner::new(replica, device, &dataset, shm, replicated);
-    let stopped = runner.serve(&mut inbound, out_tx).await?;
-    if !stopped {
-        return Err(ClusterError::Protocol {
-            peer: opts.coordinator,
-            what: "the coordinator ended the session without Stop".into(),
-        });
+    let replica = Replica::new(spec, &spec.init(0), device)?;
+    let runner = TaskRunner::new(replica, device.clone(), &data, shm, (optimizer, reducer));
+    match runner.serve(&mut inbound, out_tx).await {
+        Ok(SessionEnd::Stopped) => Ok(Attempt::Done),
+        Ok(SessionEnd::Dropped) => Ok(Attempt::Retry(
+            "the coordinator ended the session without Stop".into(),
+        )),
+        Err(e) if retryable(&e) => Ok(Attempt::Retry(e.to_string())),
+        Err(e) => Err(e),
     }
-    Ok(())
 }
 
 /// Runs [`run_worker`] the way the `worker` binary does: a single-threaded runtime inside a

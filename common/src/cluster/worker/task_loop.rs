@@ -1,6 +1,6 @@
-//! The worker's task loop: weights and tasks in stream order, each task once the weights it
-//! names are loaded, on the calling thread (computing blocks it, which is the point: nothing
-//! else runs in a worker).
+//! The worker's task loop: the run's state, its updates and the tasks in stream order, each task
+//! once the weights it names are loaded, on the calling thread (computing blocks it, which is the
+//! point: nothing else runs in a worker).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -8,15 +8,15 @@ use std::time::Instant;
 use candle_core::Device;
 use tokio::sync::mpsc;
 
-use super::reducer::Reducer;
+use super::nccl_reducer::NcclReducer;
 use crate::aggregation::{OptimizerState, weights_digest};
 use crate::cluster::ClusterError;
 use crate::cluster::protocol::proto::{
     CoordinatorMessage, DigestResult, EmbedResult, GradientResult, GradientTask, ImageSet,
-    ReducedGradient, Task, Weights, WeightsResult, WorkerError, WorkerMessage, coordinator_message,
-    task, worker_message,
+    ReducedGradient, ReplicaState, StateResult, Task, Weights, WorkerError, WorkerMessage,
+    coordinator_message, task, worker_message,
 };
-use crate::cluster::protocol::shm::SharedRegion;
+use crate::cluster::protocol::shm::{REDUCED, SharedRegion};
 use crate::cluster::protocol::wire::{decode_f32, encode_f32};
 use crate::data::Dataset;
 use crate::pairs::Pair;
@@ -29,11 +29,13 @@ fn from_coordinator(what: impl Into<String>) -> ClusterError {
     }
 }
 
-/// A replicated gradient step waiting for its reduction.
-struct Unreduced {
-    task: u64,
-    grad: Vec<f32>,
-    global_pairs: usize,
+/// How a session ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The coordinator said Stop: the run is over for this worker.
+    Stopped,
+    /// The stream ended without Stop: the coordinator went away (or closed this session).
+    Dropped,
 }
 
 /// One worker's replica and the state of its task stream.
@@ -41,25 +43,28 @@ pub struct TaskRunner<'a> {
     replica: Replica,
     device: Device,
     data: &'a Dataset,
-    shm: Option<(SharedRegion, usize)>,
-    version: u64,
+    shm: Option<SharedRegion>,
+    /// The weights version loaded; none before the first Weights or State.
+    version: Option<u64>,
     pending: VecDeque<Task>,
     scratch: Vec<f32>,
-    /// This replica's own optimizer and the reducer its gradients meet through, when it steps
-    /// Adam itself (allreduce, nccl).
-    replicated: Option<(OptimizerState, Reducer)>,
+    /// This replica's own Adam, when it steps it (allreduce, nccl).
+    optimizer: Option<OptimizerState>,
+    /// NCCL runs: the group its gradients are all-reduced in.
+    reducer: Option<NcclReducer>,
     /// Idle (waiting for the coordinator), applying weights, computing, sending: logged at the end.
     times: [f64; 4],
 }
 
 impl<'a> TaskRunner<'a> {
-    /// A runner for `replica`; `replicated` when this replica steps Adam itself.
+    /// A runner for `replica`; `optimizer` when this replica steps Adam itself, `reducer` when
+    /// it all-reduces through NCCL.
     pub fn new(
         replica: Replica,
         device: Device,
         data: &'a Dataset,
-        shm: Option<(SharedRegion, usize)>,
-        replicated: Option<(OptimizerState, Reducer)>,
+        shm: Option<SharedRegion>,
+        (optimizer, reducer): (Option<OptimizerState>, Option<NcclReducer>),
     ) -> Self {
         let n = replica.network().spec().num_params();
         TaskRunner {
@@ -67,21 +72,22 @@ impl<'a> TaskRunner<'a> {
             device,
             data,
             shm,
-            version: 0,
+            version: None,
             pending: VecDeque::new(),
             scratch: vec![0.0; n],
-            replicated,
+            optimizer,
+            reducer,
             times: [0.0; 4],
         }
     }
 
-    /// Serves until Stop (returns true) or the end of the stream (false).
+    /// Serves until Stop or the end of the stream.
     pub async fn serve(
         mut self,
         inbound: &mut tonic::Streaming<CoordinatorMessage>,
         out: mpsc::Sender<WorkerMessage>,
-    ) -> Result<bool, ClusterError> {
-        let stopped = self.serve_inner(inbound, &out).await;
+    ) -> Result<SessionEnd, ClusterError> {
+        let end = self.serve_inner(inbound, &out).await;
         let [idle, apply, compute, send] = self.times;
         tracing::info!(
             idle_s = idle,
@@ -90,7 +96,7 @@ impl<'a> TaskRunner<'a> {
             send_s = send,
             "worker time split"
         );
-        stopped
+        end
     }
 
     async fn next(
@@ -98,10 +104,10 @@ impl<'a> TaskRunner<'a> {
         inbound: &mut tonic::Streaming<CoordinatorMessage>,
     ) -> Result<Option<coordinator_message::Body>, ClusterError> {
         let waited = Instant::now();
-        let msg = inbound.message().await.map_err(|s| ClusterError::Status {
-            call: "Session",
-            status: Box::new(s),
-        })?;
+        let msg = inbound
+            .message()
+            .await
+            .map_err(ClusterError::status("Session"))?;
         self.times[0] += waited.elapsed().as_secs_f64();
         Ok(msg.and_then(|m| m.body))
     }
@@ -110,150 +116,145 @@ impl<'a> TaskRunner<'a> {
         &mut self,
         inbound: &mut tonic::Streaming<CoordinatorMessage>,
         out: &mpsc::Sender<WorkerMessage>,
-    ) -> Result<bool, ClusterError> {
+    ) -> Result<SessionEnd, ClusterError> {
         loop {
+            let start = Instant::now();
             match self.next(inbound).await? {
-                None => return Ok(false),
+                None => return Ok(SessionEnd::Dropped),
                 Some(coordinator_message::Body::Stop(s)) => {
                     tracing::info!(reason = %s.reason, "stopping");
-                    return Ok(true);
+                    return Ok(SessionEnd::Stopped);
                 }
                 Some(coordinator_message::Body::Weights(w)) => self.load_weights(w)?,
+                Some(coordinator_message::Body::State(s)) => self.load_state(s)?,
+                Some(coordinator_message::Body::Reduced(r)) => self.apply_reduced(r)?,
                 Some(coordinator_message::Body::Task(t)) => self.pending.push_back(t),
-                Some(coordinator_message::Body::Reduced(r)) => {
-                    return Err(from_coordinator(format!(
-                        "a reduced gradient for task {} that is not in flight",
-                        r.task_id
-                    )));
-                }
                 Some(_) => return Err(from_coordinator("an unexpected message mid-run")),
             }
-            while self
-                .pending
-                .front()
-                .is_some_and(|t| t.weights_version <= self.version)
-            {
+            self.times[1] += start.elapsed().as_secs_f64();
+            while let Some(version) = self.version {
+                if self
+                    .pending
+                    .front()
+                    .is_none_or(|t| t.weights_version > version)
+                {
+                    break;
+                }
                 let Some(t) = self.pending.pop_front() else {
                     break;
                 };
                 let start = Instant::now();
-                let (reply, unreduced) = self.run_task(t);
+                let reply = self.run_task(t);
                 let sending = Instant::now();
                 self.times[2] += sending.duration_since(start).as_secs_f64();
                 if out.send(reply).await.is_err() {
-                    return Ok(false);
+                    return Ok(SessionEnd::Dropped);
                 }
                 self.times[3] += sending.elapsed().as_secs_f64();
-                if let Some(u) = unreduced
-                    && !self.reduce(u, inbound).await?
-                {
-                    return Ok(true);
-                }
             }
         }
     }
 
+    fn decode_params(&self, bytes: &[u8], what: &str) -> Result<Vec<f32>, ClusterError> {
+        match decode_f32(bytes) {
+            Some(v) if v.len() == self.scratch.len() => Ok(v),
+            Some(v) => Err(from_coordinator(format!(
+                "{} {what} for a model of {}",
+                v.len(),
+                self.scratch.len()
+            ))),
+            None => Err(from_coordinator(format!("{what} of odd byte length"))),
+        }
+    }
+
+    /// New weights for a replica whose Adam is the coordinator's.
     fn load_weights(&mut self, w: Weights) -> Result<(), ClusterError> {
-        let start = Instant::now();
+        if self.optimizer.is_some() {
+            return Err(from_coordinator(
+                "bare weights for a replica that steps Adam itself",
+            ));
+        }
         let loaded = match (&self.shm, w.in_shm) {
             // A stale message: newer weights (and their message) are on the way.
-            (Some((region, _)), true) => region.read_weights(w.version, &mut self.scratch),
+            (Some(region), true) => region.read_weights(w.version, &mut self.scratch),
             (None, true) => {
                 return Err(from_coordinator(
                     "weights in shared memory this worker has not mapped",
                 ));
             }
             (_, false) => {
-                let values = decode_f32(&w.values)
-                    .ok_or_else(|| from_coordinator("weights of odd byte length"))?;
-                if values.len() != self.scratch.len() {
-                    return Err(from_coordinator(format!(
-                        "{} weights for a model of {}",
-                        values.len(),
-                        self.scratch.len()
-                    )));
-                }
-                self.scratch = values;
+                self.scratch = self.decode_params(&w.values, "weights")?;
                 true
             }
         };
         if loaded {
             self.replica.set_weights(&self.scratch)?;
-            if let Some((state, _)) = &mut self.replicated {
-                state.params.copy_from_slice(&self.scratch);
-            }
-            self.version = w.version;
+            self.version = Some(w.version);
         }
-        self.times[1] += start.elapsed().as_secs_f64();
         Ok(())
     }
 
-    /// Completes a replicated step: the mean gradient from the reducer (NCCL here, or the
-    /// coordinator's message, queueing the tasks that arrive meanwhile), then Adam. Returns
-    /// false when the coordinator said Stop instead.
-    async fn reduce(
-        &mut self,
-        u: Unreduced,
-        inbound: &mut tonic::Streaming<CoordinatorMessage>,
-    ) -> Result<bool, ClusterError> {
-        let Some((_, reducer)) = &self.replicated else {
-            return Ok(true);
-        };
-        let mean = match reducer.local_mean(&u.grad, u.global_pairs, &self.device)? {
-            Some(mean) => mean,
-            None => loop {
-                match self.next(inbound).await? {
-                    Some(coordinator_message::Body::Reduced(r)) if r.task_id == u.task => {
-                        break self.reduced_values(r)?;
-                    }
-                    Some(coordinator_message::Body::Task(t)) => self.pending.push_back(t),
-                    Some(coordinator_message::Body::Stop(_)) | None => return Ok(false),
-                    Some(_) => {
-                        return Err(from_coordinator(format!(
-                            "expected the reduced gradient of task {}",
-                            u.task
-                        )));
-                    }
-                }
-            },
-        };
-        if let Some((state, _)) = &mut self.replicated {
-            state.apply(&mean)?;
-            self.replica.set_weights(&state.params)?;
-        }
-        self.version += 1;
-        Ok(true)
-    }
-
-    fn reduced_values(&self, r: ReducedGradient) -> Result<Vec<f32>, ClusterError> {
-        if !r.in_shm {
-            return decode_f32(&r.values)
-                .ok_or_else(|| from_coordinator("a reduced gradient of odd byte length"));
-        }
-        let Some((region, _)) = &self.shm else {
+    /// The whole state of a replica that steps Adam itself (at join, resume or regroup).
+    fn load_state(&mut self, s: ReplicaState) -> Result<(), ClusterError> {
+        let params = self.decode_params(&s.params, "weights")?;
+        let m = self.decode_params(&s.adam_m, "first moments")?;
+        let v = self.decode_params(&s.adam_v, "second moments")?;
+        let Some(optimizer) = &mut self.optimizer else {
             return Err(from_coordinator(
-                "a reduced gradient in shared memory this worker has not mapped",
+                "an optimizer state for a replica whose Adam is the coordinator's",
             ));
         };
-        let mut mean = vec![0.0; region.params()];
-        match region.read_weights(r.shm_version, &mut mean) {
-            true => Ok(mean),
-            false => Err(from_coordinator(format!(
-                "the shared reduced gradient is not at version {:#x}",
-                r.shm_version
-            ))),
-        }
+        optimizer.params = params;
+        optimizer.adam.m = m;
+        optimizer.adam.v = v;
+        optimizer.adam.t = s.version;
+        self.replica.set_weights(&optimizer.params)?;
+        self.version = Some(s.version);
+        Ok(())
     }
 
-    fn run_task(&mut self, t: Task) -> (WorkerMessage, Option<Unreduced>) {
+    /// One step's mean for a replica that steps Adam itself; it must be the next step.
+    fn apply_reduced(&mut self, r: ReducedGradient) -> Result<(), ClusterError> {
+        if self.version.map(|v| v + 1) != Some(r.version) {
+            return Err(from_coordinator(format!(
+                "the mean of step {} for a replica at {:?}",
+                r.version, self.version
+            )));
+        }
+        let mean = match (&self.shm, r.in_shm) {
+            (_, false) => self.decode_params(&r.values, "mean gradient values")?,
+            (None, true) => {
+                return Err(from_coordinator(
+                    "a mean gradient in shared memory this worker has not mapped",
+                ));
+            }
+            (Some(region), true) => {
+                let mut mean = vec![0.0; self.scratch.len()];
+                if !region.read_weights(REDUCED | r.version, &mut mean) {
+                    return Err(from_coordinator(format!(
+                        "the shared mean gradient is not at step {}",
+                        r.version
+                    )));
+                }
+                mean
+            }
+        };
+        let Some(optimizer) = &mut self.optimizer else {
+            return Err(from_coordinator(
+                "a mean gradient for a replica whose Adam is the coordinator's",
+            ));
+        };
+        optimizer.apply(&mean)?;
+        self.replica.set_weights(&optimizer.params)?;
+        self.version = Some(r.version);
+        Ok(())
+    }
+
+    fn run_task(&mut self, t: Task) -> WorkerMessage {
         let start = Instant::now();
         let id = t.id;
-        let mut unreduced = None;
         let body = match t.kind {
-            Some(task::Kind::Gradient(g)) => self.gradient(id, g, start).map(|(body, u)| {
-                unreduced = u;
-                body
-            }),
+            Some(task::Kind::Gradient(g)) => self.gradient(id, t.weights_version, g, start),
             Some(task::Kind::Embed(e)) => {
                 let images = if e.set == ImageSet::Test as i32 {
                     &self.data.test
@@ -280,12 +281,18 @@ impl<'a> TaskRunner<'a> {
                     steps,
                 })
             }),
-            Some(task::Kind::Weights(_)) => self.weights().map(|(w, _)| {
-                worker_message::Body::WeightsResult(WeightsResult {
+            Some(task::Kind::State(_)) => match &self.optimizer {
+                Some(o) => Ok(worker_message::Body::State(StateResult {
                     id,
-                    values: encode_f32(&w),
-                })
-            }),
+                    params: encode_f32(&o.params),
+                    adam_m: encode_f32(&o.adam.m),
+                    adam_v: encode_f32(&o.adam.v),
+                    steps: o.steps(),
+                })),
+                None => Err(from_coordinator(
+                    "a state request to a replica whose Adam is the coordinator's",
+                )),
+            },
             None => Err(from_coordinator("a task without a kind")),
         };
         // The one place a failure becomes words: the coordinator reads them in its error.
@@ -294,30 +301,37 @@ impl<'a> TaskRunner<'a> {
             tracing::error!(task = id, %message, "task failed");
             worker_message::Body::Error(WorkerError { id, message })
         });
-        (WorkerMessage { body: Some(body) }, unreduced)
+        WorkerMessage { body: Some(body) }
     }
 
-    /// The weights this replica holds and the optimizer steps it applied itself.
+    /// The weights this replica holds and the optimizer steps they are at.
     fn weights(&self) -> Result<(Vec<f32>, u64), ClusterError> {
-        match &self.replicated {
-            Some((state, _)) => Ok((state.params.clone(), state.steps())),
-            None => Ok((self.replica.network().weights()?, 0)),
+        match &self.optimizer {
+            Some(o) => Ok((o.params.clone(), o.steps())),
+            None => Ok((self.replica.network().weights()?, self.version.unwrap_or(0))),
         }
     }
 
     fn gradient(
         &mut self,
         id: u64,
+        version: u64,
         g: GradientTask,
         start: Instant,
-    ) -> Result<(worker_message::Body, Option<Unreduced>), ClusterError> {
+    ) -> Result<worker_message::Body, ClusterError> {
         if g.first.len() != g.second.len() || g.first.len() != g.same.len() {
             return Err(from_coordinator(
                 "a gradient task with lists of different lengths",
             ));
         }
-        let replicated = g.global_pairs > 0;
-        if replicated != self.replicated.is_some() {
+        if self.version != Some(version) {
+            return Err(from_coordinator(format!(
+                "a gradient task at weights {version} for a replica at {:?}",
+                self.version
+            )));
+        }
+        let nccl = g.global_pairs > 0;
+        if nccl != self.reducer.is_some() {
             return Err(from_coordinator(format!(
                 "a gradient task for global batch {} does not fit this run's aggregation",
                 g.global_pairs
@@ -330,15 +344,13 @@ impl<'a> TaskRunner<'a> {
             .zip(&g.same)
             .map(|((&a, &b), &same)| Pair { a, b, same })
             .collect();
-        // A replica without pairs in this step still takes part in its reduction.
+        // A replica without pairs in this step still takes part in it (its reduction, or, for
+        // allreduce, the step's rhythm that keeps its shared-memory reads in order).
         let (grad, loss_sum, correct) = if pairs.is_empty() {
             (vec![0.0; self.scratch.len()], 0.0, 0)
         } else {
-            let step = self.replica.pair_gradient(
-                &self.data.train,
-                &pairs,
-                crate::aggregation::tree::DEFAULT_MICRO_BATCH,
-            )?;
+            let per = (g.micro_batch as usize).max(1);
+            let step = self.replica.pair_gradient(&self.data.train, &pairs, per)?;
             let correct = step
                 .similarity
                 .iter()
@@ -347,19 +359,19 @@ impl<'a> TaskRunner<'a> {
                 .count();
             (step.grad, f64::from(step.loss_sum), correct)
         };
-        let carries = self
-            .replicated
-            .as_ref()
-            .is_none_or(|(_, reducer)| reducer.coordinator_sums());
-        let (bytes, in_shm) = match (&mut self.shm, carries) {
-            (_, false) => (Default::default(), false),
-            (Some((region, rank)), true) => {
-                region.write_gradient(*rank, &grad)?;
+        let (bytes, in_shm) = match (&self.reducer, &mut self.shm, g.shm_slot) {
+            (Some(_), ..) => {
+                self.nccl_step(&grad, g.global_pairs as usize)?;
+                (Default::default(), false)
+            }
+            (None, Some(region), Some(slot)) if !pairs.is_empty() => {
+                region.write_gradient(slot as usize, &grad)?;
                 (Default::default(), true)
             }
-            (None, true) => (encode_f32(&grad), false),
+            (None, ..) if pairs.is_empty() => (Default::default(), false),
+            (None, ..) => (encode_f32(&grad), false),
         };
-        let body = worker_message::Body::Gradient(GradientResult {
+        Ok(worker_message::Body::Gradient(GradientResult {
             id,
             grad: bytes,
             loss_sum,
@@ -367,12 +379,18 @@ impl<'a> TaskRunner<'a> {
             pairs: pairs.len() as u32,
             compute_s: start.elapsed().as_secs_f64(),
             in_shm,
-        });
-        let unreduced = replicated.then_some(Unreduced {
-            task: id,
-            grad,
-            global_pairs: g.global_pairs as usize,
-        });
-        Ok((body, unreduced))
+        }))
+    }
+
+    /// NCCL: the step's mean all-reduced with the other ranks, then Adam.
+    fn nccl_step(&mut self, grad: &[f32], global_pairs: usize) -> Result<(), ClusterError> {
+        let (Some(reducer), Some(optimizer)) = (&self.reducer, &mut self.optimizer) else {
+            return Err(from_coordinator("an NCCL step without a communicator"));
+        };
+        let mean = reducer.mean(grad, global_pairs, &self.device)?;
+        optimizer.apply(&mean)?;
+        self.replica.set_weights(&optimizer.params)?;
+        self.version = self.version.map(|v| v + 1);
+        Ok(())
     }
 }

@@ -154,8 +154,15 @@ fn train(
         cfg.batch_size,
         cfg.lr
     );
+    let micro = cfg.micro_batch as usize;
     let mut trainer = Trainer::new(cfg, data);
-    let mut engine = LocalEngine::new(trainer.spec(), trainer.params(), dataset, &Device::Cpu)?;
+    let mut engine = LocalEngine::new(
+        trainer.spec(),
+        trainer.params(),
+        dataset,
+        &Device::Cpu,
+        micro,
+    )?;
     let mut on_epoch = |e: &EpochRecord| {
         eprintln!(
             "[{name}] epoch {}: train loss {:.4} acc {:.4}, val loss {:.4} acc {:.4}, {:.1} s",
@@ -186,10 +193,7 @@ fn train_dataset(args: &PaperArgs, dataset: Arc<Dataset>) -> Result<DatasetRun, 
     let (results, trainer, mut engine) = train(cfg, dataset.clone(), kind.name())?;
     let data = trainer.data();
     let shown = &data.test_pairs[..GRID_PAIRS.min(data.test_pairs.len())];
-    let params = trainer.params();
-    // The similarity unit (a, b) closes the flat layout, as in `Trainer`.
-    let unit = (params[params.len() - 2], params[params.len() - 1]);
-    let scored = score_pairs(&mut engine, ImageSplit::Test, shown, unit)?;
+    let scored = score_pairs(&mut engine, trainer.state(), ImageSplit::Test, shown)?;
     let test = &dataset.test;
     let grid = shown
         .iter()

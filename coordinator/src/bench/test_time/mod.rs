@@ -17,6 +17,7 @@ use report::{row, write_report};
 use super::BenchError;
 use super::machine::machine;
 use super::paper_figures::paper_figures;
+use siamese_common::aggregation::OptimizerState;
 use siamese_common::config::TrainConfig;
 use siamese_common::data::{Dataset, obtain_dataset};
 use siamese_common::train::classifier::{accuracy, classify};
@@ -65,10 +66,11 @@ fn measure(args: TestTimeArgs, dataset: Arc<Dataset>) -> Result<TestTimeReport, 
     };
     let data = TrainingData::prepare(&cfg, dataset.clone())?;
     let (train_pool, val_pool) = (data.train_pool.clone(), data.val_pool.clone());
+    let micro = cfg.micro_batch as usize;
     let mut trainer = Trainer::new(cfg, data);
     let spec = trainer.spec();
     let device = Device::Cpu;
-    let mut engine = LocalEngine::new(spec, trainer.params(), dataset.clone(), &device)?;
+    let mut engine = LocalEngine::new(spec, trainer.params(), dataset.clone(), &device, micro)?;
     let mut sn_epochs = Vec::new();
     let (weights, sn_weights) = match &args.checkpoint {
         Some(path) => (spec.load(path)?, format!("loaded from {}", path.display())),
@@ -85,9 +87,9 @@ fn measure(args: TestTimeArgs, dataset: Arc<Dataset>) -> Result<TestTimeReport, 
             (trainer.params().to_vec(), how)
         }
     };
-    engine.set_weights(&weights)?;
-    // The similarity unit (a, b) closes the flat layout, as in `Trainer`.
-    let unit = (weights[weights.len() - 2], weights[weights.len() - 1]);
+    // Only the weights matter for scoring; Adam's state is left fresh.
+    let state = OptimizerState::new(weights, 0.0);
+    engine.load_state(&state)?;
 
     let class_cfg = ClassifierConfig {
         epochs: args.epochs,
@@ -111,11 +113,10 @@ fn measure(args: TestTimeArgs, dataset: Arc<Dataset>) -> Result<TestTimeReport, 
     // Warm-up passes, which also give the accuracies (the timed passes compute the same).
     let sn_test = test_record(
         &mut engine,
+        &state,
         &data.test_pairs,
         test.labels(),
-        &data.train_pool,
-        dataset.train.labels(),
-        unit,
+        (&data.train_pool, dataset.train.labels()),
     )?;
     let predicted = classify(classifier.replica_mut(), test, &test_images)?;
     let class_accuracy = accuracy(&predicted, test, &test_images);
@@ -123,7 +124,7 @@ fn measure(args: TestTimeArgs, dataset: Arc<Dataset>) -> Result<TestTimeReport, 
     let (mut sn_times, mut class_times, mut sn_images) = (Vec::new(), Vec::new(), 0);
     for repeat in 1..=args.repeats {
         let pairs = &data.test_pairs;
-        let (scored, sn_s) = timed(|| score_pairs(&mut engine, ImageSplit::Test, pairs, unit))?;
+        let (scored, sn_s) = timed(|| score_pairs(&mut engine, &state, ImageSplit::Test, pairs))?;
         let replica = classifier.replica_mut();
         let (_, class_s) = timed(|| classify(replica, test, &test_images))?;
         eprintln!(

@@ -1,0 +1,134 @@
+//! What makes two runs the same run: the settings and data that decide every weight. A
+//! checkpoint continues only the run it came from.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::TrainConfig;
+use crate::data::Dataset;
+
+/// The settings and data a checkpoint must share with the run that resumes from it. Epochs,
+/// step limits, workers, threads, aggregation mode and output paths may change between the two:
+/// none of them changes the weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunIdentity {
+    /// The model's layout and arithmetic version.
+    pub model_version: String,
+    /// Dataset name.
+    pub dataset: String,
+    /// md5 of the decoded images and labels.
+    pub data_digest: String,
+    /// `--seed`.
+    pub seed: u64,
+    /// `--batch-size`.
+    pub batch_size: u32,
+    /// `--micro-batch`.
+    pub micro_batch: u32,
+    /// `--embedding`.
+    pub embedding: u32,
+    /// `--lr`.
+    pub lr: f64,
+    /// `--train-subset`.
+    pub train_subset: Option<usize>,
+}
+
+impl RunIdentity {
+    /// The identity of a run of `cfg` on `dataset`.
+    pub fn of(cfg: &TrainConfig, dataset: &Dataset) -> Self {
+        RunIdentity {
+            model_version: crate::model::MODEL_VERSION.into(),
+            dataset: dataset.kind.name().into(),
+            data_digest: dataset.digest(),
+            seed: cfg.seed,
+            batch_size: cfg.batch_size,
+            micro_batch: cfg.micro_batch,
+            embedding: cfg.embedding,
+            lr: cfg.lr,
+            train_subset: cfg.train_subset,
+        }
+    }
+
+    /// Every field that differs, as "name: this run's value here, the other's there".
+    pub fn differences(&self, other: &RunIdentity) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut field = |name: &str, here: String, there: String| {
+            if here != there {
+                out.push(format!("{name} is {here} here, {there} in the checkpoint"));
+            }
+        };
+        field(
+            "model version",
+            self.model_version.clone(),
+            other.model_version.clone(),
+        );
+        field("dataset", self.dataset.clone(), other.dataset.clone());
+        field(
+            "data digest",
+            self.data_digest.clone(),
+            other.data_digest.clone(),
+        );
+        field("--seed", self.seed.to_string(), other.seed.to_string());
+        field(
+            "--batch-size",
+            self.batch_size.to_string(),
+            other.batch_size.to_string(),
+        );
+        field(
+            "--micro-batch",
+            self.micro_batch.to_string(),
+            other.micro_batch.to_string(),
+        );
+        field(
+            "--embedding",
+            self.embedding.to_string(),
+            other.embedding.to_string(),
+        );
+        field("--lr", self.lr.to_string(), other.lr.to_string());
+        let subset = |s: Option<usize>| s.map_or_else(|| "none".into(), |n| n.to_string());
+        field(
+            "--train-subset",
+            subset(self.train_subset),
+            subset(other.train_subset),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> RunIdentity {
+        RunIdentity {
+            model_version: "m".into(),
+            dataset: "mnist".into(),
+            data_digest: "abc".into(),
+            seed: 1,
+            batch_size: 64,
+            micro_batch: 8,
+            embedding: 10,
+            lr: 1e-3,
+            train_subset: None,
+        }
+    }
+
+    #[test]
+    fn names_every_field_that_differs() {
+        let a = identity();
+        assert!(a.differences(&a).is_empty());
+        let b = RunIdentity {
+            seed: 2,
+            batch_size: 32,
+            train_subset: Some(100),
+            ..identity()
+        };
+        let d = a.differences(&b);
+        assert_eq!(
+            d,
+            [
+                "--seed is 1 here, 2 in the checkpoint",
+                "--batch-size is 64 here, 32 in the checkpoint",
+                "--train-subset is none here, 100 in the checkpoint"
+            ]
+        );
+    }
+}
