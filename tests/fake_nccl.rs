@@ -19,6 +19,9 @@ pub enum Behaviour {
     NeverReady,
     /// Reports a different weights digest once it has taken this many steps.
     DivergeAt(u64),
+    /// Drops its connection instead of answering its gradient task after this many steps
+    /// (a rank that died).
+    VanishAfter(u64),
 }
 
 /// What the fake saw.
@@ -28,9 +31,11 @@ pub struct Seen {
     pub rank: u32,
     /// The NCCL id the coordinator relayed to it.
     pub relayed_id: Vec<u8>,
+    /// The weights version of the state the coordinator gave it, when it did.
+    pub state_version: Option<u64>,
     /// The id it sent (rank 0 only).
     pub sent_id: Vec<u8>,
-    /// Gradient steps it answered.
+    /// The weights version it is at: the state it was given plus the gradient steps it took.
     pub steps: u64,
     /// Whether the coordinator said Stop.
     pub stopped: bool,
@@ -56,7 +61,11 @@ pub async fn run(addr: &str, token: &str, data: &Path, behaviour: Behaviour) -> 
                 assert_eq!(w.aggregation, "nccl");
                 seen.rank = w.rank;
                 if w.rank == 0 {
-                    seen.sent_id = format!("fake-nccl-id-{}", std::process::id()).into_bytes();
+                    // Unique per session, as NCCL's own ids are.
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos());
+                    seen.sent_id = format!("fake-nccl-id-{nanos}").into_bytes();
                     send(worker_message::Body::NcclId(NcclId {
                         id: seen.sent_id.clone().into(),
                     }))
@@ -72,9 +81,17 @@ pub async fn run(addr: &str, token: &str, data: &Path, behaviour: Behaviour) -> 
                     .await;
                 }
             }
+            Some(coordinator_message::Body::State(s)) => {
+                seen.steps = s.version;
+                seen.state_version = Some(s.version);
+            }
             Some(coordinator_message::Body::Task(t)) => {
                 let id = t.id;
                 let body = match t.kind {
+                    Some(task::Kind::Gradient(_)) if matches!(behaviour, Behaviour::VanishAfter(k) if seen.steps >= k) =>
+                    {
+                        return seen;
+                    }
                     Some(task::Kind::Gradient(g)) => {
                         seen.steps += 1;
                         worker_message::Body::Gradient(GradientResult {

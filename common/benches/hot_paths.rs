@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the hot paths: one training step of a 64-pair batch, scoring 1,000
-//! test pairs, the wire encoding of a gradient, and the aggregation of worker gradients.
+//! test pairs, the wire encoding of a gradient, the aggregation of worker gradients, and writing
+//! a full checkpoint (what every epoch's end costs).
 //!
 //! `cargo bench -p siamese-common` (one compute thread unless `RAYON_NUM_THREADS` says more).
 //! Uses the real MNIST in `../shared/datasets/mnist` when present, random images otherwise.
@@ -9,14 +10,15 @@ use std::path::Path;
 
 use candle_core::Device;
 use criterion::{Criterion, criterion_group, criterion_main};
+use siamese_common::aggregation::OptimizerState;
 use siamese_common::aggregation::mean_of_sum;
 use siamese_common::aggregation::tree::{DEFAULT_MICRO_BATCH, combine};
 use siamese_common::cluster::protocol::wire::{decode_f32, encode_f32};
 use siamese_common::data::{DatasetKind, ImageSet, load_dataset};
 use siamese_common::model::ModelSpec;
 use siamese_common::pairs::{test_pairs, training_pairs};
-use siamese_common::train::Replica;
 use siamese_common::train::eval::similarity;
+use siamese_common::train::{Checkpoint, EpochProgress, Position, Replica, RunIdentity};
 
 fn images() -> (ImageSet, ImageSet) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/mnist");
@@ -98,6 +100,31 @@ fn benches(c: &mut Criterion) {
             black_box(mean_of_sum(&root, 64))
         })
     });
+    let checkpoint = Checkpoint {
+        identity: RunIdentity {
+            model_version: siamese_common::model::MODEL_VERSION.into(),
+            dataset: "mnist".into(),
+            data_digest: "bench".into(),
+            seed: 1,
+            batch_size: 64,
+            micro_batch: 8,
+            embedding: 10,
+            lr: 1e-3,
+            train_subset: None,
+        },
+        spec,
+        state: OptimizerState::new(weights.clone(), 1e-3),
+        position: Position::default(),
+        progress: EpochProgress::default(),
+        epochs: Vec::new(),
+        membership: Vec::new(),
+    };
+    let dir = std::env::temp_dir().join(format!("siamese-bench-{}", std::process::id()));
+    let path = dir.join("checkpoint.safetensors");
+    c.bench_function("write a checkpoint (weights + Adam, fsync, rename)", |b| {
+        b.iter(|| checkpoint.write(black_box(&path)).expect("write"))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 criterion_group! {

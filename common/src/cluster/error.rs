@@ -93,7 +93,7 @@ pub enum ClusterError {
     },
     /// Fewer workers remain than the run needs, and none joined in time.
     #[error(
-        "only {left} worker(s) left, the run needs at least {min} (--min-workers), and none joined within {secs} s"
+        "only {left} worker(s) left, the run needs at least {min} (--min-workers), and none joined within {secs} s; the last one lost was {last_lost}"
     )]
     TooFewWorkers {
         /// Workers still in the run.
@@ -102,6 +102,8 @@ pub enum ClusterError {
         min: usize,
         /// The join timeout.
         secs: u64,
+        /// The last worker lost and why.
+        last_lost: String,
     },
     /// Replicas that step Adam themselves no longer hold the same weights.
     #[error("the replicas diverged after {steps} steps: {detail}; stopping before it spreads")]
@@ -127,6 +129,9 @@ pub enum ClusterError {
     /// The run cannot be set up as asked.
     #[error("{0}")]
     Setup(String),
+    /// The coordinator said the run failed.
+    #[error("the coordinator stopped the run because it failed: {0}")]
+    RunFailed(String),
     /// The run was interrupted (SIGINT or SIGTERM).
     #[error("interrupted")]
     Interrupted,
@@ -163,6 +168,7 @@ impl From<ClusterError> for crate::train::TrainError {
         match e {
             ClusterError::Train(inner) => *inner,
             ClusterError::Interrupted => crate::train::TrainError::Interrupted,
+            e @ ClusterError::RankLost { .. } => crate::train::TrainError::Regroup(e.to_string()),
             other => crate::train::TrainError::Engine(Box::new(other)),
         }
     }

@@ -76,6 +76,13 @@ pub trait Engine {
     ) -> Result<Vec<f32>, TrainError>;
     /// Step-time split accumulated so far.
     fn timing(&self) -> StepTiming;
+    /// Forms the replicas' group again and loads `state` on all of them, after
+    /// [`super::TrainError::Regroup`].
+    fn regroup(&mut self, _state: &OptimizerState) -> Result<(), TrainError> {
+        Err(TrainError::Config(
+            "this engine's replicas cannot form their group again".into(),
+        ))
+    }
     /// Workers that joined or were lost, in order.
     fn membership(&self) -> Vec<MembershipEvent> {
         Vec::new()

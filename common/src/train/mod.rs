@@ -59,6 +59,10 @@ pub enum TrainError {
     /// A checkpoint could not be written, read or used.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The engine's replicas lost step with each other (an NCCL rank was lost): they must
+    /// all go back to the last saved state and form their group again.
+    #[error("{0}")]
+    Regroup(String),
     /// The run was asked to stop (SIGINT or SIGTERM) before it finished; the checkpoint holds
     /// its state.
     #[error("interrupted; the checkpoint holds the run's state (continue with --resume auto)")]

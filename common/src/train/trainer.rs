@@ -103,7 +103,12 @@ pub struct Trainer {
     epochs: Vec<EpochRecord>,
     membership: Vec<crate::results::MembershipEvent>,
     stop: StopFlag,
+    /// The last state written (or the start's): what a regroup goes back to.
+    last_saved: Option<Checkpoint>,
 }
+
+/// Regroups a run may go through before it gives up.
+const MAX_REGROUPS: usize = 8;
 
 impl Trainer {
     /// A trainer starting from the seeded initial weights.
@@ -127,6 +132,7 @@ impl Trainer {
             epochs: Vec::new(),
             membership: Vec::new(),
             stop: StopFlag::new(),
+            last_saved: None,
         }
     }
 
@@ -239,12 +245,11 @@ impl Trainer {
         self.cfg.checkpoint_path(&self.cfg.out_path())
     }
 
-    /// Writes the run's state at this step boundary.
-    pub fn write_checkpoint(&mut self, engine: &mut dyn Engine) -> Result<(), TrainError> {
-        self.refresh(engine)?;
+    /// The run's state at this step boundary.
+    fn snapshot(&self, engine: &dyn Engine) -> Checkpoint {
         let mut membership = self.membership.clone();
         membership.extend(engine.membership());
-        let checkpoint = Checkpoint {
+        Checkpoint {
             identity: self.identity.clone(),
             spec: self.spec,
             state: self.state.clone(),
@@ -252,11 +257,32 @@ impl Trainer {
             progress: self.progress,
             epochs: self.epochs.clone(),
             membership,
-        };
+        }
+    }
+
+    /// Writes the run's state at this step boundary.
+    pub fn write_checkpoint(&mut self, engine: &mut dyn Engine) -> Result<(), TrainError> {
+        self.refresh(engine)?;
+        let checkpoint = self.snapshot(engine);
         let path = self.checkpoint_path();
         checkpoint.write(&path)?;
         tracing::debug!(path = %path.display(), steps = self.position.steps, "checkpoint written");
+        self.last_saved = Some(checkpoint);
         Ok(())
+    }
+
+    /// Goes back to the last saved state and has the engine form its group again on it.
+    fn regroup(&mut self, engine: &mut dyn Engine, why: &str) -> Result<(), TrainError> {
+        let Some(saved) = self.last_saved.clone() else {
+            return Err(TrainError::Regroup(why.to_string()));
+        };
+        tracing::warn!(%why, steps = saved.position.steps, "going back to the last checkpoint");
+        self.state = saved.state;
+        self.stale = false;
+        self.position = saved.position;
+        self.progress = saved.progress;
+        self.epochs = saved.epochs;
+        engine.regroup(&self.state)
     }
 
     fn steps_left(&self) -> bool {
@@ -407,24 +433,45 @@ impl Trainer {
         self.stop = control.stop;
         let on_epoch = control.on_epoch;
         engine.load_state(&self.state)?;
+        self.last_saved = Some(self.snapshot(engine));
+        let mut regroups = 0;
         while self.position.epoch <= self.cfg.epochs() && self.steps_left() {
-            let finished = self.train_epoch(engine)?;
-            let record = self.close_epoch(engine)?;
-            on_epoch(&record);
-            if !finished {
-                // The step limit ended the epoch early: report it, keep the checkpoint inside
-                // the epoch so that a longer limit continues it.
-                self.write_checkpoint(engine)?;
-                self.epochs.push(record);
-                return self.finish(engine);
+            match self.run_epoch(engine, on_epoch) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(TrainError::Regroup(why)) if regroups < MAX_REGROUPS => {
+                    regroups += 1;
+                    self.regroup(engine, &why)?;
+                }
+                Err(e) => return Err(e),
             }
-            self.epochs.push(record);
-            self.position.epoch += 1;
-            self.position.step_in_epoch = 0;
-            self.progress = EpochProgress::default();
-            self.write_checkpoint(engine)?;
         }
         self.finish(engine)
+    }
+
+    /// Trains the epoch in progress to its end (or the step limit), reports it and checkpoints;
+    /// returns whether the run goes on.
+    fn run_epoch(
+        &mut self,
+        engine: &mut dyn Engine,
+        on_epoch: &mut (dyn FnMut(&EpochRecord) + Send),
+    ) -> Result<bool, TrainError> {
+        let finished = self.train_epoch(engine)?;
+        let record = self.close_epoch(engine)?;
+        on_epoch(&record);
+        if !finished {
+            // The step limit ended the epoch early: report it, keep the checkpoint inside the
+            // epoch so that a longer limit continues it.
+            self.write_checkpoint(engine)?;
+            self.epochs.push(record);
+            return Ok(false);
+        }
+        self.epochs.push(record);
+        self.position.epoch += 1;
+        self.position.step_in_epoch = 0;
+        self.progress = EpochProgress::default();
+        self.write_checkpoint(engine)?;
+        Ok(true)
     }
 
     /// The test figures and the results file.

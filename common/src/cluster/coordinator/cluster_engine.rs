@@ -40,11 +40,12 @@ struct Prefetched {
 /// What a step's tasks cover.
 #[derive(Clone)]
 enum StepPlan {
-    /// Tree blocks (leaf ranges) of a batch of `pairs` pairs cut into `leaves` micro-batches.
+    /// Tree blocks (leaf ranges) of a batch of `pairs` pairs cut into `leaves` micro-batches;
+    /// `None` for an empty task that only keeps an idle allreduce replica in step.
     Blocks {
         pairs: usize,
         leaves: usize,
-        blocks: Vec<Range<usize>>,
+        blocks: Vec<Option<Range<usize>>>,
     },
     /// One shard per rank (NCCL), with its pair count.
     Shards(Vec<usize>),
@@ -126,10 +127,17 @@ impl ClusterEngine {
         self.world
     }
 
-    /// Tells every worker to stop, and logs the coordinator's own share of aggregation.
-    pub fn stop(&mut self, reason: &str) {
+    /// Ends the run for the workers, and logs the coordinator's own share of aggregation. A
+    /// finished or failed run tells them with Stop; an interrupted one (its checkpoint written)
+    /// just ends their sessions, so that remote workers reconnect to the coordinator that
+    /// resumes it.
+    pub fn stop(&mut self, outcome: &Result<(), String>) {
         self.clock.log_overhead();
-        self.pool.stop_all(reason);
+        match outcome {
+            Ok(()) => self.pool.stop_all("training finished", false),
+            Err(why) if why == "interrupted" => {}
+            Err(why) => self.pool.stop_all(why, true),
+        }
     }
 
     fn nccl(&self) -> bool {
@@ -156,8 +164,20 @@ impl ClusterEngine {
         let micro = MicroBatches::new(batch.len(), self.micro_batch)
             .unwrap_or_else(|_| MicroBatches::whole(batch.len()));
         let leaves = micro.leaves();
+        let allreduce = self.settings.aggregation == Aggregation::Allreduce;
         let (mut jobs, mut assign, mut all) = (Vec::new(), Vec::new(), Vec::new());
         for (w, share) in shard_ranges(leaves, ready).into_iter().enumerate() {
+            // An allreduce replica must take part in every step even without a block: the
+            // coordinator then cannot write the next step's mean into the shared file before
+            // this replica has read the current one.
+            if share.is_empty() && allreduce {
+                jobs.push(Job {
+                    kind: gradient_kind(&[], 0, self.micro_batch, leaves),
+                    version,
+                });
+                assign.push(w);
+                all.push(None);
+            }
             for block in blocks(share, leaves) {
                 let pairs = &batch[micro.pair_range(block.clone())];
                 jobs.push(Job {
@@ -165,7 +185,7 @@ impl ClusterEngine {
                     version,
                 });
                 assign.push(w);
-                all.push(block);
+                all.push(Some(block));
             }
         }
         let plan = StepPlan::Blocks {
@@ -268,12 +288,16 @@ impl ClusterEngine {
                 StepPlan::Blocks { pairs, blocks, .. } => {
                     let micro = MicroBatches::new(*pairs, self.micro_batch)
                         .unwrap_or_else(|_| MicroBatches::whole(*pairs));
-                    micro.pair_range(blocks[i].clone()).len()
+                    blocks[i]
+                        .as_ref()
+                        .map_or(0, |b| micro.pair_range(b.clone()).len())
                 }
             };
             self.check_figures(d, r, expected)?;
-            if let StepPlan::Blocks { blocks, .. } = &plan {
-                parts.push((blocks[i].clone(), self.block_gradient(d, r)?));
+            if let StepPlan::Blocks { blocks, .. } = &plan
+                && let Some(block) = &blocks[i]
+            {
+                parts.push((block.clone(), self.block_gradient(d, r)?));
             }
             loss_sum += r.loss_sum;
             correct += r.correct as usize;
@@ -415,7 +439,9 @@ impl ClusterEngine {
     fn start(&mut self, state: &OptimizerState) -> Result<(), ClusterError> {
         self.version = state.steps();
         self.pool.set_step(self.version);
-        self.prefetched = None;
+        if let Some(p) = self.prefetched.take() {
+            self.pool.abandon(p.batch);
+        }
         let sync = sync_messages(self.settings.aggregation, state);
         if !self.started {
             self.pool.await_members(self.world)?;
@@ -487,9 +513,17 @@ impl Engine for ClusterEngine {
             self.pool.ready_joiners(&sync);
         }
         // Tasks sent ahead waited for the weights; fresh ones start now.
-        let (sent, plan) = match self.prefetched.take() {
-            Some(p) if p.len == batch.len() && batch.first() == Some(&p.first) => (p.batch, p.plan),
-            _ => {
+        let prefetched = match self.prefetched.take() {
+            Some(p) if p.len == batch.len() && batch.first() == Some(&p.first) => Some(p),
+            Some(p) => {
+                self.pool.abandon(p.batch);
+                None
+            }
+            None => None,
+        };
+        let (sent, plan) = match prefetched {
+            Some(p) => (p.batch, p.plan),
+            None => {
                 let (jobs, assign, plan) = self.plan(batch);
                 (self.pool.send_jobs(jobs, &assign), plan)
             }
@@ -509,7 +543,9 @@ impl Engine for ClusterEngine {
     }
 
     fn prefetch(&mut self, next: &[Pair]) -> Result<(), TrainError> {
-        let Some(&first) = next.first() else {
+        // NCCL replicas step as soon as they compute: a step sent ahead would move them past
+        // the state the coordinator checks or fetches between steps.
+        let Some(&first) = next.first().filter(|_| !self.nccl()) else {
             return Ok(());
         };
         let (jobs, assign, plan) = self.plan(next);
@@ -566,6 +602,16 @@ impl Engine for ClusterEngine {
 
     fn timing(&self) -> StepTiming {
         self.clock.timing()
+    }
+
+    fn regroup(&mut self, state: &OptimizerState) -> Result<(), TrainError> {
+        // An NCCL group cannot lose a rank: every session ends (a rank stuck in an all-reduce
+        // with the lost one exits through its watchdog and comes back as a new process), and the
+        // group forms again, from the state the trainer went back to.
+        self.pool
+            .lose_all("its NCCL group lost a rank and forms again from the last checkpoint");
+        self.started = false;
+        Ok(self.start(state)?)
     }
 
     fn membership(&self) -> Vec<MembershipEvent> {

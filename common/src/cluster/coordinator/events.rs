@@ -45,6 +45,6 @@ pub enum Event {
         /// Why, in words.
         why: String,
     },
-    /// A worker process this coordinator started exited.
+    /// A worker process this coordinator started exited: "local worker process PID (STATUS)".
     ProcessExited(String),
 }

@@ -152,7 +152,7 @@ impl LocalWorkers {
         self.start(None)
     }
 
-    /// Processes that exited since the last call, as "local worker process PID exited (STATUS)".
+    /// Processes that exited since the last call, as "local worker process PID (STATUS)".
     pub fn exited(&mut self) -> Vec<String> {
         let mut out = Vec::new();
         for (child, reported) in self.children.iter_mut().zip(&mut self.reported) {

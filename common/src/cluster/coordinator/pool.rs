@@ -4,7 +4,7 @@
 //! its rank freed, its unanswered tasks given to the others, and a late answer from it is
 //! dropped. A worker that joins mid-run is brought up to date and takes tasks from then on.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,8 +25,9 @@ use crate::stop::StopFlag;
 /// Gradient slots of the shared file a worker on this host gets.
 pub const SLOTS_PER_WORKER: usize = 2;
 
-/// Replaces a lost local worker (`--respawn`), given the lost one's process id.
-pub type Respawn = Arc<Mutex<dyn FnMut(u32) -> Result<(), ClusterError> + Send>>;
+/// What to do about a lost worker's process, given its id: a local one is killed (it may be
+/// stopped or stuck) and, with `--respawn`, replaced.
+pub type OnLost = Arc<Mutex<dyn FnMut(u32) -> Result<(), ClusterError> + Send>>;
 
 /// An admitted worker.
 pub struct Member {
@@ -130,11 +131,16 @@ pub struct WorkerPool {
     /// Whether workers that join mid-run may take part (not in NCCL runs, whose communicator
     /// is formed once).
     elastic: bool,
-    respawn: Option<Respawn>,
+    on_lost: Option<OnLost>,
+    /// Whether lost workers are replaced, so a process exit before the start is no failure.
+    replaces: bool,
     stop: StopFlag,
     /// Messages that arrived while nothing was waiting for them (answers to tasks sent ahead),
     /// kept for the next wait.
     backlog: VecDeque<Event>,
+    /// Tasks sent and neither answered nor given up: an answer to one of these that the
+    /// current wait does not want is kept for the wait that does.
+    in_flight: HashSet<u64>,
 }
 
 /// Builds the messages that bring a worker up to date.
@@ -161,15 +167,19 @@ impl WorkerPool {
             membership: Vec::new(),
             step: 0,
             elastic: true,
-            respawn: None,
+            on_lost: None,
+            replaces: false,
             stop,
             backlog: VecDeque::new(),
+            in_flight: HashSet::new(),
         }
     }
 
-    /// Starts a replacement whenever a worker is lost.
-    pub fn respawn_with(&mut self, respawn: Respawn) {
-        self.respawn = Some(respawn);
+    /// Calls `on_lost` with the process id of every worker declared lost; `replaces` says
+    /// whether it starts replacements.
+    pub fn on_lost(&mut self, on_lost: OnLost, replaces: bool) {
+        self.on_lost = Some(on_lost);
+        self.replaces = replaces;
     }
 
     /// Keeps workers that join mid-run waiting instead of admitting them (NCCL runs).
@@ -330,9 +340,9 @@ impl WorkerPool {
             // Wake up now and then to look at the stop flag.
             let tick = (now + Duration::from_millis(200)).min(deadline);
             match self.wait_event(tick) {
-                Some(Event::ProcessExited(what)) if self.respawn.is_none() => {
+                Some(Event::ProcessExited(what)) if !self.replaces => {
                     return Err(ClusterError::Setup(format!(
-                        "{what} before all workers joined (its log above says why)"
+                        "{what} exited before all workers joined (its log above says why)"
                     )));
                 }
                 Some(event) => self.handle_idle(event),
@@ -400,10 +410,10 @@ impl WorkerPool {
         // Dropping the sender ends the worker's stream: it reconnects as a new session, if
         // it can.
         drop(m.tx);
-        if let Some(respawn) = &self.respawn {
-            let mut replace = respawn.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = replace(m.join.pid) {
-                tracing::warn!("starting a replacement worker: {e}");
+        if let Some(on_lost) = &self.on_lost {
+            let mut act = on_lost.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = act(m.join.pid) {
+                tracing::warn!("replacing a lost worker: {e}");
             }
         }
     }
@@ -458,13 +468,22 @@ impl WorkerPool {
         self.index_of(session)
     }
 
-    /// Ends every session with Stop.
-    pub fn stop_all(&mut self, reason: &str) {
+    /// Declares every member lost (their sessions end; they may come back as new ones).
+    pub fn lose_all(&mut self, why: &str) {
+        let sessions: Vec<u64> = self.members.iter().map(|m| m.session).collect();
+        for session in sessions {
+            self.lose(session, why.to_string());
+        }
+    }
+
+    /// Ends every session with Stop; `failed` says the run failed.
+    pub fn stop_all(&mut self, reason: &str, failed: bool) {
         for w in 0..self.members.len() {
             let _ = self.send(
                 w,
                 coordinator_message::Body::Stop(Stop {
                     reason: reason.into(),
+                    failed,
                 }),
             );
         }
@@ -520,6 +539,7 @@ impl WorkerPool {
         });
         match self.send(w, body) {
             Ok(()) => {
+                self.in_flight.insert(id);
                 batch.assigned[i] = Some(Assignment {
                     task: id,
                     session,
@@ -542,7 +562,9 @@ impl WorkerPool {
             if alive {
                 continue;
             }
-            batch.assigned[i] = None;
+            if let Some(a) = batch.assigned[i].take() {
+                self.in_flight.remove(&a.task);
+            }
             let load = |session: u64| {
                 batch
                     .assigned
@@ -562,6 +584,16 @@ impl WorkerPool {
         }
     }
 
+    /// Gives up the unanswered tasks of a batch that will not be collected (work sent ahead for
+    /// a step that is not coming); their answers, if any, are dropped.
+    pub fn abandon(&mut self, batch: Batch) {
+        for a in batch.assigned.iter().zip(&batch.done) {
+            if let (Some(a), None) = a {
+                self.in_flight.remove(&a.task);
+            }
+        }
+    }
+
     /// Waits for every job's answer. A lost worker's jobs go to the others; when too few
     /// workers remain, the wait is for joiners (brought up to date with `sync`) up to the join
     /// timeout. `movable` says whether a job may move to another worker (not in NCCL steps,
@@ -574,9 +606,35 @@ impl WorkerPool {
     ) -> Result<Vec<Done>, ClusterError> {
         let started = Instant::now();
         let mut short_since: Option<Instant> = None;
+        // Answers to other batches' tasks (sent ahead): kept for their own wait.
+        let mut deferred: Vec<Event> = Vec::new();
+        let result = self.collect_into(
+            &mut batch,
+            sync,
+            movable,
+            started,
+            &mut short_since,
+            &mut deferred,
+        );
+        for event in deferred.into_iter().rev() {
+            self.backlog.push_front(event);
+        }
+        result?;
+        Ok(batch.done.into_iter().flatten().collect())
+    }
+
+    fn collect_into(
+        &mut self,
+        batch: &mut Batch,
+        sync: Sync<'_>,
+        movable: bool,
+        started: Instant,
+        short_since: &mut Option<Instant>,
+        deferred: &mut Vec<Event>,
+    ) -> Result<(), ClusterError> {
         loop {
             if movable {
-                self.reassign(&mut batch);
+                self.reassign(batch);
             } else if let Some(i) = (0..batch.len()).find(|&i| {
                 batch.done[i].is_none()
                     && batch.assigned[i].is_none_or(|a| self.index_of(a.session).is_none())
@@ -585,7 +643,7 @@ impl WorkerPool {
                 return Err(ClusterError::RankLost { what });
             }
             if batch.done.iter().all(Option::is_some) {
-                break;
+                return Ok(());
             }
             let ready = self.ready().len();
             let unplaced = batch
@@ -599,15 +657,25 @@ impl WorkerPool {
                 let since = *short_since.get_or_insert(now);
                 let until = since + self.settings.join_timeout;
                 if now >= until {
+                    let last_lost = self
+                        .membership
+                        .iter()
+                        .rev()
+                        .find(|e| e.event == Membership::Lost)
+                        .map_or_else(
+                            || "none".into(),
+                            |e| format!("worker {} ({}): {}", e.rank, e.peer, e.cause),
+                        );
                     return Err(ClusterError::TooFewWorkers {
                         left: ready,
                         min: self.settings.min_workers.max(1),
                         secs: self.settings.join_timeout.as_secs(),
+                        last_lost,
                     });
                 }
                 deadline = deadline.min(until);
             } else {
-                short_since = None;
+                *short_since = None;
             }
             // The oldest unanswered job sets the deadline; one sent ahead counts from now.
             for (a, d) in batch.assigned.iter().zip(&batch.done) {
@@ -616,7 +684,7 @@ impl WorkerPool {
                 }
             }
             match self.wait_event(deadline) {
-                None => self.lose_late(&batch, started),
+                None => self.lose_late(batch, started),
                 Some(Event::Joined(link)) => {
                     let w = self.admit(link);
                     if self.elastic {
@@ -631,10 +699,13 @@ impl WorkerPool {
                     session,
                     at,
                     message,
-                }) => self.answer(&mut batch, session, at, message, started)?,
+                }) => {
+                    if let Some(other) = self.answer(batch, session, at, message, started)? {
+                        deferred.push(other);
+                    }
+                }
             }
         }
-        Ok(batch.done.into_iter().flatten().collect())
     }
 
     /// Declares lost every worker whose oldest unanswered job is past the step timeout.
@@ -656,7 +727,8 @@ impl WorkerPool {
         }
     }
 
-    /// Files an answer under its job; an answer from a lost session, or to a job already
+    /// Files an answer under its job. An answer to another batch's task still in flight is
+    /// handed back (to keep for that batch's wait); one from a lost session, or to a task
     /// answered or moved elsewhere, is dropped.
     fn answer(
         &mut self,
@@ -665,10 +737,10 @@ impl WorkerPool {
         at: Instant,
         message: crate::cluster::protocol::proto::WorkerMessage,
         started: Instant,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<Option<Event>, ClusterError> {
         let Some(w) = self.index_of(session) else {
             tracing::debug!(session, "dropped a late answer from a lost worker");
-            return Ok(());
+            return Ok(None);
         };
         let (rank, peer) = (self.members[w].rank, self.members[w].peer.clone());
         let body = match message.body {
@@ -698,9 +770,17 @@ impl WorkerPool {
                 .map(|a| (i, a))
         });
         let Some((i, a)) = found else {
+            if self.in_flight.contains(&id) {
+                return Ok(Some(Event::Message {
+                    session,
+                    at,
+                    message: crate::cluster::protocol::proto::WorkerMessage { body: Some(body) },
+                }));
+            }
             tracing::debug!(session, id, "dropped an answer to a task not in flight");
-            return Ok(());
+            return Ok(None);
         };
+        self.in_flight.remove(&id);
         batch.done[i] = Some(Done {
             at,
             started: a.sent.max(started),
@@ -710,7 +790,7 @@ impl WorkerPool {
             slot: a.slot,
             session,
         });
-        Ok(())
+        Ok(None)
     }
 }
 

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::cluster_engine::ClusterEngine;
 use super::events::Event;
 use super::local_workers::{LocalWorkers, SpawnOptions};
-use super::pool::{PoolSettings, Respawn, SLOTS_PER_WORKER, WorkerPool};
+use super::pool::{OnLost, PoolSettings, SLOTS_PER_WORKER, WorkerPool};
 use super::rank_table::RankTable;
 use super::service::{Admission, CoordinatorService, serve};
 use super::settings::{ClusterArgs, EngineSettings};
@@ -192,22 +192,25 @@ pub fn with_cluster<T>(
         slots,
         stop.clone(),
     );
-    if let (true, Some(local)) = (args.respawn, &local) {
-        let local = local.clone();
-        let respawn: Respawn = Arc::new(Mutex::new(move |pid: u32| {
+    if let Some(local) = &local {
+        let (local, respawn) = (local.clone(), args.respawn);
+        let on_lost: OnLost = Arc::new(Mutex::new(move |pid: u32| {
             let mut local = local.lock().unwrap_or_else(|e| e.into_inner());
             local.kill(pid);
-            local.respawn()
+            match respawn {
+                true => local.respawn(),
+                false => Ok(()),
+            }
         }));
-        pool.respawn_with(respawn);
+        pool.on_lost(on_lost, args.respawn);
     }
     let micro = cfg.micro_batch as usize;
     let mut engine = ClusterEngine::new(pool, spec, settings, (args.workers, micro), shm);
     let trained = body(&mut engine);
-    engine.stop(match &trained {
-        Ok(_) => "training finished",
-        Err(TrainError::Interrupted) => "the coordinator was interrupted",
-        Err(_) => "the run failed",
+    engine.stop(&match &trained {
+        Ok(_) => Ok(()),
+        Err(TrainError::Interrupted) => Err("interrupted".to_string()),
+        Err(e) => Err(e.to_string()),
     });
     drop(engine);
     if let Some(w) = watcher {

@@ -121,6 +121,9 @@ impl<'a> TaskRunner<'a> {
             let start = Instant::now();
             match self.next(inbound).await? {
                 None => return Ok(SessionEnd::Dropped),
+                Some(coordinator_message::Body::Stop(s)) if s.failed => {
+                    return Err(ClusterError::RunFailed(s.reason));
+                }
                 Some(coordinator_message::Body::Stop(s)) => {
                     tracing::info!(reason = %s.reason, "stopping");
                     return Ok(SessionEnd::Stopped);
