@@ -86,6 +86,16 @@ pub enum CheckpointError {
         /// The file.
         path: PathBuf,
     },
+    /// The file cannot be parsed as a checkpoint.
+    #[error(
+        "checkpoint {path} is not a siamese-cluster checkpoint of format {CHECKPOINT_FORMAT}: {source}"
+    )]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The safetensors or JSON parser's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The file is not a checkpoint of this format.
     #[error(
         "checkpoint {path} is not a siamese-cluster checkpoint of format {CHECKPOINT_FORMAT}: {why}"
@@ -199,17 +209,22 @@ impl Checkpoint {
             path: path.to_path_buf(),
             why,
         };
-        let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+        let unreadable =
+            |e: Box<dyn std::error::Error + Send + Sync>| CheckpointError::Unreadable {
+                path: path.to_path_buf(),
+                source: e,
+            };
+        let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| unreadable(e.into()))?;
         let json = metadata
             .metadata()
             .as_ref()
             .and_then(|m| m.get(METADATA_KEY))
             .ok_or_else(|| bad(format!("no {METADATA_KEY:?} header (a weights-only file?)")))?;
-        let header: Header = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+        let header: Header = serde_json::from_str(json).map_err(|e| unreadable(e.into()))?;
         if header.format != CHECKPOINT_FORMAT {
             return Err(bad(format!("it is format {}", header.format)));
         }
-        let tensors = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+        let tensors = SafeTensors::deserialize(bytes).map_err(|e| unreadable(e.into()))?;
         let n = header.spec.num_params();
         let (mut params, mut m, mut v) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
         for p in header.spec.params() {

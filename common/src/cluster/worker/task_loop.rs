@@ -3,7 +3,7 @@
 //! point: nothing else runs in a worker).
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use tokio::sync::mpsc;
@@ -21,6 +21,10 @@ use crate::cluster::protocol::wire::{decode_f32, encode_f32};
 use crate::data::Dataset;
 use crate::pairs::Pair;
 use crate::train::Replica;
+
+/// How long an answer may wait for room in the outgoing stream: a coordinator that reads none
+/// of this worker's answers for that long is treated as gone (the worker reconnects).
+const SEND_DEADLINE: Duration = Duration::from_secs(120);
 
 fn from_coordinator(what: impl Into<String>) -> ClusterError {
     ClusterError::Protocol {
@@ -150,8 +154,9 @@ impl<'a> TaskRunner<'a> {
                 let reply = self.run_task(t);
                 let sending = Instant::now();
                 self.times[2] += sending.duration_since(start).as_secs_f64();
-                if out.send(reply).await.is_err() {
-                    return Ok(SessionEnd::Dropped);
+                match tokio::time::timeout(SEND_DEADLINE, out.send(reply)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) | Err(_) => return Ok(SessionEnd::Dropped),
                 }
                 self.times[3] += sending.elapsed().as_secs_f64();
             }
