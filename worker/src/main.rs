@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use siamese_common::cluster::protocol::auth::TOKEN_ENV;
+use siamese_common::cluster::protocol::auth::{TOKEN_ENV, TOKEN_FILE_ENV, resolve_token};
 use siamese_common::cluster::{WorkerOptions, run_worker_blocking};
 use siamese_common::threads::default_threads;
 
@@ -17,9 +17,12 @@ struct Cli {
     /// The coordinator's URL, e.g. http://10.0.0.5:50051.
     #[arg(long, env = "SIAMESE_COORDINATOR")]
     coordinator: String,
-    /// The run's shared token.
+    /// The run's shared token; prefer SIAMESE_TOKEN or --token-file, which `ps` does not show.
     #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
     token: Option<String>,
+    /// File holding the token (a mounted Secret, say), instead of --token.
+    #[arg(long, env = TOKEN_FILE_ENV)]
+    token_file: Option<PathBuf>,
     /// Device of the replica: cpu, or cuda:K in a build with the `cuda` feature.
     #[arg(long, env = "SIAMESE_DEVICE", default_value = "cpu")]
     device: String,
@@ -62,7 +65,7 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli, threads: usize) -> anyhow::Result<()> {
     let opts = WorkerOptions {
         coordinator: cli.coordinator,
-        token: cli.token,
+        token: resolve_token(cli.token.as_deref(), cli.token_file.as_deref())?,
         device: cli.device,
         threads,
         data_dir: cli.data_dir,

@@ -15,7 +15,7 @@ use super::service::{Admission, CoordinatorService, serve};
 use super::settings::{ClusterArgs, EngineSettings};
 use crate::aggregation::Aggregation;
 use crate::cluster::ClusterError;
-use crate::cluster::protocol::auth::{TOKEN_ENV, generate_token};
+use crate::cluster::protocol::auth::{TOKEN_ENV, generate_token, resolve_token};
 use crate::cluster::protocol::shm::SharedRegion;
 use crate::config::TrainConfig;
 use crate::data::Dataset;
@@ -72,15 +72,16 @@ pub fn with_cluster<T>(
     body: impl FnOnce(&mut ClusterEngine) -> Result<T, TrainError>,
 ) -> Result<T, TrainError> {
     check(args)?;
-    let token = match (&args.token, args.no_spawn) {
-        (Some(t), _) => t.clone(),
+    let given = resolve_token(args.token.as_deref(), args.token_file.as_deref())?;
+    let token = match (given, args.no_spawn) {
+        (Some(t), _) => t,
         (None, false) => generate_token().map_err(|source| ClusterError::Io {
             what: "generating a token from /dev/urandom".into(),
             source,
         })?,
         (None, true) => {
             return Err(TrainError::Config(format!(
-                "--no-spawn needs --token or {TOKEN_ENV} for the remote workers"
+                "--no-spawn needs a token for the remote workers: {TOKEN_ENV}, --token-file or --token"
             )));
         }
     };

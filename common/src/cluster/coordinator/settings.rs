@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::aggregation::Aggregation;
-use crate::cluster::protocol::auth::TOKEN_ENV;
+use crate::cluster::protocol::auth::{TOKEN_ENV, TOKEN_FILE_ENV};
 
 /// The cluster's settings on the coordinator.
 #[derive(clap::Args, Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -19,10 +19,14 @@ pub struct ClusterArgs {
     /// Address to serve on (default 127.0.0.1 with a free port; 0.0.0.0:50051 for remote workers).
     #[arg(long, env = "SIAMESE_LISTEN", default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
-    /// Shared token every worker must present (generated for local workers when absent).
+    /// Shared token every worker must present (generated for local workers when absent);
+    /// prefer SIAMESE_TOKEN or --token-file, which `ps` does not show.
     #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
     #[serde(skip)]
     pub token: Option<String>,
+    /// File holding the token (a mounted Secret, say), instead of --token.
+    #[arg(long, env = TOKEN_FILE_ENV)]
+    pub token_file: Option<PathBuf>,
     /// Device of the local workers: cpu, or cuda:K with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,

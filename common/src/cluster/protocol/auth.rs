@@ -8,6 +8,39 @@ use tonic::{Request, Status};
 
 /// Environment variable both binaries read the token from.
 pub const TOKEN_ENV: &str = "SIAMESE_TOKEN";
+/// Environment variable naming a file both binaries read the token from.
+pub const TOKEN_FILE_ENV: &str = "SIAMESE_TOKEN_FILE";
+
+/// The run's token: given directly (`--token`, `SIAMESE_TOKEN`) or read from a file
+/// (`--token-file`, `SIAMESE_TOKEN_FILE`, e.g. a mounted Kubernetes Secret); surrounding
+/// whitespace of the file is ignored. `None` when neither is given.
+pub fn resolve_token(
+    token: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>, crate::cluster::ClusterError> {
+    use crate::cluster::ClusterError;
+    match (token, file) {
+        (Some(_), Some(path)) => Err(ClusterError::Setup(format!(
+            "give the token either directly (--token / {TOKEN_ENV}) or in a file (--token-file {}), not both",
+            path.display()
+        ))),
+        (Some(t), None) => Ok(Some(t.to_string())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ClusterError::Io {
+                what: format!("reading the token file {}", path.display()),
+                source,
+            })?;
+            match text.trim() {
+                "" => Err(ClusterError::Setup(format!(
+                    "the token file {} is empty",
+                    path.display()
+                ))),
+                t => Ok(Some(t.to_string())),
+            }
+        }
+        (None, None) => Ok(None),
+    }
+}
 
 /// A fresh random token (128 bits from the OS), for locally spawned workers.
 pub fn generate_token() -> std::io::Result<String> {
