@@ -6,12 +6,16 @@ use integration_tests::{shared_dataset, waiting_coordinator, waiting_coordinator
 fn coordinator_against_fake(fault: Fault) -> String {
     let dir = tempfile::tempdir().unwrap();
     // A lost worker is waited for (to be replaced) up to the join timeout: keep it short.
-    let (coordinator, addr) =
-        waiting_coordinator_with(dir.path(), 1, "tok", &["--join-timeout", "5"]);
+    let (coordinator, addr) = waiting_coordinator_with(
+        dir.path(),
+        1,
+        "test-token-0123456789",
+        &["--join-timeout", "5"],
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(fake_worker::run(
         &addr,
-        "tok",
+        "test-token-0123456789",
         &shared_dataset("mnist"),
         fault,
     ));
@@ -77,7 +81,7 @@ fn health_reflection_and_token_checks_answer_stock_grpc_clients() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let dir = tempfile::tempdir().unwrap();
-    let (mut coordinator, addr) = waiting_coordinator(dir.path(), 1, "tok");
+    let (mut coordinator, addr) = waiting_coordinator(dir.path(), 1, "test-token-0123456789");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use siamese_common::cluster::protocol::auth::{TOKEN_ENV, TOKEN_FILE_ENV, resolve_token};
+use siamese_common::cluster::protocol::tls::ClientTls;
 use siamese_common::cluster::{WorkerOptions, run_worker_blocking};
 use siamese_common::threads::default_threads;
 
@@ -14,7 +15,7 @@ use siamese_common::threads::default_threads;
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Cli {
-    /// The coordinator's URL, e.g. http://10.0.0.5:50051.
+    /// The coordinator's URL, e.g. http://10.0.0.5:50051, or https://... for TLS.
     #[arg(long, env = "SIAMESE_COORDINATOR")]
     coordinator: String,
     /// The run's shared token; prefer SIAMESE_TOKEN or --token-file, which `ps` does not show.
@@ -32,6 +33,18 @@ struct Cli {
     /// Folder holding the dataset's files (default: $SIAMESE_DATA_DIR/<dataset>, else ./data/<dataset>).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// TLS: the CA (PEM) the coordinator's certificate must chain to (default: the system's).
+    #[arg(long, env = "SIAMESE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Mutual TLS: this worker's client certificate (PEM).
+    #[arg(long, env = "SIAMESE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Mutual TLS: the private key of --tls-cert (PEM).
+    #[arg(long, env = "SIAMESE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// TLS: the name the coordinator's certificate must carry, when not the URL's host.
+    #[arg(long, env = "SIAMESE_TLS_DOMAIN")]
+    tls_domain: Option<String>,
     /// Rank to ask for, 0..workers (default: the lowest free one).
     #[arg(long, env = "SIAMESE_RANK")]
     rank: Option<u32>,
@@ -62,7 +75,26 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The TLS settings the flags ask for; `None` when they name none (an https:// URL then trusts
+/// the system's CAs).
+fn tls_options(cli: &Cli) -> anyhow::Result<Option<ClientTls>> {
+    let any = cli.tls_ca.is_some()
+        || cli.tls_cert.is_some()
+        || cli.tls_key.is_some()
+        || cli.tls_domain.is_some();
+    Ok(match any {
+        true => Some(ClientTls::load(
+            cli.tls_ca.as_deref(),
+            cli.tls_cert.as_deref(),
+            cli.tls_key.as_deref(),
+            cli.tls_domain.as_deref(),
+        )?),
+        false => None,
+    })
+}
+
 fn run(cli: Cli, threads: usize) -> anyhow::Result<()> {
+    let tls = tls_options(&cli)?;
     let opts = WorkerOptions {
         coordinator: cli.coordinator,
         token: resolve_token(cli.token.as_deref(), cli.token_file.as_deref())?,
@@ -72,6 +104,7 @@ fn run(cli: Cli, threads: usize) -> anyhow::Result<()> {
         connect_timeout: Duration::from_secs(cli.connect_timeout),
         reconnect_timeout: Duration::from_secs(cli.reconnect_timeout),
         keepalive: Duration::from_secs(cli.keepalive),
+        tls,
         rank: cli.rank,
     };
     tracing::info!(coordinator = %opts.coordinator, device = %opts.device, threads, "worker starting");

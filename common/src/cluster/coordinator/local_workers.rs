@@ -17,6 +17,8 @@ pub struct SpawnOptions {
     pub count: usize,
     /// The coordinator's URL.
     pub coordinator: String,
+    /// With TLS: the CA the workers trust for the coordinator's certificate.
+    pub tls_ca: Option<PathBuf>,
     /// The run's token (passed in the environment, not on the command line).
     pub token: String,
     /// Compute threads for each.
@@ -124,6 +126,9 @@ impl LocalWorkers {
         }
         if let Some(dir) = &o.data_dir {
             cmd.arg("--data-dir").arg(dir);
+        }
+        if let Some(ca) = &o.tls_ca {
+            cmd.arg("--tls-ca").arg(ca);
         }
         let mut child = cmd.spawn().map_err(|source| ClusterError::Io {
             what: format!("starting {}", self.bin.display()),

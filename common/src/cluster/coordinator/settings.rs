@@ -27,6 +27,20 @@ pub struct ClusterArgs {
     /// File holding the token (a mounted Secret, say), instead of --token.
     #[arg(long, env = TOKEN_FILE_ENV)]
     pub token_file: Option<PathBuf>,
+    /// TLS: this coordinator's certificate (PEM); with --tls-key, every connection is TLS and
+    /// workers connect to https://. Without it, traffic (the token included) is plaintext.
+    #[arg(long, env = "SIAMESE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert (PEM).
+    #[arg(long, env = "SIAMESE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: workers must show a client certificate issued by this CA (PEM).
+    #[arg(long, env = "SIAMESE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// TLS with local workers: the CA that issued --tls-cert, which they are told to trust (the
+    /// certificate must name 127.0.0.1, where they connect).
+    #[arg(long, env = "SIAMESE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Device of the local workers: cpu, or cuda:K with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,

@@ -1,5 +1,6 @@
 //! A worker's sessions with the coordinator: connect, learn the run, load its data (once), join
-//! (showing the data's digest), set up NCCL if the run uses it, then hand the stream to the task
+//! (answering the coordinator's challenge with a hash over the data), set up NCCL if the run
+//! uses it, then hand the stream to the task
 //! loop until Stop. When the coordinator goes away (killed, restarted from its checkpoint, or it
 //! declared this worker lost), the worker reconnects with backoff for up to its reconnect
 //! window and joins again as a new session; the coordinator gives it the run's state.
@@ -21,9 +22,10 @@ use crate::cluster::ClusterError;
 use crate::cluster::protocol::auth::AddToken;
 use crate::cluster::protocol::proto::cluster_client::ClusterClient;
 use crate::cluster::protocol::proto::{
-    CoordinatorMessage, Join, RunRequest, WorkerMessage, coordinator_message, worker_message,
+    CoordinatorMessage, Join, Proof, RunRequest, WorkerMessage, coordinator_message, worker_message,
 };
 use crate::cluster::protocol::shm::SharedRegion;
+use crate::cluster::protocol::tls::{ClientTls, is_tls_failure};
 use crate::cluster::protocol::transport::{
     CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES,
 };
@@ -51,6 +53,8 @@ pub struct WorkerOptions {
     pub reconnect_timeout: Duration,
     /// HTTP/2 PING interval: a coordinator that misses two in a row is gone.
     pub keepalive: Duration,
+    /// TLS settings for an `https://` coordinator.
+    pub tls: Option<ClientTls>,
     /// The rank to ask for (the coordinator picks one when absent).
     pub rank: Option<u32>,
 }
@@ -70,7 +74,8 @@ enum Attempt {
 /// or asked this worker to come back) rather than "this worker cannot take part".
 fn retryable(e: &ClusterError) -> bool {
     match e {
-        ClusterError::Transport { .. } | ClusterError::RefusedForNow(_) => true,
+        ClusterError::Transport { source, .. } => !is_tls_failure(source),
+        ClusterError::RefusedForNow(_) => true,
         ClusterError::Status { status, .. } => matches!(
             status.code(),
             tonic::Code::Unavailable
@@ -125,10 +130,32 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
 }
 
 async fn connect(opts: &WorkerOptions) -> Result<Channel, ClusterError> {
-    let endpoint = Endpoint::from_shared(opts.coordinator.clone())
-        .map_err(|e| {
-            ClusterError::Setup(format!("bad coordinator URL {:?}: {e}", opts.coordinator))
-        })?
+    let mut endpoint = Endpoint::from_shared(opts.coordinator.clone()).map_err(|e| {
+        ClusterError::Setup(format!("bad coordinator URL {:?}: {e}", opts.coordinator))
+    })?;
+    match (opts.coordinator.starts_with("https://"), &opts.tls) {
+        (true, tls) => {
+            let tls = match tls {
+                Some(tls) => tls.clone(),
+                None => ClientTls::load(None, None, None, None)?,
+            };
+            endpoint =
+                endpoint
+                    .tls_config(tls.config())
+                    .map_err(|source| ClusterError::Transport {
+                        peer: opts.coordinator.clone(),
+                        source,
+                    })?;
+        }
+        (false, Some(_)) => {
+            return Err(ClusterError::Setup(format!(
+                "TLS options were given but the coordinator URL {} is not https://",
+                opts.coordinator
+            )));
+        }
+        (false, None) => {}
+    }
+    let endpoint = endpoint
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .http2_keep_alive_interval(opts.keepalive)
@@ -202,7 +229,6 @@ async fn session(
         protocol_version: PROTOCOL_VERSION,
         model_version: MODEL_VERSION.into(),
         dataset: kind.name().into(),
-        data_digest: data.digest(),
         device: opts.device.clone(),
         threads: opts.threads as u32,
         host: hostname(),
@@ -225,6 +251,37 @@ async fn session(
         peer: opts.coordinator.clone(),
         what,
     };
+    let refused = |r: crate::cluster::protocol::proto::Refusal| match r.retry {
+        true => ClusterError::RefusedForNow(r.reason),
+        false => ClusterError::Refused(r.reason),
+    };
+    // The coordinator first challenges this worker to prove it holds the run's data.
+    match inbound
+        .message()
+        .await
+        .map_err(ClusterError::status("Session"))?
+        .and_then(|m| m.body)
+    {
+        Some(coordinator_message::Body::Challenge(c)) => {
+            let held = data.clone();
+            let proof = tokio::task::spawn_blocking(move || held.proof(&c.nonce))
+                .await
+                .map_err(|e| ClusterError::Setup(format!("hashing the dataset stopped: {e}")))?;
+            out_tx
+                .send(WorkerMessage {
+                    body: Some(worker_message::Body::Proof(Proof { proof })),
+                })
+                .await
+                .map_err(|_| ClusterError::Setup("the outgoing stream closed".into()))?;
+        }
+        Some(coordinator_message::Body::Refusal(r)) => return Err(refused(r)),
+        None => return Ok(Attempt::Retry("the coordinator closed the session".into())),
+        Some(_) => {
+            return Err(protocol(
+                "the session did not start with a data challenge".into(),
+            ));
+        }
+    }
     let welcome = match inbound
         .message()
         .await
@@ -235,12 +292,7 @@ async fn session(
         }) => w,
         Some(CoordinatorMessage {
             body: Some(coordinator_message::Body::Refusal(r)),
-        }) => {
-            return Err(match r.retry {
-                true => ClusterError::RefusedForNow(r.reason),
-                false => ClusterError::Refused(r.reason),
-            });
-        }
+        }) => return Err(refused(r)),
         None => return Ok(Attempt::Retry("the coordinator closed the session".into())),
         _ => {
             return Err(protocol(
