@@ -7,6 +7,7 @@ use clap::Parser;
 use siamese_common::cluster::protocol::auth::{TOKEN_ENV, TOKEN_FILE_ENV, resolve_token};
 use siamese_common::cluster::protocol::tls::ClientTls;
 use siamese_common::cluster::{WorkerOptions, run_worker_blocking};
+use siamese_common::config::within;
 use siamese_common::threads::default_threads;
 
 /// A siamese-cluster worker: holds a replica of SN-LeNet-5 on its device, loads the dataset the
@@ -27,8 +28,8 @@ struct Cli {
     /// Device of the replica: cpu, or cuda:K in a build with the `cuda` feature.
     #[arg(long, env = "SIAMESE_DEVICE", default_value = "cpu")]
     device: String,
-    /// Compute threads (default: all cores).
-    #[arg(long, env = "SIAMESE_THREADS")]
+    /// Compute threads, 1 to 1024 (default: all cores).
+    #[arg(long, env = "SIAMESE_THREADS", value_parser = within(1usize, 1024))]
     threads: Option<usize>,
     /// Folder holding the dataset's files (default: $SIAMESE_DATA_DIR/<dataset>, else ./data/<dataset>).
     #[arg(long)]
@@ -45,18 +46,18 @@ struct Cli {
     /// TLS: the name the coordinator's certificate must carry, when not the URL's host.
     #[arg(long, env = "SIAMESE_TLS_DOMAIN")]
     tls_domain: Option<String>,
-    /// Rank to ask for, 0..workers (default: the lowest free one).
-    #[arg(long, env = "SIAMESE_RANK")]
+    /// Rank to ask for, 0 to workers - 1 (default: the lowest free one).
+    #[arg(long, env = "SIAMESE_RANK", value_parser = within(0u32, 1023))]
     rank: Option<u32>,
-    /// Seconds to keep retrying the first connection.
-    #[arg(long, env = "SIAMESE_CONNECT_TIMEOUT", default_value_t = 60)]
+    /// Seconds (0 to 86400) to keep retrying the first connection.
+    #[arg(long, env = "SIAMESE_CONNECT_TIMEOUT", default_value_t = 60, value_parser = within(0u64, 86_400))]
     connect_timeout: u64,
-    /// Seconds to keep trying to get back into the run after losing the coordinator (it was
+    /// Seconds (0 to 86400) to keep trying to get back into the run after losing the coordinator (it was
     /// killed, restarted from its checkpoint, or declared this worker lost); 0 exits at once.
-    #[arg(long, env = "SIAMESE_RECONNECT_TIMEOUT", default_value_t = 300)]
+    #[arg(long, env = "SIAMESE_RECONNECT_TIMEOUT", default_value_t = 300, value_parser = within(0u64, 86_400))]
     reconnect_timeout: u64,
-    /// Seconds between HTTP/2 keepalive PINGs; a coordinator that misses two in a row is gone.
-    #[arg(long, env = "SIAMESE_KEEPALIVE", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Seconds (1 to 3600) between HTTP/2 keepalive PINGs; a coordinator that misses two in a row is gone.
+    #[arg(long, env = "SIAMESE_KEEPALIVE", default_value_t = 3, value_parser = within(1u64, 3600))]
     keepalive: u64,
 }
 

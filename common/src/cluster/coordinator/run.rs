@@ -12,13 +12,14 @@ use super::events::Event;
 use super::local_workers::{LocalWorkers, SpawnOptions};
 use super::pool::{OnLost, PoolSettings, SLOTS_PER_WORKER, WorkerPool};
 use super::rank_table::RankTable;
-use super::service::{CoordinatorService, serve};
+use super::service::{CoordinatorService, ServerLimits, serve};
 use super::settings::{ClusterArgs, EngineSettings};
 use crate::aggregation::Aggregation;
 use crate::cluster::ClusterError;
 use crate::cluster::protocol::auth::{TOKEN_ENV, generate_token, resolve_token};
 use crate::cluster::protocol::shm::SharedRegion;
 use crate::cluster::protocol::tls::ServerTls;
+use crate::cluster::protocol::transport::message_limit;
 use crate::config::TrainConfig;
 use crate::data::Dataset;
 use crate::model::ModelSpec;
@@ -163,23 +164,22 @@ pub fn with_cluster<T>(
             .map(|r| (r.path().display().to_string(), r.nonce())),
     };
     let ranks = RankTable::new(args.workers);
-    let (events_tx, events_rx) = mpsc::channel(4096);
+    let (events_tx, events_rx) = mpsc::channel(1024);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let keepalive = Duration::from_secs(args.keepalive);
+    let limits = ServerLimits {
+        keepalive: Duration::from_secs(args.keepalive),
+        message_bytes: message_limit(&spec, cfg.batch_size as usize),
+        // Every worker's session and its short calls, replacements joining, probes.
+        calls: 4 * args.workers + 32,
+    };
     let server = runtime.spawn({
         let token = token.clone();
         let service = CoordinatorService::new(admission, ranks.clone(), events_tx.clone());
         let tls = tls.clone();
         async move {
-            serve(
-                listener,
-                service,
-                (&token, tls.as_ref()),
-                keepalive,
-                async {
-                    let _ = stop_rx.await;
-                },
-            )
+            serve(listener, service, (&token, tls.as_ref()), limits, async {
+                let _ = stop_rx.await;
+            })
             .await
         }
     });

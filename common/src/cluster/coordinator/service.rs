@@ -21,9 +21,19 @@ use crate::cluster::protocol::proto::{
     CoordinatorMessage, FILE_DESCRIPTOR_SET, RunInfo, RunRequest, WorkerMessage, worker_message,
 };
 use crate::cluster::protocol::tls::ServerTls;
-use crate::cluster::protocol::transport::{
-    CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES,
-};
+use crate::cluster::protocol::transport::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
+
+/// What the server lets peers do.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerLimits {
+    /// HTTP/2 PING interval: a worker that does not answer two in a row (a vanished host, a
+    /// stopped process) has its session ended.
+    pub keepalive: Duration,
+    /// Largest message in either direction (see `transport::message_limit`).
+    pub message_bytes: usize,
+    /// Calls in progress at once over all connections (sessions are calls that last).
+    pub calls: usize,
+}
 
 /// The `Cluster` service.
 pub struct CoordinatorService {
@@ -86,14 +96,13 @@ impl Cluster for CoordinatorService {
 /// Serves the cluster, the standard health service and server reflection on `listener` until
 /// `shutdown` completes. Health and reflection answer without the token so that Kubernetes
 /// probes and stock gRPC tools work.
-/// `keepalive` is the HTTP/2 PING interval: a worker that does not answer two of them in a row
-/// (a vanished host, a stopped process) has its session ended. With `tls`, every connection is
-/// TLS (mutual when it names a client CA), health and reflection included.
+/// With `tls`, every connection is TLS (mutual when it names a client CA), health and reflection
+/// included.
 pub async fn serve(
     listener: TcpListener,
     service: CoordinatorService,
     (token, tls): (&str, Option<&ServerTls>),
-    keepalive: Duration,
+    limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ClusterError> {
     let peer = listener
@@ -111,9 +120,14 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| ClusterError::Setup(format!("building the reflection service: {e}")))?;
     let cluster = ClusterServer::new(service)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let mut builder = tonic::transport::Server::builder();
+        .max_decoding_message_size(limits.message_bytes)
+        .max_encoding_message_size(limits.message_bytes);
+    let mut builder = tonic::transport::Server::builder()
+        // A worker needs one session and a few short calls; every stream held is bounded by
+        // the message limit and the windows.
+        .max_concurrent_streams(Some(8))
+        .concurrency_limit_per_connection(8)
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(limits.calls));
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls.config())
@@ -123,8 +137,8 @@ pub async fn serve(
             })?;
     }
     builder
-        .http2_keepalive_interval(Some(keepalive))
-        .http2_keepalive_timeout(Some(2 * keepalive))
+        .http2_keepalive_interval(Some(limits.keepalive))
+        .http2_keepalive_timeout(Some(2 * limits.keepalive))
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .tcp_nodelay(true)

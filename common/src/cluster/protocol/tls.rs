@@ -124,7 +124,14 @@ pub fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
         if e.downcast_ref::<rustls::Error>().is_some() {
             return true;
         }
-        next = e.source();
+        // An io::Error's source() skips the error it wraps: look inside it too.
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner),
+            None => e.source(),
+        };
     }
     false
 }

@@ -27,7 +27,7 @@ use crate::cluster::protocol::proto::{
 use crate::cluster::protocol::shm::SharedRegion;
 use crate::cluster::protocol::tls::{ClientTls, is_tls_failure};
 use crate::cluster::protocol::transport::{
-    CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES,
+    CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES, WORKER_MAX_MESSAGE_BYTES, WORKER_MAX_SEND_BYTES,
 };
 use crate::cluster::protocol::{MODEL_VERSION, PROTOCOL_VERSION};
 use crate::data::{Dataset, DatasetKind, obtain_dataset};
@@ -201,8 +201,8 @@ async fn session(
     let auth = AddToken::new(opts.token.as_deref())
         .map_err(|s| ClusterError::Setup(s.message().to_string()))?;
     let mut client = ClusterClient::with_interceptor(channel, auth)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(WORKER_MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(WORKER_MAX_SEND_BYTES);
     let info = client
         .run(RunRequest {})
         .await
@@ -303,6 +303,18 @@ async fn session(
     *joined = true;
     let spec: ModelSpec = serde_json::from_str(&welcome.model_spec_json)
         .map_err(|e| protocol(format!("bad model spec: {e}")))?;
+    spec.validate()
+        .map_err(|e| protocol(format!("a model layout this worker will not run: {e}")))?;
+    let (c, h, w) = data.train.shape();
+    if (spec.channels, spec.size, spec.size) != (c, h, w) {
+        return Err(protocol(format!(
+            "a model for {}x{}x{} images, but the run's {} images are {c}x{h}x{w}",
+            spec.channels,
+            spec.size,
+            spec.size,
+            kind.name()
+        )));
+    }
     tracing::info!(
         rank = welcome.rank,
         world = welcome.world_size,
