@@ -27,6 +27,9 @@ use crate::results::RunResults;
 use crate::stop::StopFlag;
 use crate::train::{RunControl, TrainError, Trainer, TrainingData};
 
+/// How long open connections may take to close once the run has ended.
+const SERVER_GRACE: Duration = Duration::from_secs(5);
+
 /// Trains `cfg` on `data` across a cluster of `args.workers` workers and writes the results
 /// file and checkpoint; the same shape as [`crate::train::train_in_process`].
 pub fn train_on_cluster(
@@ -269,10 +272,20 @@ pub fn with_cluster<T>(
             .finish(Duration::from_secs(10));
     }
     let _ = stop_tx.send(());
-    match runtime.block_on(server) {
-        Ok(Err(e)) => tracing::warn!("server: {e}"),
-        Err(e) => tracing::warn!("server task: {e}"),
-        Ok(Ok(())) => {}
+    // A graceful shutdown waits for every open stream; a peer that stopped reading would hold
+    // the coordinator's exit (and its exit code) hostage, so it gets a bounded grace.
+    let abort = server.abort_handle();
+    match runtime.block_on(async { tokio::time::timeout(SERVER_GRACE, server).await }) {
+        Ok(Ok(Err(e))) => tracing::warn!("server: {e}"),
+        Ok(Err(e)) => tracing::warn!("server task: {e}"),
+        Ok(Ok(Ok(()))) => {}
+        Err(_) => {
+            tracing::warn!(
+                grace_s = SERVER_GRACE.as_secs(),
+                "connections still open after the run ended; closing them"
+            );
+            abort.abort();
+        }
     }
     trained
 }
