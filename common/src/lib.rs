@@ -13,5 +13,6 @@ pub mod optim;
 pub mod pairs;
 pub mod results;
 pub mod stop;
+pub mod telemetry;
 pub mod threads;
 pub mod train;

@@ -1,19 +1,27 @@
 //! `coordinator`: trains SN-LeNet-5 across worker processes (or in this process with
 //! `--workers 0`) and reports the figures of docs/spec.md.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 mod bench;
 mod console;
+mod curves;
+mod log_writer;
+mod output_args;
+mod progress;
+mod scores_file;
+mod training;
 
 use bench::{PaperArgs, ScalingArgs, TestTimeArgs, run_paper, run_scaling, run_test_time};
-use siamese_common::cluster::{ClusterArgs, train_on_cluster};
+use console::Console;
+use log_writer::BarAwareStderr;
+use output_args::OutputArgs;
+use siamese_common::cluster::ClusterArgs;
 use siamese_common::config::TrainConfig;
-use siamese_common::data::obtain_dataset;
+use siamese_common::logging::LogFormat;
 use siamese_common::stop::StopFlag;
-use siamese_common::train::{RunControl, TrainError, TrainingData, train_in_process};
+use siamese_common::train::TrainError;
+use training::RunOutputArgs;
 
 /// Data-parallel trainer for the siamese LeNet-5 of "Advancements in Image Recognition: A
 /// Siamese Network Approach" on MNIST, Fashion-MNIST and CIFAR-10.
@@ -34,6 +42,10 @@ struct Cli {
     train: TrainConfig,
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    outputs: RunOutputArgs,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,7 +92,6 @@ fn bench(b: Bench, stop: StopFlag) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    siamese_common::logging::init();
     let cli = Cli::parse();
     // The coordinator of a cluster computes only Adam; in this process it trains; the scaling
     // bench computes in its worker processes.
@@ -93,43 +104,32 @@ fn main() -> std::process::ExitCode {
     };
     // SAFETY: nothing has started a thread yet.
     unsafe { siamese_common::threads::pin_compute_threads(threads) };
+    let console = Console::new(&cli.output);
+    siamese_common::logging::init_with(
+        cli.output.log_format,
+        cli.output.default_level(),
+        BarAwareStderr::new(console.bars().clone()),
+    );
     let result = StopFlag::on_signals()
         .context("installing the SIGINT and SIGTERM handlers")
         .and_then(|stop| match cli.command {
             Some(Command::Bench(b)) => bench(b, stop),
-            None => train(cli.train, &cli.cluster, stop),
+            None => training::train(cli.train, &cli.cluster, &cli.outputs, &console, stop),
         });
+    // With JSON logs the last words are a JSON line too, so that every line of a pod parses.
+    let say = |what: &str, e: &anyhow::Error| match cli.output.log_format {
+        LogFormat::Json => tracing::error!(error = %format!("{e:#}"), "{what}"),
+        LogFormat::Text => eprintln!("{what}: {e:#}"),
+    };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) if matches!(e.downcast_ref(), Some(TrainError::Interrupted)) => {
-            eprintln!("stopped: {e:#}");
+            say("stopped", &e);
             std::process::ExitCode::from(EXIT_INTERRUPTED)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            say("error", &e);
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn train(cfg: TrainConfig, cluster: &ClusterArgs, stop: StopFlag) -> anyhow::Result<()> {
-    let cfg = cfg.resolved(cluster.workers.max(1));
-    tracing::info!(
-        config = %serde_json::to_string(&cfg)?,
-        cluster = %serde_json::to_string(cluster)?,
-        "starting"
-    );
-    let dataset = Arc::new(obtain_dataset(cfg.dataset, cfg.data_dir.as_deref())?);
-    let data = TrainingData::prepare(&cfg, dataset)?;
-    console::print_plan(&cfg, &data, cluster.workers);
-    let control = RunControl {
-        on_epoch: &mut console::print_epoch,
-        stop,
-    };
-    let results = match cluster.workers {
-        0 => train_in_process(&cfg, data, control)?,
-        _ => train_on_cluster(&cfg, cluster, data, control)?,
-    };
-    console::print_summary(&results, &cfg.out_path());
-    Ok(())
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::ClusterError;
 use crate::cluster::protocol::auth::TOKEN_ENV;
+use crate::logging::LOG_FORMAT_ENV;
 
 /// What every local worker is started with.
 #[derive(Clone, Debug)]
@@ -75,7 +76,7 @@ fn forward_logs(child: &mut Child, prefix: String) {
         let prefix = prefix.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                eprintln!("{prefix} {line}");
+                crate::logging::forward_line(&prefix, &line);
             }
         });
     }
@@ -113,6 +114,8 @@ impl LocalWorkers {
             .arg("--reconnect-timeout")
             .arg("0")
             .env(TOKEN_ENV, &o.token)
+            // Its lines join the coordinator's stderr, so they must be in the same format.
+            .env(LOG_FORMAT_ENV, crate::logging::format().name())
             // The coordinator pinned its own (single) compute thread; each worker gets its share.
             .env("CANDLE_NUM_THREADS", o.threads.to_string())
             .env("RAYON_NUM_THREADS", o.threads.to_string())
