@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod console;
 mod curves;
+mod infer;
 mod log_writer;
 mod output_args;
 mod progress;
@@ -14,12 +15,14 @@ mod training;
 
 use bench::{PaperArgs, ScalingArgs, TestTimeArgs, run_paper, run_scaling, run_test_time};
 use console::Console;
+use infer::{CompareArgs, EmbedArgs, SearchArgs, ServeArgs};
 use log_writer::BarAwareStderr;
 use output_args::OutputArgs;
 use siamese_common::cluster::ClusterArgs;
 use siamese_common::config::TrainConfig;
 use siamese_common::logging::LogFormat;
 use siamese_common::stop::StopFlag;
+use siamese_common::threads::default_threads;
 use siamese_common::train::TrainError;
 use training::RunOutputArgs;
 
@@ -53,6 +56,16 @@ enum Command {
     /// Benchmarks that print tables and write JSON, CSV and PNG figures.
     #[command(subcommand)]
     Bench(Bench),
+    /// Embeddings of images (PNG, JPEG, or a dataset file's images by index) from a trained
+    /// checkpoint, as CSV or .npy.
+    Embed(EmbedArgs),
+    /// The similarity of two images, and whether the model calls them the same class (> 0.5).
+    Compare(CompareArgs),
+    /// The gallery images nearest to a query image.
+    Search(SearchArgs),
+    /// A gRPC inference service (Embed, Compare, Search) of a trained checkpoint, with
+    /// grpc.health.v1, the run token and batching of concurrent requests.
+    Serve(ServeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -99,6 +112,12 @@ fn main() -> std::process::ExitCode {
         Some(Command::Bench(Bench::Scaling(_))) => 1,
         Some(Command::Bench(Bench::TestTime(args))) => args.threads,
         Some(Command::Bench(Bench::Paper(args))) => args.threads,
+        Some(Command::Embed(EmbedArgs { model, .. }))
+        | Some(Command::Compare(CompareArgs { model, .. }))
+        | Some(Command::Search(SearchArgs { model, .. }))
+        | Some(Command::Serve(ServeArgs { model, .. })) => {
+            model.threads.unwrap_or_else(|| default_threads(1))
+        }
         None if cli.cluster.workers == 0 => cli.train.threads_per_process(1),
         None => 1,
     };
@@ -114,6 +133,10 @@ fn main() -> std::process::ExitCode {
         .context("installing the SIGINT and SIGTERM handlers")
         .and_then(|stop| match cli.command {
             Some(Command::Bench(b)) => bench(b, stop),
+            Some(Command::Embed(args)) => infer::run_embed(args),
+            Some(Command::Compare(args)) => infer::run_compare(args),
+            Some(Command::Search(args)) => infer::run_search(args),
+            Some(Command::Serve(args)) => infer::run_serve(args, threads, &stop),
             None => training::train(cli.train, &cli.cluster, &cli.outputs, &console, stop),
         });
     // With JSON logs the last words are a JSON line too, so that every line of a pod parses.
