@@ -81,6 +81,19 @@ impl TrainingMetrics {
     /// Registers every training metric under the `siamese_` prefix.
     pub fn new() -> Self {
         let h = Handles::default();
+        // NaN until the run gives a value: a validation accuracy of 0 before the first epoch
+        // ends would read as a failed model.
+        for gauge in [
+            &h.pairs_per_second,
+            &h.train_loss,
+            &h.train_accuracy,
+            &h.val_loss,
+            &h.val_accuracy,
+            &h.test_accuracy,
+            &h.test_auc,
+        ] {
+            gauge.set(f64::NAN);
+        }
         let mut r = Registry::with_prefix("siamese");
         r.register(
             "training_steps",
@@ -372,6 +385,7 @@ mod tests {
             "siamese_cluster_worker_compute_seconds_total{rank=\"1\"} 2.5",
             "siamese_cluster_worker_waiting_seconds_total{rank=\"1\"} 1.0",
             "siamese_checkpoints_total 1",
+            "siamese_validation_accuracy_ratio NaN",
             "# UNIT siamese_checkpoint_age_seconds seconds",
             "# EOF",
         ] {
