@@ -158,3 +158,56 @@ fn compute(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::DatasetKind;
+    use crate::model::ModelSpec;
+
+    /// Concurrent requests batched into shared passes each get their own rows, equal to what
+    /// the model gives them alone.
+    #[test]
+    fn batched_requests_get_their_own_embeddings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let spec = ModelSpec::siamese(DatasetKind::Mnist, 10);
+        spec.save(&spec.init(5), &path).unwrap();
+        let model = Arc::new(TrainedModel::load(&path).unwrap());
+        let batcher = Batcher::start(model.clone(), 1, 5).unwrap();
+        let requests: Vec<(Vec<f32>, usize)> = (1..=6)
+            .map(|n| {
+                let values = (0..n * 784).map(|i| ((i * 31 + n) % 256) as f32 / 255.0);
+                (values.collect(), n)
+            })
+            .collect();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let answers = runtime.block_on(async {
+            // Spawned first, awaited after: all six are queued together, as concurrent
+            // clients' requests are.
+            let handles: Vec<_> = requests
+                .iter()
+                .map(|(values, n)| {
+                    let (b, values, n) = (batcher.clone(), values.clone(), *n);
+                    tokio::spawn(async move { b.embed(values, n).await })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for h in handles {
+                out.push(h.await.unwrap());
+            }
+            out
+        });
+        for ((values, n), answer) in requests.iter().zip(answers) {
+            assert_eq!(answer.unwrap(), model.embed_values(values, *n).unwrap());
+        }
+        let stats = batcher.stats();
+        assert_eq!(stats.requests.load(Ordering::Relaxed), 6);
+        assert_eq!(stats.images.load(Ordering::Relaxed), 21);
+        assert!(stats.passes.load(Ordering::Relaxed) <= 6);
+        // A request whose values do not make whole images is refused before it is queued.
+        assert!(runtime.block_on(batcher.embed(vec![0.0; 3], 1)).is_err());
+    }
+}

@@ -39,6 +39,7 @@ impl ModelArgs {
 /// `coordinator embed`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct EmbedArgs {
+    /// The model and what may be done to images.
     #[command(flatten)]
     pub model: ModelArgs,
     /// Images: PNG or JPEG files, or a dataset file's images by index: FILE#7, FILE#0..16 (end
@@ -54,6 +55,7 @@ pub struct EmbedArgs {
 /// `coordinator compare`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct CompareArgs {
+    /// The model and what may be done to images.
     #[command(flatten)]
     pub model: ModelArgs,
     /// The first image (a file, or FILE#INDEX of a dataset file).
@@ -65,6 +67,7 @@ pub struct CompareArgs {
 /// `coordinator search`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct SearchArgs {
+    /// The model and what may be done to images.
     #[command(flatten)]
     pub model: ModelArgs,
     /// Folder of PNG and JPEG images to search through.
@@ -81,6 +84,7 @@ pub struct SearchArgs {
 /// `coordinator serve`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServeArgs {
+    /// The model and what may be done to images.
     #[command(flatten)]
     pub model: ModelArgs,
     /// Address to serve on (0.0.0.0:50052 to take requests from other hosts).
