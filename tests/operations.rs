@@ -317,9 +317,12 @@ fn a_terminal_run_under_tmux_shows_the_progress_bar() {
 fn json_logs_parse_line_by_line_worker_lines_included() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(bin("coordinator"));
-    // One local worker: its lines pass through the coordinator's stderr.
+    // One local worker: its lines pass through the coordinator's stderr. The metrics address
+    // in the environment is the coordinator's alone (a worker that took it too would fail).
     short_run(&mut cmd, dir.path(), "1", "1");
-    cmd.args(["--log-format", "json"]);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    cmd.args(["--log-format", "json"])
+        .env("SIAMESE_METRICS_LISTEN", &metrics);
     let out = run_with_limit(&mut cmd, Duration::from_secs(120));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -345,4 +348,10 @@ fn json_logs_parse_line_by_line_worker_lines_included() {
         lines.len()
     );
     assert!(lines.iter().any(|l| l["message"] == "test"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "serving metrics" && l["addr"] == metrics.as_str()),
+        "the coordinator serves its metrics"
+    );
 }

@@ -13,7 +13,7 @@ use siamese_common::cluster::{ClusterArgs, train_on_cluster};
 use siamese_common::config::TrainConfig;
 use siamese_common::data::obtain_dataset;
 use siamese_common::stop::StopFlag;
-use siamese_common::telemetry::{MetricsServer, TrainingMetrics};
+use siamese_common::telemetry::{METRICS_LISTEN_ENV, MetricsServer, TrainingMetrics};
 use siamese_common::train::{Observers, RunControl, RunObserver, TrainingData, train_in_process};
 
 /// What a training run writes and serves besides its results file and checkpoint.
@@ -21,7 +21,7 @@ use siamese_common::train::{Observers, RunControl, RunObserver, TrainingData, tr
 pub struct RunOutputArgs {
     /// Serve Prometheus metrics of the run (steps, epoch, pairs/s, loss, accuracy, workers,
     /// step-time split, checkpoint age) at http://ADDR/metrics, e.g. 0.0.0.0:9100.
-    #[arg(long, env = "SIAMESE_METRICS_LISTEN")]
+    #[arg(long, env = METRICS_LISTEN_ENV)]
     pub metrics_listen: Option<SocketAddr>,
     /// Also write every test pair's indices, label and similarity as CSV to this file.
     #[arg(long, env = "SIAMESE_SCORES")]

@@ -9,7 +9,7 @@ use clap::Parser;
 use siamese_common::cluster::protocol::auth::{TOKEN_ENV, TOKEN_FILE_ENV, resolve_token};
 use siamese_common::cluster::{WorkerOptions, run_worker_blocking};
 use siamese_common::logging::{LOG_FORMAT_ENV, LogFormat};
-use siamese_common::telemetry::{MetricsServer, WorkerMetrics};
+use siamese_common::telemetry::{METRICS_LISTEN_ENV, MetricsServer, WorkerMetrics};
 use siamese_common::threads::default_threads;
 
 /// A siamese-cluster worker: holds a replica of SN-LeNet-5 on its device, loads the dataset the
@@ -51,7 +51,7 @@ struct Cli {
     keepalive: u64,
     /// Serve Prometheus metrics (tasks, compute, idle and send seconds, sessions) at
     /// http://ADDR/metrics, e.g. 0.0.0.0:9101.
-    #[arg(long, env = "SIAMESE_METRICS_LISTEN")]
+    #[arg(long, env = METRICS_LISTEN_ENV)]
     metrics_listen: Option<SocketAddr>,
     /// Log lines as text or as one JSON object per line (what Kubernetes log pipelines read);
     /// RUST_LOG filters them.

@@ -7,6 +7,9 @@ mod training;
 mod worker;
 
 pub use http::{METRICS_PATH, MetricsServer};
+
+/// Environment variable of `--metrics-listen` on both binaries.
+pub const METRICS_LISTEN_ENV: &str = "SIAMESE_METRICS_LISTEN";
 pub use training::TrainingMetrics;
 pub use worker::WorkerMetrics;
 

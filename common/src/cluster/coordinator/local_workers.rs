@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::cluster::ClusterError;
 use crate::cluster::protocol::auth::TOKEN_ENV;
 use crate::logging::LOG_FORMAT_ENV;
+use crate::telemetry::METRICS_LISTEN_ENV;
 
 /// What every local worker is started with.
 #[derive(Clone, Debug)]
@@ -116,6 +117,8 @@ impl LocalWorkers {
             .env(TOKEN_ENV, &o.token)
             // Its lines join the coordinator's stderr, so they must be in the same format.
             .env(LOG_FORMAT_ENV, crate::logging::format().name())
+            // The coordinator's metrics address, if it came from the environment, is taken.
+            .env_remove(METRICS_LISTEN_ENV)
             // The coordinator pinned its own (single) compute thread; each worker gets its share.
             .env("CANDLE_NUM_THREADS", o.threads.to_string())
             .env("RAYON_NUM_THREADS", o.threads.to_string())
