@@ -235,11 +235,14 @@ fn a_piped_run_prints_plain_lines_and_leaves_curves_and_scores_beside_its_result
         "{correct} vs {accuracy}"
     );
 
-    // --quiet: nothing on stdout, no info lines on stderr.
+    // --quiet: nothing on stdout, no info lines on stderr, a local worker's included.
     let quiet_dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(bin("coordinator"));
-    short_run(&mut cmd, quiet_dir.path(), "1", "0");
-    let out = run_with_limit(cmd.arg("--quiet"), Duration::from_secs(120));
+    short_run(&mut cmd, quiet_dir.path(), "1", "1");
+    let out = run_with_limit(
+        cmd.arg("--quiet").env_remove("RUST_LOG"),
+        Duration::from_secs(120),
+    );
     assert!(out.status.success());
     assert!(
         out.stdout.is_empty(),

@@ -44,8 +44,8 @@ impl LogFormat {
 /// Writes one finished line where the logs go.
 type RawWriter = Box<dyn Fn(&[u8]) + Send + Sync>;
 
-/// The format and raw writer of the installed subscriber.
-static INSTALLED: OnceLock<(LogFormat, RawWriter)> = OnceLock::new();
+/// What was installed: the format, the level where `RUST_LOG` is unset, and the raw writer.
+static INSTALLED: OnceLock<(LogFormat, String, RawWriter)> = OnceLock::new();
 
 /// Installs the global subscriber on stderr; `default_level` applies where `RUST_LOG` is unset.
 pub fn init(format: LogFormat, default_level: &str) {
@@ -63,7 +63,10 @@ where
         // A log line that cannot be written has nowhere else to go.
         let _ = raw.make_writer().write_all(line);
     });
-    if INSTALLED.set((format, raw)).is_err() {
+    if INSTALLED
+        .set((format, default_level.to_string(), raw))
+        .is_err()
+    {
         return;
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -88,7 +91,17 @@ where
 
 /// The format the installed subscriber writes (text before [`init`]).
 pub fn format() -> LogFormat {
-    INSTALLED.get().map_or(LogFormat::Text, |(f, _)| *f)
+    INSTALLED.get().map_or(LogFormat::Text, |(f, _, _)| *f)
+}
+
+/// The filter child processes should log with: `RUST_LOG` when set, else this process's
+/// default level (so `--quiet` quiets local workers too).
+pub fn child_filter() -> String {
+    std::env::var("RUST_LOG").unwrap_or_else(|_| {
+        INSTALLED
+            .get()
+            .map_or_else(|| "info".to_string(), |(_, level, _)| level.clone())
+    })
 }
 
 /// Passes on a line a child process (a local worker) logged, marked with `source`: prefixed in
@@ -99,7 +112,7 @@ pub fn forward_line(source: &str, line: &str) {
         LogFormat::Json => format!("{}\n", json_line(source, line)),
     };
     match INSTALLED.get() {
-        Some((_, raw)) => raw(text.as_bytes()),
+        Some((_, _, raw)) => raw(text.as_bytes()),
         None => eprint!("{text}"),
     }
 }

@@ -117,6 +117,7 @@ impl LocalWorkers {
             .env(TOKEN_ENV, &o.token)
             // Its lines join the coordinator's stderr, so they must be in the same format.
             .env(LOG_FORMAT_ENV, crate::logging::format().name())
+            .env("RUST_LOG", crate::logging::child_filter())
             // The coordinator's metrics address, if it came from the environment, is taken.
             .env_remove(METRICS_LISTEN_ENV)
             // The coordinator pinned its own (single) compute thread; each worker gets its share.
