@@ -4,6 +4,7 @@
 pub mod fake_nccl;
 pub mod fake_session;
 pub mod fake_worker;
+pub mod ops_util;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,6 +1,8 @@
 //! `worker`: joins a coordinator and computes gradients and embeddings for its shards.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -8,6 +10,8 @@ use siamese_common::cluster::protocol::auth::{TOKEN_ENV, TOKEN_FILE_ENV, resolve
 use siamese_common::cluster::protocol::tls::ClientTls;
 use siamese_common::cluster::{WorkerOptions, run_worker_blocking};
 use siamese_common::config::within;
+use siamese_common::logging::{LOG_FORMAT_ENV, LogFormat};
+use siamese_common::telemetry::{METRICS_LISTEN_ENV, MetricsServer, WorkerMetrics};
 use siamese_common::threads::default_threads;
 
 /// A siamese-cluster worker: holds a replica of SN-LeNet-5 on its device, loads the dataset the
@@ -59,11 +63,19 @@ struct Cli {
     /// Seconds (1 to 3600) between HTTP/2 keepalive PINGs; a coordinator that misses two in a row is gone.
     #[arg(long, env = "SIAMESE_KEEPALIVE", default_value_t = 3, value_parser = within(1u64, 3600))]
     keepalive: u64,
+    /// Serve Prometheus metrics (tasks, compute, idle and send seconds, sessions) at
+    /// http://ADDR/metrics, e.g. 0.0.0.0:9101.
+    #[arg(long, env = METRICS_LISTEN_ENV)]
+    metrics_listen: Option<SocketAddr>,
+    /// Log lines as text or as one JSON object per line (what Kubernetes log pipelines read);
+    /// RUST_LOG filters them.
+    #[arg(long, value_enum, env = LOG_FORMAT_ENV, default_value = "text")]
+    log_format: LogFormat,
 }
 
 fn main() -> std::process::ExitCode {
-    siamese_common::logging::init();
     let cli = Cli::parse();
+    siamese_common::logging::init(cli.log_format, "info");
     let threads = cli.threads.unwrap_or_else(|| default_threads(1));
     // SAFETY: nothing has started a thread yet.
     unsafe { siamese_common::threads::pin_compute_threads(threads) };
@@ -96,6 +108,15 @@ fn tls_options(cli: &Cli) -> anyhow::Result<Option<ClientTls>> {
 
 fn run(cli: Cli, threads: usize) -> anyhow::Result<()> {
     let tls = tls_options(&cli)?;
+    let metrics = cli.metrics_listen.map(|_| WorkerMetrics::new());
+    // Kept alive for the whole run: dropping it stops the endpoint.
+    let _server = match (cli.metrics_listen, &metrics) {
+        (Some(addr), Some(m)) => {
+            let m = m.clone();
+            Some(MetricsServer::start(addr, Arc::new(move || m.render()))?)
+        }
+        _ => None,
+    };
     let opts = WorkerOptions {
         coordinator: cli.coordinator,
         token: resolve_token(cli.token.as_deref(), cli.token_file.as_deref())?,
@@ -107,6 +128,7 @@ fn run(cli: Cli, threads: usize) -> anyhow::Result<()> {
         keepalive: Duration::from_secs(cli.keepalive),
         tls,
         rank: cli.rank,
+        metrics,
     };
     tracing::info!(coordinator = %opts.coordinator, device = %opts.device, threads, "worker starting");
     run_worker_blocking(opts)?;

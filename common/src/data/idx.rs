@@ -67,6 +67,18 @@ pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<ImageSet, DataError
     ImageSet::new(pixels, label_bytes, 1, SIDE as usize, SIDE as usize)
 }
 
+/// Pixels of an IDX image file of any image size, without labels (for inference on images by
+/// index): the bytes of every image one after another, rows and columns.
+pub fn load_idx_images(path: &Path) -> Result<(Vec<u8>, usize, usize), DataError> {
+    let mut img = IdxReader::open(path)?;
+    let [magic] = img.read_u32s::<1>()?;
+    img.check_magic(magic, IMAGE_MAGIC, "IDX image file")?;
+    let [count, rows, cols] = img.read_u32s::<3>()?;
+    let pixel_bytes = u64::from(count) * u64::from(rows) * u64::from(cols);
+    let pixels = img.read_vec(pixel_bytes, IMAGE_HEADER + pixel_bytes)?;
+    Ok((pixels, rows as usize, cols as usize))
+}
+
 /// Fails on the first label outside 0..=9.
 pub(crate) fn check_labels(path: &Path, labels: &[u8]) -> Result<(), DataError> {
     match labels.iter().position(|&l| l > 9) {

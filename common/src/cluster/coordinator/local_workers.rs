@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::ClusterError;
 use crate::cluster::protocol::auth::TOKEN_ENV;
+use crate::logging::LOG_FORMAT_ENV;
+use crate::telemetry::METRICS_LISTEN_ENV;
 
 /// What every local worker is started with.
 #[derive(Clone, Debug)]
@@ -77,7 +79,7 @@ fn forward_logs(child: &mut Child, prefix: String) {
         let prefix = prefix.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                eprintln!("{prefix} {line}");
+                crate::logging::forward_line(&prefix, &line);
             }
         });
     }
@@ -115,6 +117,11 @@ impl LocalWorkers {
             .arg("--reconnect-timeout")
             .arg("0")
             .env(TOKEN_ENV, &o.token)
+            // Its lines join the coordinator's stderr, so they must be in the same format.
+            .env(LOG_FORMAT_ENV, crate::logging::format().name())
+            .env("RUST_LOG", crate::logging::child_filter())
+            // The coordinator's metrics address, if it came from the environment, is taken.
+            .env_remove(METRICS_LISTEN_ENV)
             // The coordinator pinned its own (single) compute thread; each worker gets its share.
             .env("CANDLE_NUM_THREADS", o.threads.to_string())
             .env("RAYON_NUM_THREADS", o.threads.to_string())

@@ -32,6 +32,7 @@ use crate::cluster::protocol::transport::{
 use crate::cluster::protocol::{MODEL_VERSION, PROTOCOL_VERSION};
 use crate::data::{Dataset, DatasetKind, obtain_dataset};
 use crate::model::ModelSpec;
+use crate::telemetry::WorkerMetrics;
 use crate::train::Replica;
 
 /// How a worker is started.
@@ -57,6 +58,8 @@ pub struct WorkerOptions {
     pub tls: Option<ClientTls>,
     /// The rank to ask for (the coordinator picks one when absent).
     pub rank: Option<u32>,
+    /// Metrics to keep up to date (`--metrics-listen`).
+    pub metrics: Option<WorkerMetrics>,
 }
 
 /// Longest wait between two attempts to reach the coordinator.
@@ -97,7 +100,11 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
     let mut backoff = Duration::from_millis(200);
     loop {
         let mut joined = false;
-        let why = match session(&opts, &device, &mut data, &mut joined).await {
+        let ended = session(&opts, &device, &mut data, &mut joined).await;
+        if let Some(m) = &opts.metrics {
+            m.connected(false);
+        }
+        let why = match ended {
             Ok(Attempt::Done) => return Ok(()),
             Ok(Attempt::Retry(why)) => why,
             Err(e) if retryable(&e) => e.to_string(),
@@ -301,6 +308,9 @@ async fn session(
         }
     };
     *joined = true;
+    if let Some(m) = &opts.metrics {
+        m.connected(true);
+    }
     let spec: ModelSpec = serde_json::from_str(&welcome.model_spec_json)
         .map_err(|e| protocol(format!("bad model spec: {e}")))?;
     spec.validate()
@@ -359,7 +369,8 @@ async fn session(
         false => None,
     };
     let replica = Replica::new(spec, &spec.init(0), device)?;
-    let runner = TaskRunner::new(replica, device.clone(), &data, shm, (optimizer, reducer));
+    let runner = TaskRunner::new(replica, device.clone(), &data, shm, (optimizer, reducer))
+        .with_metrics(opts.metrics.clone());
     match runner.serve(&mut inbound, out_tx).await {
         Ok(SessionEnd::Stopped) => Ok(Attempt::Done),
         Ok(SessionEnd::Dropped) => Ok(Attempt::Retry(

@@ -32,7 +32,7 @@ use siamese_common::results::{EpochRecord, RunResults};
 use siamese_common::stop::StopFlag;
 use siamese_common::train::eval::score_pairs;
 use siamese_common::train::{
-    ImageSplit, LocalEngine, RunControl, TrainError, Trainer, TrainingData,
+    ImageSplit, LocalEngine, OnEpoch, RunControl, TrainError, Trainer, TrainingData,
 };
 
 /// Test pairs drawn in the grid figure: 4 rows of 4.
@@ -164,14 +164,14 @@ fn train(
         &Device::Cpu,
         micro,
     )?;
-    let mut on_epoch = |e: &EpochRecord| {
+    let mut on_epoch = OnEpoch(|e: &EpochRecord| {
         eprintln!(
             "[{name}] epoch {}: train loss {:.4} acc {:.4}, val loss {:.4} acc {:.4}, {:.1} s",
             e.epoch, e.train_loss, e.train_accuracy, e.val_loss, e.val_accuracy, e.seconds
         )
-    };
+    });
     let control = RunControl {
-        on_epoch: &mut on_epoch,
+        observer: &mut on_epoch,
         stop: StopFlag::new(),
     };
     let results = trainer.run(&mut engine, control)?;
