@@ -1,10 +1,12 @@
 //! Helpers shared by the integration tests: finding the built binaries and the shared data,
 //! running processes with a deadline.
 
+pub mod fake_coordinator;
 pub mod fake_nccl;
 pub mod fake_session;
 pub mod fake_worker;
 pub mod ops_util;
+pub mod raw_grpc;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

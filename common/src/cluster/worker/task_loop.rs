@@ -9,7 +9,7 @@ use candle_core::Device;
 use tokio::sync::mpsc;
 
 use super::nccl_reducer::NcclReducer;
-use crate::aggregation::{OptimizerState, weights_digest};
+use crate::aggregation::{OptimizerState, check_finite, weights_digest};
 use crate::cluster::ClusterError;
 use crate::cluster::protocol::proto::{
     CoordinatorMessage, DigestResult, EmbedResult, GradientResult, GradientTask, ImageSet,
@@ -201,7 +201,10 @@ impl<'a> TaskRunner<'a> {
 
     fn decode_params(&self, bytes: &[u8], what: &str) -> Result<Vec<f32>, ClusterError> {
         match decode_f32(bytes) {
-            Some(v) if v.len() == self.scratch.len() => Ok(v),
+            Some(v) if v.len() == self.scratch.len() => match check_finite(&v) {
+                Ok(()) => Ok(v),
+                Err(e) => Err(from_coordinator(format!("{what}: {e}"))),
+            },
             Some(v) => Err(from_coordinator(format!(
                 "{} {what} for a model of {}",
                 v.len(),
@@ -232,6 +235,8 @@ impl<'a> TaskRunner<'a> {
             }
         };
         if loaded {
+            check_finite(&self.scratch)
+                .map_err(|e| from_coordinator(format!("shared weights: {e}")))?;
             self.replica.set_weights(&self.scratch)?;
             self.version = Some(w.version);
         }
