@@ -205,3 +205,56 @@ fn a_local_worker_that_dies_at_start_fails_the_run_at_once() {
         "{err}"
     );
 }
+
+#[test]
+fn garbage_instead_of_protobuf_is_refused_and_the_run_goes_on() {
+    use integration_tests::raw_grpc::stream_call;
+    let token = "test-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, addr) = waiting_coordinator(dir.path(), 1, token);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let session = "/siamese.cluster.v1.Cluster/Session";
+    // Bytes that are no protobuf at all; then a Join field whose length runs past the message.
+    for garbage in [
+        vec![0xff; 64],
+        vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3],
+    ] {
+        let answer = runtime.block_on(stream_call(&addr, session, token, vec![garbage]));
+        let status = answer.expect_err("the coordinator answered garbage");
+        assert!(
+            status.message().contains("decode"),
+            "{:?} {}",
+            status.code(),
+            status.message()
+        );
+    }
+    // Without the token, garbage never reaches the decoder.
+    let status = runtime
+        .block_on(stream_call(
+            &addr,
+            session,
+            "wrong-token-0123456789",
+            vec![vec![0xff; 8]],
+        ))
+        .expect_err("the coordinator answered without the token");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    // The coordinator still waits for, and trains with, an honest worker.
+    let worker = std::process::Command::new(integration_tests::bin("worker"))
+        .args(["--coordinator", &format!("http://{addr}"), "--token", token])
+        .args(["--threads", "1", "--data-dir"])
+        .arg(shared_dataset("mnist"))
+        .output()
+        .unwrap();
+    assert!(
+        worker.status.success(),
+        "{}",
+        String::from_utf8_lossy(&worker.stderr)
+    );
+    let out = coordinator.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("remote.json").exists());
+}

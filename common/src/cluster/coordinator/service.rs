@@ -66,24 +66,31 @@ impl Cluster for CoordinatorService {
             .remote_addr()
             .map_or_else(|| "unknown address".to_string(), |a| a.to_string());
         let mut inbound = req.into_inner();
+        // A peer that cannot even open a session properly is told why, and the operator sees
+        // who it was.
+        let refuse = |status: Status| {
+            tracing::warn!(peer = %addr, reason = %status.message(), "refused a session before Join");
+            Err(status)
+        };
         let join = match tokio::time::timeout(JOIN_DEADLINE, inbound.message()).await {
             Err(_) => {
-                return Err(Status::deadline_exceeded(format!(
+                return refuse(Status::deadline_exceeded(format!(
                     "no Join within {} s",
                     JOIN_DEADLINE.as_secs()
                 )));
             }
-            Ok(first) => match first? {
-                Some(WorkerMessage {
-                    body: Some(worker_message::Body::Join(j)),
-                }) => j,
-                Some(_) => {
-                    return Err(Status::invalid_argument(
-                        "the first message of a session must be Join",
-                    ));
-                }
-                None => return Err(Status::invalid_argument("the session closed before Join")),
-            },
+            Ok(Err(status)) => return refuse(status),
+            Ok(Ok(Some(WorkerMessage {
+                body: Some(worker_message::Body::Join(j)),
+            }))) => j,
+            Ok(Ok(Some(_))) => {
+                return refuse(Status::invalid_argument(
+                    "the first message of a session must be Join",
+                ));
+            }
+            Ok(Ok(None)) => {
+                return refuse(Status::invalid_argument("the session closed before Join"));
+            }
         };
         // The rest (the challenge, its answer, the rank) needs the response stream open, so it
         // runs beside it.
