@@ -27,7 +27,7 @@ fn serve_answers_a_python_grpc_client_and_refuses_a_wrong_token() {
         .args(["--gallery", arg(&f.gallery), "--threads", "1"])
         .arg("--address-file")
         .arg(&addr_file)
-        .env("SIAMESE_TOKEN", "s3cret")
+        .env("SIAMESE_TOKEN", "serve-token-0123456789")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -52,7 +52,13 @@ fn serve_answers_a_python_grpc_client_and_refuses_a_wrong_token() {
     let client = repo_root().join("tests/python/inference_client.py");
     let out = Command::new(venv_python())
         .arg(&client)
-        .args(["check", "--addr", &addr, "--token", "s3cret"])
+        .args([
+            "check",
+            "--addr",
+            &addr,
+            "--token",
+            "serve-token-0123456789",
+        ])
         .args(["--same", &png(same.0), &png(same.1)])
         .args(["--different", &png(different.0), &png(different.1)])
         .args(["--query", arg(&f.gallery.join(&query))])
@@ -86,7 +92,7 @@ fn serve_answers_a_python_grpc_client_and_refuses_a_wrong_token() {
             "--addr",
             &addr,
             "--token",
-            "s3cret",
+            "serve-token-0123456789",
             "--image",
             &png(1000),
         ])

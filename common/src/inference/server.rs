@@ -1,6 +1,6 @@
 //! Serving the inference service: the `Inference` service behind the run token, with the
 //! standard health service and server reflection open (as on the cluster), until SIGTERM or
-//! SIGINT. Transport settings live in [`transport`] alone, so TLS is added in one place.
+//! SIGINT. Transport settings, TLS included, live in [`transport`] alone.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,6 +17,7 @@ use super::proto::FILE_DESCRIPTOR_SET;
 use super::proto::inference_server::InferenceServer;
 use super::service::InferenceService;
 use crate::cluster::protocol::auth::CheckToken;
+use crate::cluster::protocol::tls::ServerTls;
 use crate::stop::StopFlag;
 
 /// The health service's name for this service.
@@ -35,14 +36,22 @@ pub struct ServeOptions {
     pub address_file: Option<PathBuf>,
     /// Threads decoding requests (the forward passes run on the batcher's own threads).
     pub io_threads: usize,
+    /// TLS (mutual when it names a client CA) for every connection; `None` serves plaintext.
+    pub tls: Option<ServerTls>,
 }
 
-/// The transport, configured in this one place: TLS goes here (`Server::tls_config`).
-fn transport(opts: &ServeOptions) -> tonic::transport::Server {
-    tonic::transport::Server::builder()
+/// The transport, configured in this one place.
+fn transport(opts: &ServeOptions) -> Result<tonic::transport::Server, InferenceError> {
+    let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(opts.keepalive))
         .http2_keepalive_timeout(Some(2 * opts.keepalive))
-        .tcp_nodelay(true)
+        .tcp_nodelay(true);
+    if let Some(tls) = &opts.tls {
+        builder = builder
+            .tls_config(tls.config())
+            .map_err(|e| InferenceError::Server(format!("{}: TLS: {e}", opts.listen)))?;
+    }
+    Ok(builder)
 }
 
 /// Refuses calls without the token (when there is one), with a message for inference clients.
@@ -79,7 +88,7 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| InferenceError::Server(format!("building the reflection service: {e}")))?;
     let auth = Bearer(opts.token.as_deref().map(CheckToken::new));
-    transport(opts)
+    transport(opts)?
         .add_service(health_service)
         .add_service(reflection)
         .add_service(tonic::service::interceptor::InterceptedService::new(
@@ -111,7 +120,14 @@ pub fn serve_blocking(
     let addr = listener
         .local_addr()
         .map_err(|e| InferenceError::Server(format!("reading the bound address: {e}")))?;
-    tracing::info!(%addr, auth = opts.token.is_some(), "inference server listening");
+    tracing::info!(%addr, auth = opts.token.is_some(), tls = opts.tls.is_some(), "inference server listening");
+    if opts.tls.is_none() && !addr.ip().is_loopback() {
+        let warning = format!(
+            "serving on {addr} WITHOUT TLS: the token and every image cross the network in plaintext; give --tls-cert and --tls-key"
+        );
+        tracing::warn!("{warning}");
+        eprintln!("warning: {warning}");
+    }
     if let Some(path) = &opts.address_file {
         crate::atomic_file::write_atomically(path, addr.to_string().as_bytes()).map_err(
             |source| InferenceError::Io {

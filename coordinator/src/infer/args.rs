@@ -103,6 +103,16 @@ pub struct ServeArgs {
     /// Serve without a token: anyone who reaches the address may call.
     #[arg(long)]
     pub no_auth: bool,
+    /// TLS: the server's certificate (PEM); with --tls-key every connection is TLS. Without it,
+    /// the token and the images are plaintext.
+    #[arg(long, env = "SIAMESE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert (PEM).
+    #[arg(long, env = "SIAMESE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: clients must show a certificate issued by this CA (PEM).
+    #[arg(long, env = "SIAMESE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Most images one forward pass batches from concurrent requests.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_batch: u32,

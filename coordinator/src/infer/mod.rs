@@ -11,6 +11,7 @@ use std::time::Duration;
 pub use args::{CompareArgs, EmbedArgs, ModelArgs, SearchArgs, ServeArgs};
 
 use siamese_common::cluster::protocol::auth::{TOKEN_ENV, resolve_token};
+use siamese_common::cluster::protocol::tls::ServerTls;
 use siamese_common::inference::{
     Batcher, Gallery, InferenceService, Input, Pixels, ServeOptions, THRESHOLD, TrainedModel,
     load_inputs, serve_blocking,
@@ -111,6 +112,12 @@ pub fn run_serve(args: ServeArgs, threads: usize, stop: &StopFlag) -> anyhow::Re
             "serve needs a token every client must send: {TOKEN_ENV}, --token-file or --token (or --no-auth for an open service)"
         ),
     };
+    // Certificates are checked before the model and gallery take their time.
+    let tls = ServerTls::load(
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        args.tls_client_ca.as_deref(),
+    )?;
     let model = Arc::new(TrainedModel::load(&args.model.weights)?);
     let gallery = match &args.gallery {
         Some(dir) => {
@@ -137,6 +144,7 @@ pub fn run_serve(args: ServeArgs, threads: usize, stop: &StopFlag) -> anyhow::Re
         keepalive: Duration::from_secs(args.keepalive),
         address_file: args.address_file,
         io_threads: threads,
+        tls,
     };
     serve_blocking(opts, service, stop)?;
     Ok(())
