@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use siamese_common::aggregation::weights_digest;
 use siamese_common::cluster::protocol::proto::{
     DigestResult, EmbedResult, GradientResult, NcclId, NcclReady, StateResult, WorkerMessage,
     coordinator_message, task, worker_message,
@@ -104,10 +105,15 @@ pub async fn run(addr: &str, token: &str, data: &Path, behaviour: Behaviour) -> 
                     Some(task::Kind::Digest(_)) => {
                         let diverged =
                             matches!(behaviour, Behaviour::DivergeAt(k) if seen.steps >= k);
-                        let digest = if diverged { "diverged" } else { "agreed" };
+                        // The replica never changes its weights: it reports (and, when
+                        // asked, sends) the initial ones.
+                        let digest = match diverged {
+                            true => "diverged".to_string(),
+                            false => weights_digest(&spec.init(1)),
+                        };
                         worker_message::Body::Digest(DigestResult {
                             id,
-                            digest: digest.into(),
+                            digest,
                             steps: seen.steps,
                         })
                     }

@@ -71,6 +71,20 @@ fn prometheus_scrapes_a_running_cluster_and_its_api_returns_the_training_metrics
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Prometheus hands new targets to its scrapers only every five seconds; a run shorter than
+    // that would otherwise finish unscraped.
+    let start = Instant::now();
+    while http_get(&format!("http://{api}/api/v1/targets"))
+        .map(|t| t.matches("\"scrapeUrl\"").count())
+        .unwrap_or(0)
+        < 3
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "Prometheus never listed its three targets"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     let addr_file = dir.path().join("addr");
     let mut coordinator = Command::new(bin("coordinator"))
@@ -81,7 +95,7 @@ fn prometheus_scrapes_a_running_cluster_and_its_api_returns_the_training_metrics
             "2",
             "--no-spawn",
             "--token",
-            "tok",
+            "ops-token-0123456789",
         ])
         .args(["--epochs", "3", "--train-subset", "12000"])
         .args([
@@ -115,7 +129,12 @@ fn prometheus_scrapes_a_running_cluster_and_its_api_returns_the_training_metrics
         .iter()
         .map(|port| {
             Command::new(bin("worker"))
-                .args(["--coordinator", &format!("http://{addr}"), "--token", "tok"])
+                .args([
+                    "--coordinator",
+                    &format!("http://{addr}"),
+                    "--token",
+                    "ops-token-0123456789",
+                ])
                 .args(["--threads", "1"])
                 .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
                 .arg("--data-dir")
