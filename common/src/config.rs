@@ -18,13 +18,13 @@ pub struct TrainConfig {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Training epochs (default: the paper's count for the dataset: 50, 100 or 1500).
-    #[arg(long)]
+    #[arg(long, env = "SIAMESE_EPOCHS")]
     pub epochs: Option<usize>,
     /// Pairs per global batch, split across all workers.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    #[arg(long, env = "SIAMESE_BATCH_SIZE", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub batch_size: u32,
     /// Adam learning rate (the paper's 1e-3).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, env = "SIAMESE_LR", default_value_t = 1e-3)]
     pub lr: f64,
     /// Seed for weights and training pairs; the split and the test pairs are fixed.
     #[arg(long, env = "SIAMESE_SEED", default_value_t = 1)]
@@ -37,19 +37,19 @@ pub struct TrainConfig {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub embedding: u32,
     /// Stop after this many optimizer steps in all (the last epoch may be partial).
-    #[arg(long)]
+    #[arg(long, env = "SIAMESE_MAX_STEPS")]
     pub max_steps: Option<u64>,
     /// Use only the first N images of the training split (for quick runs).
-    #[arg(long)]
+    #[arg(long, env = "SIAMESE_TRAIN_SUBSET")]
     pub train_subset: Option<usize>,
     /// Use only the first N validation pairs.
-    #[arg(long)]
+    #[arg(long, env = "SIAMESE_VAL_PAIRS")]
     pub val_pairs: Option<usize>,
     /// Score only the first N of the 10,000 test pairs (a prefix keeps them balanced).
-    #[arg(long)]
+    #[arg(long, env = "SIAMESE_TEST_PAIRS")]
     pub test_pairs: Option<usize>,
     /// Results file (JSON, keys in docs/spec.md); default results/<dataset>-<unix time>.json.
-    #[arg(long)]
+    #[arg(long, env = "SIAMESE_OUT")]
     pub out: Option<PathBuf>,
     /// The run's checkpoint: weights, Adam's state, position and history in one safetensors
     /// file, written atomically at every epoch's end, every --checkpoint-every steps and on

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
 use siamese_common::cluster::protocol::auth::{TOKEN_ENV, TOKEN_FILE_ENV, resolve_token};
 use siamese_common::cluster::{WorkerOptions, run_worker_blocking};
@@ -32,7 +33,8 @@ struct Cli {
     /// Folder holding the dataset's files (default: $SIAMESE_DATA_DIR/<dataset>, else ./data/<dataset>).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Rank to ask for, 0..workers (default: the lowest free one).
+    /// Rank to ask for, 0..workers (default: $JOB_COMPLETION_INDEX, the index of a Kubernetes
+    /// Indexed Job's pod, else the lowest free one).
     #[arg(long, env = "SIAMESE_RANK")]
     rank: Option<u32>,
     /// Seconds to keep retrying the first connection.
@@ -72,9 +74,24 @@ fn run(cli: Cli, threads: usize) -> anyhow::Result<()> {
         connect_timeout: Duration::from_secs(cli.connect_timeout),
         reconnect_timeout: Duration::from_secs(cli.reconnect_timeout),
         keepalive: Duration::from_secs(cli.keepalive),
-        rank: cli.rank,
+        rank: match cli.rank {
+            Some(rank) => Some(rank),
+            None => job_completion_index()?,
+        },
     };
     tracing::info!(coordinator = %opts.coordinator, device = %opts.device, threads, "worker starting");
     run_worker_blocking(opts)?;
     Ok(())
+}
+
+/// The index Kubernetes gives each pod of an Indexed Job, which that pod asks for as its rank
+/// (so a replaced pod takes its predecessor's place); `None` outside such a Job.
+fn job_completion_index() -> anyhow::Result<Option<u32>> {
+    match std::env::var("JOB_COMPLETION_INDEX") {
+        Ok(value) => value
+            .parse()
+            .map(Some)
+            .with_context(|| format!("JOB_COMPLETION_INDEX={value:?} is not a rank")),
+        Err(_) => Ok(None),
+    }
 }
