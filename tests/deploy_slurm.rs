@@ -109,23 +109,23 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // Nothing here may panic: a panic while a failed test unwinds would abort the process.
+        let queued = || {
+            self.client("squeue")
+                .args(["-h", "-o", "%i"])
+                .stderr(Stdio::null())
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
         // Cancelling first lets slurmd end the jobs' processes before it stops itself.
-        let jobs = run_with_limit(
-            self.client("squeue").args(["-h", "-o", "%i"]),
-            Duration::from_secs(30),
-        );
-        let jobs = String::from_utf8_lossy(&jobs.stdout).into_owned();
+        let jobs = queued();
         for job in jobs.split_whitespace() {
             let _ = self.client("scancel").arg(job).status();
         }
-        if !jobs.trim().is_empty() {
-            let _ = poll("cancelled jobs to end", Duration::from_secs(60), || {
-                let left = run_with_limit(
-                    self.client("squeue").args(["-h", "-o", "%i"]),
-                    Duration::from_secs(30),
-                );
-                left.stdout.is_empty().then_some(())
-            });
+        let start = std::time::Instant::now();
+        while !queued().trim().is_empty() && start.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(200));
         }
         let _ = self.script("clean").stdout(Stdio::null()).status();
     }
@@ -158,7 +158,10 @@ fn train_sbatch_trains_and_a_sigterm_mid_run_requeues_it_to_the_same_weights() {
     let limit = Duration::from_secs(240);
 
     // Both scripts' directives are accepted (the GPU one on the node's paper GPU).
-    for (script, ntasks) in [("train.sbatch", "--ntasks=3"), ("train-gpu.sbatch", "--ntasks=1")] {
+    for (script, ntasks) in [
+        ("train.sbatch", "--ntasks=3"),
+        ("train-gpu.sbatch", "--ntasks=1"),
+    ] {
         run_ok(
             cluster
                 .client("sbatch")
@@ -177,7 +180,12 @@ fn train_sbatch_trains_and_a_sigterm_mid_run_requeues_it_to_the_same_weights() {
     assert_eq!(state, "COMPLETED", "job {straight}:\n{log}");
     let run = work.path().join(format!("runs/siamese-{straight}"));
     let results = check_results(&run.join("results.json"));
-    assert_eq!(results["workers"].as_u64(), Some(3), "{}", results["workers"]);
+    assert_eq!(
+        results["workers"].as_u64(),
+        Some(3),
+        "{}",
+        results["workers"]
+    );
     let reference = model_tensors(&run.join("checkpoint.safetensors"));
 
     let interrupted = cluster.submit("train.sbatch", work.path(), &sbatch, &RUN_FLAGS);
@@ -186,7 +194,10 @@ fn train_sbatch_trains_and_a_sigterm_mid_run_requeues_it_to_the_same_weights() {
     let at = poll("the checkpoint at step 200", limit, || {
         checkpoint_steps(&checkpoint).filter(|&s| s >= 200)
     });
-    assert!(at < RUN_STEPS, "the run ended before it could be interrupted");
+    assert!(
+        at < RUN_STEPS,
+        "the run ended before it could be interrupted"
+    );
     // What --signal=B:TERM@120 sends before the time limit: SIGTERM to the batch shell only.
     run_ok(
         cluster
@@ -255,5 +266,8 @@ fn a_second_sigterm_still_ends_with_the_checkpoint() {
     });
     assert_eq!(status.code(), Some(75), "{status}");
     let steps = checkpoint_steps(&checkpoint).unwrap_or(0);
-    assert!(at <= steps && steps < RUN_STEPS, "checkpoint at step {steps}");
+    assert!(
+        at <= steps && steps < RUN_STEPS,
+        "checkpoint at step {steps}"
+    );
 }
