@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the deployment tests (tests/deploy_*.rs) and their lints need, on Debian 12 as
-# root: podman with runc, netavark and aardvark-dns (pods resolve each other by name), Slurm and
-# munge, shellcheck, yamllint, and a Python venv (.deploy-venv/) with kubernetes-validate and a
-# stock grpc.health.v1 client. Idempotent; .ci/run calls it before the tests.
+# root: podman with runc, netavark, aardvark-dns (pods resolve each other by name) and
+# iptables (netavark needs it), Slurm and munge, shellcheck, yamllint, and a Python venv
+# (.deploy-venv/) with kubernetes-validate and a stock grpc.health.v1 client; makes this host's
+# short name resolve (Slurm's node). Idempotent; .ci/run calls it before the tests.
 #
 #   bash scripts/deploy-test-setup.sh
 #
@@ -28,6 +29,21 @@ if ((${#missing[@]})); then
   apt-get update -qq
   # No systemd here: the packages' postinst scripts cannot start daemons, which is what we want.
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Slurm's node is this host by its short name, which jobs also use as the coordinator's address.
+node=$(hostname -s)
+if ! getent hosts "$node" >/dev/null; then
+  echo "deploy-test-setup: adding $node to /etc/hosts" >&2
+  echo "127.0.0.1 $node" >>/etc/hosts
+fi
+
+# Pods find each other by name only with netavark; podman keeps the backend it first ran with.
+backend=$(CONTAINERS_CONF=$PWD/deploy/container/containers.conf podman info --format '{{.Host.NetworkBackend}}')
+if [[ $backend != netavark ]]; then
+  echo "deploy-test-setup: podman uses the $backend network backend; after 'podman system reset -f'" \
+    "(which removes all containers, images and volumes) it takes netavark" >&2
+  exit 1
 fi
 
 # Versions pinned so that validation and the health client do not change under CI.
