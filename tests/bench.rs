@@ -77,6 +77,7 @@ fn bench_scaling_refuses_a_batch_smaller_than_the_workers() {
 fn bench_test_time_writes_both_models_rows_with_sane_figures() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("test-time.json");
+    let scores = dir.path().join("scores.csv");
     let output = run_with_limit(
         Command::new(bin("coordinator"))
             .args(["bench", "test-time", "--dataset", "mnist", "--epochs", "1"])
@@ -84,7 +85,9 @@ fn bench_test_time_writes_both_models_rows_with_sane_figures() {
             .arg("--data-dir")
             .arg(shared_dataset("mnist"))
             .arg("--out")
-            .arg(&out),
+            .arg(&out)
+            .arg("--scores")
+            .arg(&scores),
         Duration::from_secs(300),
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -119,6 +122,10 @@ fn bench_test_time_writes_both_models_rows_with_sane_figures() {
     assert!(val > 0.0 && val <= 1.0, "{r}");
     let ncm = r["sn_test"]["ncm_accuracy"].as_f64().unwrap();
     assert!(ncm > 0.0 && ncm <= 1.0, "{r}");
+    // --scores: a header and one row per test pair.
+    let text = std::fs::read_to_string(&scores).unwrap();
+    assert!(text.starts_with("pair,a,b,same,similarity,class_a,class_b\n"));
+    assert_eq!(text.lines().count(), 10_001);
 }
 
 #[test]

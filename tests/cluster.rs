@@ -164,10 +164,10 @@ fn wait_success(child: Child, what: &str) -> String {
 #[test]
 fn remote_workers_join_a_waiting_coordinator() {
     let dir = tempfile::tempdir().unwrap();
-    let (coordinator, addr) = waiting_coordinator(dir.path(), 2, "s3cret");
+    let (coordinator, addr) = waiting_coordinator(dir.path(), 2, "s3cret-token-0123456789");
     let workers: Vec<Child> = (0..2)
         .map(|_| {
-            worker(&addr, "s3cret", &shared_dataset("mnist"))
+            worker(&addr, "s3cret-token-0123456789", &shared_dataset("mnist"))
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
@@ -185,9 +185,9 @@ fn remote_workers_join_a_waiting_coordinator() {
 #[test]
 fn wrong_token_and_different_data_are_refused_while_training_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let (coordinator, addr) = waiting_coordinator(dir.path(), 2, "right-token");
+    let (coordinator, addr) = waiting_coordinator(dir.path(), 2, "right-token-0123456789");
     let bad_token = run_with_limit(
-        &mut worker(&addr, "wrong-token", &shared_dataset("mnist")),
+        &mut worker(&addr, "wrong-token-0123456789", &shared_dataset("mnist")),
         Duration::from_secs(60),
     );
     assert!(!bad_token.status.success());
@@ -195,14 +195,21 @@ fn wrong_token_and_different_data_are_refused_while_training_goes_on() {
     assert!(err.contains("wrong token"), "{err}");
     // Fashion-MNIST's files under the names MNIST expects: same format, other data.
     let other = run_with_limit(
-        &mut worker(&addr, "right-token", &shared_dataset("fashion-mnist")),
+        &mut worker(
+            &addr,
+            "right-token-0123456789",
+            &shared_dataset("fashion-mnist"),
+        ),
         Duration::from_secs(60),
     );
     assert!(!other.status.success());
     let err = String::from_utf8_lossy(&other.stderr);
-    assert!(err.contains("digest") && err.contains("different"), "{err}");
+    assert!(
+        err.contains("data differs") && err.contains("different files"),
+        "{err}"
+    );
     let bad_rank = run_with_limit(
-        worker(&addr, "right-token", &shared_dataset("mnist")).args(["--rank", "7"]),
+        worker(&addr, "right-token-0123456789", &shared_dataset("mnist")).args(["--rank", "7"]),
         Duration::from_secs(60),
     );
     assert!(!bad_rank.status.success());
@@ -210,7 +217,7 @@ fn wrong_token_and_different_data_are_refused_while_training_goes_on() {
     assert!(err.contains("rank 7 is out of range"), "{err}");
     let good: Vec<Child> = (0..2)
         .map(|_| {
-            worker(&addr, "right-token", &shared_dataset("mnist"))
+            worker(&addr, "right-token-0123456789", &shared_dataset("mnist"))
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()

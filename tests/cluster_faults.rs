@@ -5,16 +5,26 @@ use integration_tests::{shared_dataset, waiting_coordinator, waiting_coordinator
 
 fn coordinator_against_fake(fault: Fault) -> String {
     let dir = tempfile::tempdir().unwrap();
-    // A lost worker is waited for (to be replaced) up to the join timeout: keep it short.
-    let (coordinator, addr) =
-        waiting_coordinator_with(dir.path(), 1, "tok", &["--join-timeout", "5"]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(fake_worker::run(
-        &addr,
-        "tok",
-        &shared_dataset("mnist"),
-        fault,
-    ));
+    // A lost worker is waited for (to be replaced) up to the join timeout: keep it short; and
+    // a worker that answers nothing is lost after the step timeout.
+    let (coordinator, addr) = waiting_coordinator_with(
+        dir.path(),
+        1,
+        "test-token-0123456789",
+        &["--join-timeout", "5", "--step-timeout", "3"],
+    );
+    let start = std::time::Instant::now();
+    // The fake runs beside the coordinator: some faults (a worker that reads nothing) never
+    // end by themselves, and the coordinator's own deadlines are what is tested.
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(fake_worker::run(
+            &addr,
+            "test-token-0123456789",
+            &shared_dataset("mnist"),
+            fault,
+        ));
+    });
     let out = coordinator.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(
@@ -22,8 +32,14 @@ fn coordinator_against_fake(fault: Fault) -> String {
         "the coordinator accepted a faulty worker:\n{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
-    // No epoch finished, so no checkpoint was written from a bad step.
+    // No epoch finished, so no checkpoint was written from a bad step, nor any results.
     assert!(!dir.path().join("remote.safetensors").exists());
+    assert!(!dir.path().join("remote.json").exists());
+    // Every fault ends within its deadlines (join 5 s, step 3 s), not at some default.
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(40),
+        "{err}"
+    );
     err
 }
 
@@ -55,6 +71,48 @@ fn a_gradient_claimed_in_unmapped_shared_memory_is_refused() {
 }
 
 #[test]
+fn a_nan_loss_is_refused_naming_the_worker() {
+    let err = coordinator_against_fake(Fault::NanLoss);
+    assert!(
+        err.contains("worker 0") && err.contains("loss sum is NaN"),
+        "{err}"
+    );
+}
+
+#[test]
+fn more_correct_pairs_than_pairs_is_refused() {
+    let err = coordinator_against_fake(Fault::MoreCorrectThanPairs);
+    assert!(
+        err.contains("worker 0") && err.contains("pairs are correct"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_oversized_message_ends_the_workers_session() {
+    let err = coordinator_against_fake(Fault::Oversized);
+    assert!(
+        err.contains("worker 0 (fake:") && err.contains("too large"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_answer_to_a_task_never_sent_puts_the_worker_out() {
+    let err = coordinator_against_fake(Fault::UnknownTask);
+    assert!(err.contains("which was never sent"), "{err}");
+}
+
+#[test]
+fn a_worker_that_reads_nothing_is_lost_after_the_step_timeout() {
+    let err = coordinator_against_fake(Fault::NeverReads);
+    assert!(
+        err.contains("worker 0 (fake:") && err.contains("within 3 s"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_vanished_worker_not_replaced_in_time_stops_the_run_naming_it() {
     let err = coordinator_against_fake(Fault::VanishAfter(3));
     assert!(
@@ -77,7 +135,7 @@ fn health_reflection_and_token_checks_answer_stock_grpc_clients() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let dir = tempfile::tempdir().unwrap();
-    let (mut coordinator, addr) = waiting_coordinator(dir.path(), 1, "tok");
+    let (mut coordinator, addr) = waiting_coordinator(dir.path(), 1, "test-token-0123456789");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))

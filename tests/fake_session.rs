@@ -1,12 +1,12 @@
 //! The opening every fake worker shares: connect with the token, ask for the run, load the
-//! real dataset it names, and open a session with a Join that proves the same data.
+//! real dataset it names, open a session with a Join, and answer the data challenge.
 
 use std::path::Path;
 
 use siamese_common::cluster::protocol::auth::AddToken;
 use siamese_common::cluster::protocol::proto::cluster_client::ClusterClient;
 use siamese_common::cluster::protocol::proto::{
-    CoordinatorMessage, Join, RunRequest, WorkerMessage, worker_message,
+    CoordinatorMessage, Join, Proof, RunRequest, WorkerMessage, coordinator_message, worker_message,
 };
 use siamese_common::cluster::protocol::{MODEL_VERSION, PROTOCOL_VERSION};
 use siamese_common::data::{DatasetKind, load_dataset};
@@ -40,7 +40,6 @@ pub async fn open(addr: &str, token: &str, data: &Path, device: &str, host: &str
         protocol_version: PROTOCOL_VERSION,
         model_version: MODEL_VERSION.into(),
         dataset: kind.name().into(),
-        data_digest: dataset.digest(),
         device: device.into(),
         threads: 1,
         host: host.into(),
@@ -53,11 +52,22 @@ pub async fn open(addr: &str, token: &str, data: &Path, device: &str, host: &str
     })
     .await
     .unwrap();
-    let inbound = client
+    let mut inbound = client
         .session(ReceiverStream::new(rx))
         .await
         .unwrap()
         .into_inner();
+    // Prove the data, as a real worker does; a refusal (a full run, say) ends the session.
+    if let Some(coordinator_message::Body::Challenge(c)) =
+        inbound.message().await.ok().flatten().and_then(|m| m.body)
+    {
+        let proof = dataset.proof(&c.nonce);
+        tx.send(WorkerMessage {
+            body: Some(worker_message::Body::Proof(Proof { proof })),
+        })
+        .await
+        .unwrap();
+    }
     FakeSession {
         inbound,
         tx,

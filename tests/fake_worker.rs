@@ -19,6 +19,16 @@ pub enum Fault {
     VanishAfter(usize),
     /// Says its gradient is in shared memory it never mapped.
     ClaimsSharedMemory,
+    /// Reports a NaN loss.
+    NanLoss,
+    /// Reports more correct pairs than its task had.
+    MoreCorrectThanPairs,
+    /// Sends a gradient of 16 million values.
+    Oversized,
+    /// Answers a task that was never sent.
+    UnknownTask,
+    /// Joins, then neither reads nor answers anything.
+    NeverReads,
 }
 
 /// Joins `addr` with real data and misbehaves as told; returns when the session ends.
@@ -28,6 +38,11 @@ pub async fn run(addr: &str, token: &str, data: &Path, fault: Fault) {
         tx,
         spec,
     } = super::fake_session::open(addr, token, data, "cpu", "fake").await;
+    if matches!(fault, Fault::NeverReads) {
+        // Hold the session open without reading until the coordinator gives up on it.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        return;
+    }
     let mut answered = 0;
     while let Ok(Some(msg)) = inbound.message().await {
         let Some(coordinator_message::Body::Task(t)) = msg.body else {
@@ -39,23 +54,29 @@ pub async fn run(addr: &str, token: &str, data: &Path, fault: Fault) {
         if matches!(fault, Fault::VanishAfter(n) if answered == n) {
             return;
         }
+        let pairs = g.first.len() as u32;
         let mut grad = vec![0.01f32; spec.num_params()];
+        let mut reply = GradientResult {
+            id: t.id,
+            loss_sum: 0.1,
+            correct: 0,
+            pairs,
+            compute_s: 0.001,
+            in_shm: matches!(fault, Fault::ClaimsSharedMemory),
+            ..GradientResult::default()
+        };
         match fault {
             Fault::NanGradient => grad[7] = f32::NAN,
             Fault::ShortGradient => {
                 grad.pop();
             }
-            Fault::VanishAfter(_) | Fault::ClaimsSharedMemory => {}
+            Fault::NanLoss => reply.loss_sum = f64::NAN,
+            Fault::MoreCorrectThanPairs => reply.correct = pairs + 1,
+            Fault::Oversized => grad = vec![0.0; 16 << 20],
+            Fault::UnknownTask => reply.id = t.id + 1_000_000,
+            Fault::VanishAfter(_) | Fault::ClaimsSharedMemory | Fault::NeverReads => {}
         }
-        let reply = GradientResult {
-            id: t.id,
-            grad: encode_f32(&grad),
-            loss_sum: 0.1,
-            correct: 0,
-            pairs: g.first.len() as u32,
-            compute_s: 0.001,
-            in_shm: matches!(fault, Fault::ClaimsSharedMemory),
-        };
+        reply.grad = encode_f32(&grad);
         if tx
             .send(WorkerMessage {
                 body: Some(worker_message::Body::Gradient(reply)),

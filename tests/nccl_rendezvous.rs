@@ -17,7 +17,9 @@ fn fakes(addr: &str, behaviours: &[Behaviour]) -> Vec<Seen> {
             .iter()
             .map(|&b| {
                 let (addr, data) = (addr.to_string(), data.clone());
-                tokio::spawn(async move { fake_nccl::run(&addr, "tok", &data, b).await })
+                tokio::spawn(async move {
+                    fake_nccl::run(&addr, "test-token-0123456789", &data, b).await
+                })
             })
             .collect();
         let mut seen = Vec::new();
@@ -53,7 +55,7 @@ fn rank_0s_id_reaches_every_rank_and_the_run_completes() {
     let (coordinator, addr) = waiting_coordinator_with(
         dir.path(),
         2,
-        "tok",
+        "test-token-0123456789",
         &[&NCCL[..], &["--max-steps", "12", "--digest-every", "5"]].concat(),
     );
     let seen = fakes(&addr, &[Behaviour::Healthy, Behaviour::Healthy]);
@@ -80,7 +82,7 @@ fn diverged_replicas_stop_the_run_naming_the_ranks() {
     let (coordinator, addr) = waiting_coordinator_with(
         dir.path(),
         2,
-        "tok",
+        "test-token-0123456789",
         &[&NCCL[..], &["--max-steps", "30", "--digest-every", "5"]].concat(),
     );
     fakes(&addr, &[Behaviour::Healthy, Behaviour::DivergeAt(4)]);
@@ -101,7 +103,7 @@ fn a_rank_that_never_forms_its_communicator_times_out_with_its_name() {
     let (coordinator, addr) = waiting_coordinator_with(
         dir.path(),
         2,
-        "tok",
+        "test-token-0123456789",
         &[&NCCL[..], &["--nccl-timeout", "3"]].concat(),
     );
     let seen = fakes(&addr, &[Behaviour::Healthy, Behaviour::NeverReady]);
@@ -121,7 +123,7 @@ fn a_rank_that_never_joins_stops_the_others_with_a_clear_error() {
     let (coordinator, addr) = waiting_coordinator_with(
         dir.path(),
         2,
-        "tok",
+        "test-token-0123456789",
         &[&NCCL[..], &["--join-timeout", "3"]].concat(),
     );
     let seen = fakes(&addr, &[Behaviour::Healthy]);
@@ -140,11 +142,16 @@ fn a_worker_built_without_nccl_says_how_to_build_one() {
     let (coordinator, addr) = waiting_coordinator_with(
         dir.path(),
         1,
-        "tok",
+        "test-token-0123456789",
         &[&NCCL[..], &["--nccl-timeout", "20"]].concat(),
     );
     let out = Command::new(bin("worker"))
-        .args(["--coordinator", &format!("http://{addr}"), "--token", "tok"])
+        .args([
+            "--coordinator",
+            &format!("http://{addr}"),
+            "--token",
+            "test-token-0123456789",
+        ])
         .arg("--data-dir")
         .arg(shared_dataset("mnist"))
         .output()
@@ -164,7 +171,7 @@ async fn rejoining(addr: String, behaviour: Behaviour) -> Vec<Seen> {
     let start = Instant::now();
     let mut sessions = Vec::new();
     loop {
-        let seen = fake_nccl::run(&addr, "tok", &data, behaviour).await;
+        let seen = fake_nccl::run(&addr, "test-token-0123456789", &data, behaviour).await;
         let stopped = seen.stopped;
         sessions.push(seen);
         if stopped || start.elapsed() > Duration::from_secs(60) {
@@ -180,7 +187,7 @@ fn a_lost_rank_makes_the_group_form_again_from_the_last_checkpoint() {
     let (coordinator, addr) = waiting_coordinator_with(
         dir.path(),
         2,
-        "tok",
+        "test-token-0123456789",
         &[
             &NCCL[..],
             &["--max-steps", "30", "--checkpoint-every", "10"],
@@ -193,7 +200,13 @@ fn a_lost_rank_makes_the_group_form_again_from_the_last_checkpoint() {
         let survivor = tokio::spawn(rejoining(addr.clone(), Behaviour::Healthy));
         // The second rank dies before step 16; a replacement takes its place.
         let data = shared_dataset("mnist");
-        let lost = fake_nccl::run(&addr, "tok", &data, Behaviour::VanishAfter(15)).await;
+        let lost = fake_nccl::run(
+            &addr,
+            "test-token-0123456789",
+            &data,
+            Behaviour::VanishAfter(15),
+        )
+        .await;
         assert!(!lost.stopped && lost.steps == 15, "{lost:?}");
         let replacement = rejoining(addr.clone(), Behaviour::Healthy).await;
         (survivor.await.unwrap(), replacement)

@@ -5,6 +5,7 @@ pub mod deploy;
 pub mod fake_nccl;
 pub mod fake_session;
 pub mod fake_worker;
+pub mod ops_util;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

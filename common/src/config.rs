@@ -17,36 +17,39 @@ pub struct TrainConfig {
     /// downloaded there when absent).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Training epochs (default: the paper's count for the dataset: 50, 100 or 1500).
-    #[arg(long, env = "SIAMESE_EPOCHS")]
+    /// Training epochs, 1 to 100000 (default: the paper's count for the dataset: 50, 100 or
+    /// 1500).
+    #[arg(long, env = "SIAMESE_EPOCHS", value_parser = within(1usize, 100_000))]
     pub epochs: Option<usize>,
-    /// Pairs per global batch, split across all workers.
+    /// Pairs per global batch, split across all workers (1 to 65536).
     #[arg(long, env = "SIAMESE_BATCH_SIZE", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub batch_size: u32,
-    /// Adam learning rate (the paper's 1e-3).
-    #[arg(long, env = "SIAMESE_LR", default_value_t = 1e-3)]
+    /// Adam learning rate (the paper's 1e-3): finite, above 0, at most 10.
+    #[arg(long, env = "SIAMESE_LR", default_value_t = 1e-3, value_parser = learning_rate)]
     pub lr: f64,
     /// Seed for weights and training pairs; the split and the test pairs are fixed.
     #[arg(long, env = "SIAMESE_SEED", default_value_t = 1)]
     pub seed: u64,
-    /// Compute threads: of this process with --workers 0, else of each local worker
+    /// Compute threads, 1 to 1024: of this process with --workers 0, else of each local worker
     /// (default: the cores split evenly among the workers).
-    #[arg(long, env = "SIAMESE_THREADS")]
+    #[arg(long, env = "SIAMESE_THREADS", value_parser = within(1usize, 1024))]
     pub threads: Option<usize>,
-    /// Embedding width of the subnet.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    /// Embedding width of the subnet (1 to 4096).
+    #[arg(long, env = "SIAMESE_EMBEDDING", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub embedding: u32,
-    /// Stop after this many optimizer steps in all (the last epoch may be partial).
-    #[arg(long, env = "SIAMESE_MAX_STEPS")]
+    /// Stop after this many optimizer steps in all, at least 1 (the last epoch may be
+    /// partial).
+    #[arg(long, env = "SIAMESE_MAX_STEPS", value_parser = at_least(1u64))]
     pub max_steps: Option<u64>,
-    /// Use only the first N images of the training split (for quick runs).
-    #[arg(long, env = "SIAMESE_TRAIN_SUBSET")]
+    /// Use only the first N images of the training split, at least 2 (for quick runs).
+    #[arg(long, env = "SIAMESE_TRAIN_SUBSET", value_parser = at_least(2usize))]
     pub train_subset: Option<usize>,
-    /// Use only the first N validation pairs.
-    #[arg(long, env = "SIAMESE_VAL_PAIRS")]
+    /// Use only the first N validation pairs, at least 1.
+    #[arg(long, env = "SIAMESE_VAL_PAIRS", value_parser = at_least(1usize))]
     pub val_pairs: Option<usize>,
-    /// Score only the first N of the 10,000 test pairs (a prefix keeps them balanced).
-    #[arg(long, env = "SIAMESE_TEST_PAIRS")]
+    /// Score only the first N of the 10,000 test pairs, at least 2 (a prefix keeps them
+    /// balanced; one of each kind is needed for the ROC AUC).
+    #[arg(long, env = "SIAMESE_TEST_PAIRS", value_parser = at_least(2usize))]
     pub test_pairs: Option<usize>,
     /// Results file (JSON, keys in docs/spec.md); default results/<dataset>-<unix time>.json.
     #[arg(long, env = "SIAMESE_OUT")]
@@ -70,6 +73,43 @@ pub struct TrainConfig {
     /// identity: another value is another run).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub micro_batch: u32,
+}
+
+/// A parser for a number in `min..=max` that names the range when a value is outside it.
+pub fn within<T>(min: T, max: T) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy + Send + Sync + 'static,
+    T::Err: std::fmt::Display,
+{
+    move |s| match s.parse::<T>() {
+        Ok(v) if v >= min && v <= max => Ok(v),
+        Ok(v) => Err(format!("{v} is outside {min} to {max}")),
+        Err(e) => Err(format!("{s:?} is not a whole number: {e}")),
+    }
+}
+
+/// A parser for a number of at least `min`.
+pub fn at_least<T>(min: T) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy + Send + Sync + 'static,
+    T::Err: std::fmt::Display,
+{
+    move |s| match s.parse::<T>() {
+        Ok(v) if v >= min => Ok(v),
+        Ok(v) => Err(format!("{v} is below the least allowed, {min}")),
+        Err(e) => Err(format!("{s:?} is not a whole number: {e}")),
+    }
+}
+
+/// A learning rate: finite, above 0, at most 10.
+pub fn learning_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 10.0 => Ok(v),
+        Ok(v) => Err(format!(
+            "{v} is not a learning rate (finite, above 0, at most 10)"
+        )),
+        Err(e) => Err(format!("{s:?} is not a number: {e}")),
+    }
 }
 
 /// Where `--resume` continues from.

@@ -1,19 +1,30 @@
 //! `coordinator`: trains SN-LeNet-5 across worker processes (or in this process with
 //! `--workers 0`) and reports the figures of docs/spec.md.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 mod bench;
 mod console;
+mod curves;
+mod infer;
+mod log_writer;
+mod output_args;
+mod progress;
+mod scores_file;
+mod training;
 
 use bench::{PaperArgs, ScalingArgs, TestTimeArgs, run_paper, run_scaling, run_test_time};
-use siamese_common::cluster::{ClusterArgs, train_on_cluster};
+use console::Console;
+use infer::{CompareArgs, EmbedArgs, SearchArgs, ServeArgs};
+use log_writer::BarAwareStderr;
+use output_args::OutputArgs;
+use siamese_common::cluster::ClusterArgs;
 use siamese_common::config::TrainConfig;
-use siamese_common::data::obtain_dataset;
+use siamese_common::logging::LogFormat;
 use siamese_common::stop::StopFlag;
-use siamese_common::train::{RunControl, TrainError, TrainingData, train_in_process};
+use siamese_common::threads::default_threads;
+use siamese_common::train::TrainError;
+use training::RunOutputArgs;
 
 /// Data-parallel trainer for the siamese LeNet-5 of "Advancements in Image Recognition: A
 /// Siamese Network Approach" on MNIST, Fashion-MNIST and CIFAR-10.
@@ -34,6 +45,10 @@ struct Cli {
     train: TrainConfig,
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    outputs: RunOutputArgs,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -41,6 +56,16 @@ enum Command {
     /// Benchmarks that print tables and write JSON, CSV and PNG figures.
     #[command(subcommand)]
     Bench(Bench),
+    /// Embeddings of images (PNG, JPEG, or a dataset file's images by index) from a trained
+    /// checkpoint, as CSV or .npy.
+    Embed(EmbedArgs),
+    /// The similarity of two images, and whether the model calls them the same class (> 0.5).
+    Compare(CompareArgs),
+    /// The gallery images nearest to a query image.
+    Search(SearchArgs),
+    /// A gRPC inference service (Embed, Compare, Search) of a trained checkpoint, with
+    /// grpc.health.v1, the run token and batching of concurrent requests.
+    Serve(ServeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,7 +105,6 @@ fn bench(b: Bench, stop: StopFlag) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    siamese_common::logging::init();
     let cli = Cli::parse();
     // The coordinator of a cluster computes only Adam; in this process it trains; the scaling
     // bench computes in its worker processes.
@@ -88,48 +112,47 @@ fn main() -> std::process::ExitCode {
         Some(Command::Bench(Bench::Scaling(_))) => 1,
         Some(Command::Bench(Bench::TestTime(args))) => args.threads,
         Some(Command::Bench(Bench::Paper(args))) => args.threads,
+        Some(Command::Embed(EmbedArgs { model, .. }))
+        | Some(Command::Compare(CompareArgs { model, .. }))
+        | Some(Command::Search(SearchArgs { model, .. }))
+        | Some(Command::Serve(ServeArgs { model, .. })) => {
+            model.threads.unwrap_or_else(|| default_threads(1))
+        }
         None if cli.cluster.workers == 0 => cli.train.threads_per_process(1),
         None => 1,
     };
     // SAFETY: nothing has started a thread yet.
     unsafe { siamese_common::threads::pin_compute_threads(threads) };
+    let console = Console::new(&cli.output);
+    siamese_common::logging::init_with(
+        cli.output.log_format,
+        cli.output.default_level(),
+        BarAwareStderr::new(console.bars().clone()),
+    );
     let result = StopFlag::on_signals()
         .context("installing the SIGINT and SIGTERM handlers")
         .and_then(|stop| match cli.command {
             Some(Command::Bench(b)) => bench(b, stop),
-            None => train(cli.train, &cli.cluster, stop),
+            Some(Command::Embed(args)) => infer::run_embed(args),
+            Some(Command::Compare(args)) => infer::run_compare(args),
+            Some(Command::Search(args)) => infer::run_search(args),
+            Some(Command::Serve(args)) => infer::run_serve(args, threads, &stop),
+            None => training::train(cli.train, &cli.cluster, &cli.outputs, &console, stop),
         });
+    // With JSON logs the last words are a JSON line too, so that every line of a pod parses.
+    let say = |what: &str, e: &anyhow::Error| match cli.output.log_format {
+        LogFormat::Json => tracing::error!(error = %format!("{e:#}"), "{what}"),
+        LogFormat::Text => eprintln!("{what}: {e:#}"),
+    };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) if matches!(e.downcast_ref(), Some(TrainError::Interrupted)) => {
-            eprintln!("stopped: {e:#}");
+            say("stopped", &e);
             std::process::ExitCode::from(EXIT_INTERRUPTED)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            say("error", &e);
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn train(cfg: TrainConfig, cluster: &ClusterArgs, stop: StopFlag) -> anyhow::Result<()> {
-    let cfg = cfg.resolved(cluster.workers.max(1));
-    tracing::info!(
-        config = %serde_json::to_string(&cfg)?,
-        cluster = %serde_json::to_string(cluster)?,
-        "starting"
-    );
-    let dataset = Arc::new(obtain_dataset(cfg.dataset, cfg.data_dir.as_deref())?);
-    let data = TrainingData::prepare(&cfg, dataset)?;
-    console::print_plan(&cfg, &data, cluster.workers);
-    let control = RunControl {
-        on_epoch: &mut console::print_epoch,
-        stop,
-    };
-    let results = match cluster.workers {
-        0 => train_in_process(&cfg, data, control)?,
-        _ => train_on_cluster(&cfg, cluster, data, control)?,
-    };
-    console::print_summary(&results, &cfg.out_path());
-    Ok(())
 }

@@ -5,7 +5,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// A connection could not be made or served.
-    #[error("transport to {peer}: {source}")]
+    #[error("transport to {peer}: {}", causes(source))]
     Transport {
         /// The address.
         peer: String,
@@ -135,6 +135,22 @@ pub enum ClusterError {
     /// The run was interrupted (SIGINT or SIGTERM).
     #[error("interrupted")]
     Interrupted,
+}
+
+/// An error and every cause under it, joined with ": " (tonic's transport error says only
+/// "transport error"; the reason, a refused certificate say, is further down).
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = e.source();
+    }
+    out
 }
 
 impl ClusterError {

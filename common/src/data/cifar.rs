@@ -55,6 +55,11 @@ pub fn load_cifar10(dir: &Path) -> Result<(ImageSet, ImageSet), DataError> {
     Ok((load_batches(&train)?, load_batches(&test)?))
 }
 
+/// Loads one CIFAR-10 binary batch file (e.g. `test_batch.bin`).
+pub fn load_cifar_file(path: &Path) -> Result<ImageSet, DataError> {
+    load_batches(&[path.to_path_buf()])
+}
+
 /// Reads and concatenates batch files into one set.
 fn load_batches(paths: &[PathBuf]) -> Result<ImageSet, DataError> {
     let mut sizes = Vec::with_capacity(paths.len());

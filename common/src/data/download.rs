@@ -51,6 +51,12 @@ impl Drop for Cleanup {
     }
 }
 
+/// Largest file a download may bring (CIFAR-10's archive, the largest, is 163 MB): a server
+/// that sends more is cut off.
+pub const MAX_DOWNLOAD_BYTES: u64 = 512 << 20;
+/// Longest a download may take, body included.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 fn fetch(url: &str, file: &RemoteFile, dir: &Path, target: &Path) -> Result<(), DataError> {
     let partial = dir.join(format!(".{}.partial", file.name));
     let mut cleanup = Cleanup(Some(partial.clone()));
@@ -62,6 +68,7 @@ fn fetch(url: &str, file: &RemoteFile, dir: &Path, target: &Path) -> Result<(), 
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_global(Some(DOWNLOAD_TIMEOUT))
         .build()
         .into();
     // Ask for the bytes as stored: a transparently decompressed .gz would fail its md5.
@@ -79,6 +86,11 @@ fn fetch(url: &str, file: &RemoteFile, dir: &Path, target: &Path) -> Result<(), 
         let n = body.read(&mut buf).map_err(|e| download_err(e.into()))?;
         if n == 0 {
             break;
+        }
+        if total + n as u64 > MAX_DOWNLOAD_BYTES {
+            return Err(download_err(
+                format!("the server sent more than {} MiB", MAX_DOWNLOAD_BYTES >> 20).into(),
+            ));
         }
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n])

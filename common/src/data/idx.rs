@@ -18,6 +18,9 @@ const LABEL_MAGIC: u32 = 0x0000_0801;
 const SIDE: u32 = 28;
 const IMAGE_HEADER: u64 = 16;
 const LABEL_HEADER: u64 = 8;
+/// Most images an IDX file may declare (MNIST's and Fashion-MNIST's largest has 60,000): a
+/// header that declares more is refused before anything is allocated or inflated.
+pub const MAX_IDX_IMAGES: u32 = 100_000;
 
 /// Loads one IDX image file and its label file into an `ImageSet` of 1x28x28 images.
 pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<ImageSet, DataError> {
@@ -26,6 +29,14 @@ pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<ImageSet, DataError
     let [magic] = img.read_u32s::<1>()?;
     img.check_magic(magic, IMAGE_MAGIC, "IDX image file")?;
     let [count, rows, cols] = img.read_u32s::<3>()?;
+    if count > MAX_IDX_IMAGES {
+        return Err(DataError::Corrupt {
+            path: images.to_path_buf(),
+            reason: format!(
+                "its header declares {count} images, more than the {MAX_IDX_IMAGES} this reader accepts"
+            ),
+        });
+    }
     if (rows, cols) != (SIDE, SIDE) {
         return Err(DataError::BadDimensions {
             path: images.to_path_buf(),
@@ -54,6 +65,18 @@ pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<ImageSet, DataError
     let label_bytes = lab.read_vec(n, LABEL_HEADER + n)?;
     check_labels(labels, &label_bytes)?;
     ImageSet::new(pixels, label_bytes, 1, SIDE as usize, SIDE as usize)
+}
+
+/// Pixels of an IDX image file of any image size, without labels (for inference on images by
+/// index): the bytes of every image one after another, rows and columns.
+pub fn load_idx_images(path: &Path) -> Result<(Vec<u8>, usize, usize), DataError> {
+    let mut img = IdxReader::open(path)?;
+    let [magic] = img.read_u32s::<1>()?;
+    img.check_magic(magic, IMAGE_MAGIC, "IDX image file")?;
+    let [count, rows, cols] = img.read_u32s::<3>()?;
+    let pixel_bytes = u64::from(count) * u64::from(rows) * u64::from(cols);
+    let pixels = img.read_vec(pixel_bytes, IMAGE_HEADER + pixel_bytes)?;
+    Ok((pixels, rows as usize, cols as usize))
 }
 
 /// Fails on the first label outside 0..=9.
@@ -161,6 +184,17 @@ mod tests {
         );
         assert!(
             err.contains("img-idx3: images are 32x32, expected 28x28"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_gzip_header_declaring_a_huge_count_is_refused_before_inflating() {
+        // Four billion images would be 3 TB once inflated; the header alone must stop it.
+        let img = gz(&idx_images(0x803, u32::MAX, 28, 28, &[0; 784]));
+        let err = err_of(img, idx_labels(0x801, 1, &[0]));
+        assert!(
+            err.contains("img-idx3") && err.contains("declares 4294967295 images"),
             "{err}"
         );
     }

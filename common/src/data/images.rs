@@ -1,6 +1,7 @@
 //! In-memory image sets and the dataset pair (train + test).
 
 use md5::{Digest, Md5};
+use sha2::Sha256;
 
 use super::{DataError, DatasetKind};
 
@@ -118,7 +119,7 @@ impl ImageSet {
         }
     }
 
-    fn hash_into(&self, h: &mut Md5) {
+    fn hash_into(&self, h: &mut impl Digest) {
         for v in [self.channels, self.height, self.width, self.len()] {
             h.update((v as u64).to_le_bytes());
         }
@@ -139,16 +140,32 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Hex md5 over kind, shapes, counts, pixels and labels, so workers can prove they hold the same data.
+    /// Hex md5 over kind, shapes, counts, pixels and labels: the data's fingerprint in a run's
+    /// identity (checkpoints).
     pub fn digest(&self) -> String {
         let mut h = Md5::new();
+        self.hash_into(&mut h);
+        to_hex(&h.finalize())
+    }
+
+    /// Hex SHA-256 over `nonce` and everything [`Dataset::digest`] covers: the answer to a
+    /// coordinator's challenge, which only a holder of the very same data can give (a fresh
+    /// nonce each time, so an answer cannot be replayed or derived from the fingerprint).
+    pub fn proof(&self, nonce: &[u8]) -> String {
+        let mut h = Sha256::new();
+        h.update((nonce.len() as u64).to_le_bytes());
+        h.update(nonce);
+        self.hash_into(&mut h);
+        to_hex(&h.finalize())
+    }
+
+    fn hash_into(&self, h: &mut impl Digest) {
         let name = self.kind.name().as_bytes();
         // Length prefix keeps the name from running into the numbers that follow.
         h.update((name.len() as u64).to_le_bytes());
         h.update(name);
-        self.train.hash_into(&mut h);
-        self.test.hash_into(&mut h);
-        to_hex(&h.finalize())
+        self.train.hash_into(h);
+        self.test.hash_into(h);
     }
 }
 

@@ -28,7 +28,7 @@ pub use conv_geom::ConvGeom;
 pub use grouping::Grouping;
 pub use loss::{contrastive_loss, cross_entropy_sum, pair_loss};
 pub use network::{ClassStep, Network, PairStep};
-pub use params::{Head, ModelSpec, ParamInfo};
+pub use params::{Head, MAX_EMBEDDING, ModelSpec, ParamInfo};
 
 /// What can go wrong building, running or saving the model.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +55,14 @@ pub enum ModelError {
         /// The file.
         path: PathBuf,
         /// What is wrong with it.
+        why: String,
+    },
+    /// A model layout this build cannot run (from a peer or a file).
+    #[error("model layout {spec}: {why}")]
+    BadSpec {
+        /// The layout, as given.
+        spec: String,
+        /// What is out of bounds.
         why: String,
     },
     /// A file could not be written.

@@ -62,7 +62,34 @@ impl ParamInfo {
     }
 }
 
+/// Widest embedding a layout may ask for (`--embedding`'s bound).
+pub const MAX_EMBEDDING: usize = 4096;
+
 impl ModelSpec {
+    /// Checks a layout that came from outside (a peer, a file) against what this build can run:
+    /// one of the datasets' image shapes and an embedding width within bounds, so that no
+    /// arithmetic on it underflows or allocates without limit.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let why = match (self.channels, self.size, self.head) {
+            (1, 28, _) | (3, 32, _) => match self.head {
+                Head::Siamese { width } if width == 0 || width > MAX_EMBEDDING => Some(format!(
+                    "an embedding of {width} values (1 to {MAX_EMBEDDING})"
+                )),
+                _ => None,
+            },
+            (c, s, _) => Some(format!(
+                "{c}x{s}x{s} inputs (this build runs 1x28x28 and 3x32x32)"
+            )),
+        };
+        match why {
+            None => Ok(()),
+            Some(why) => Err(ModelError::BadSpec {
+                spec: format!("{self:?}"),
+                why,
+            }),
+        }
+    }
+
     /// SN-LeNet-5 for a dataset's image shape with the paper's embedding width.
     pub fn siamese(kind: DatasetKind, width: usize) -> Self {
         let (channels, size, _) = kind.image_shape();

@@ -102,14 +102,15 @@ pub fn pair_figures(scores: &[f32], pairs: &[Pair]) -> PairFigures {
 }
 
 /// The test figures: a warm-up pass, a timed pass over the test pairs, and nearest-class-mean
-/// accuracy against class means of the training pool's embeddings.
+/// accuracy against class means of the training pool's embeddings; with every pair's
+/// similarity.
 pub fn test_record(
     engine: &mut dyn Engine,
     state: &OptimizerState,
     test_pairs: &[Pair],
     test_labels: &[u8],
     (train_pool, train_labels): (&[u32], &[u8]),
-) -> Result<TestRecord, TrainError> {
+) -> Result<(TestRecord, Vec<f32>), TrainError> {
     score_pairs(engine, state, ImageSplit::Test, test_pairs)?;
     let start = Instant::now();
     let scored = score_pairs(engine, state, ImageSplit::Test, test_pairs)?;
@@ -133,12 +134,13 @@ pub fn test_record(
         .map(|&i| test_labels[i as usize])
         .collect();
     let ncm = nearest_class_mean_accuracy(&means, &scored.embeddings, width, &labels);
-    Ok(TestRecord {
+    let record = TestRecord {
         pairs: test_pairs.len(),
         pair_accuracy: figures.accuracy,
         roc_auc: figures.auc,
         ncm_accuracy: ncm,
         time_s,
         images_per_s: scored.images.len() as f64 / time_s.max(1e-9),
-    })
+    };
+    Ok((record, scored.scores))
 }

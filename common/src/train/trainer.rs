@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::checkpoint::{Checkpoint, CheckpointError, EpochProgress, Position};
 use super::eval::{pair_figures, score_pairs, test_record};
+use super::observer::{NoObserver, RunObserver, RunPlan, StepReport, TestScores};
 use super::run_identity::RunIdentity;
 use super::{Engine, ImageSplit, TrainError};
 use crate::aggregation::OptimizerState;
@@ -83,8 +84,8 @@ pub struct TimedSteps {
 
 /// What the caller of a training run sees and controls.
 pub struct RunControl<'a> {
-    /// Called with every epoch's figures as the epoch ends.
-    pub on_epoch: &'a mut (dyn FnMut(&EpochRecord) + Send),
+    /// Hears of every step, epoch, checkpoint and the test scores (progress, metrics).
+    pub observer: &'a mut (dyn RunObserver + Send),
     /// Raised to end the run at the next step boundary, after writing the checkpoint.
     pub stop: StopFlag,
 }
@@ -289,9 +290,38 @@ impl Trainer {
         self.cfg.max_steps.is_none_or(|m| self.position.steps < m)
     }
 
+    /// Writes the checkpoint and tells the observer.
+    fn checkpoint(
+        &mut self,
+        engine: &mut dyn Engine,
+        observer: &mut dyn RunObserver,
+    ) -> Result<(), TrainError> {
+        self.write_checkpoint(engine)?;
+        observer.checkpoint_written(self.position.steps);
+        Ok(())
+    }
+
+    /// The run's shape from where it stands.
+    fn plan(&self) -> RunPlan {
+        let batch = self.cfg.batch_size as usize;
+        let steps_per_epoch = self.data.train_pool.len().div_ceil(batch.max(1));
+        let all = (self.cfg.epochs() * steps_per_epoch) as u64;
+        RunPlan {
+            epochs: self.cfg.epochs(),
+            steps_per_epoch,
+            total_steps: self.cfg.max_steps.map_or(all, |m| m.min(all)),
+            batch_size: batch,
+            start: self.position,
+        }
+    }
+
     /// Trains from the current position to the end of its epoch (or the step limit); returns
     /// whether the epoch finished. A raised stop flag writes the checkpoint and ends the run.
-    fn train_epoch(&mut self, engine: &mut dyn Engine) -> Result<bool, TrainError> {
+    fn train_epoch(
+        &mut self,
+        engine: &mut dyn Engine,
+        observer: &mut dyn RunObserver,
+    ) -> Result<bool, TrainError> {
         let epoch = self.position.epoch;
         let pairs = training_pairs(
             self.data.dataset.train.labels(),
@@ -302,6 +332,7 @@ impl Trainer {
         let batch = self.cfg.batch_size as usize;
         let chunks: Vec<&[Pair]> = pairs.chunks(batch).collect();
         let every = self.cfg.checkpoint_every;
+        observer.epoch_started(epoch, chunks.len(), self.position.step_in_epoch);
         let mut start = Instant::now();
         while self.position.step_in_epoch < chunks.len() {
             if !self.steps_left() {
@@ -310,7 +341,7 @@ impl Trainer {
             }
             if self.stop.requested() {
                 self.progress.seconds += start.elapsed().as_secs_f64();
-                self.write_checkpoint(engine)?;
+                self.checkpoint(engine, observer)?;
                 return Err(TrainError::Interrupted);
             }
             let index = self.position.step_in_epoch;
@@ -329,9 +360,20 @@ impl Trainer {
             self.progress.loss_sum += c.loss_sum;
             self.progress.correct += c.correct;
             self.progress.seen += c.pairs;
+            let seen = self.progress.seen.max(1) as f64;
+            observer.step(&StepReport {
+                position: self.position,
+                steps_in_epoch: chunks.len(),
+                pairs: c.pairs,
+                loss_sum: c.loss_sum,
+                correct: c.correct,
+                epoch_loss: self.progress.loss_sum / seen,
+                epoch_accuracy: self.progress.correct as f64 / seen,
+                engine: &*engine,
+            });
             if every > 0 && self.position.steps.is_multiple_of(every) {
                 self.progress.seconds += start.elapsed().as_secs_f64();
-                self.write_checkpoint(engine)?;
+                self.checkpoint(engine, observer)?;
                 start = Instant::now();
             }
         }
@@ -365,7 +407,7 @@ impl Trainer {
         self.position.epoch = epoch;
         self.position.step_in_epoch = 0;
         self.progress = EpochProgress::default();
-        self.train_epoch(engine)?;
+        self.train_epoch(engine, &mut NoObserver)?;
         self.close_epoch(engine)
     }
 
@@ -431,12 +473,13 @@ impl Trainer {
         control: RunControl<'_>,
     ) -> Result<RunResults, TrainError> {
         self.stop = control.stop;
-        let on_epoch = control.on_epoch;
+        let observer = control.observer;
         engine.load_state(&self.state)?;
         self.last_saved = Some(self.snapshot(engine));
+        observer.run_started(&self.plan());
         let mut regroups = 0;
         while self.position.epoch <= self.cfg.epochs() && self.steps_left() {
-            match self.run_epoch(engine, on_epoch) {
+            match self.run_epoch(engine, observer) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(TrainError::Regroup(why)) if regroups < MAX_REGROUPS => {
@@ -446,7 +489,7 @@ impl Trainer {
                 Err(e) => return Err(e),
             }
         }
-        self.finish(engine)
+        self.finish(engine, observer)
     }
 
     /// Trains the epoch in progress to its end (or the step limit), reports it and checkpoints;
@@ -454,15 +497,16 @@ impl Trainer {
     fn run_epoch(
         &mut self,
         engine: &mut dyn Engine,
-        on_epoch: &mut (dyn FnMut(&EpochRecord) + Send),
+        observer: &mut dyn RunObserver,
     ) -> Result<bool, TrainError> {
-        let finished = self.train_epoch(engine)?;
+        let finished = self.train_epoch(engine, observer)?;
+        observer.validating(self.position.epoch);
         let record = self.close_epoch(engine)?;
-        on_epoch(&record);
+        observer.epoch_ended(&record, &*engine);
         if !finished {
             // The step limit ended the epoch early: report it, keep the checkpoint inside the
             // epoch so that a longer limit continues it.
-            self.write_checkpoint(engine)?;
+            self.checkpoint(engine, observer)?;
             self.epochs.push(record);
             return Ok(false);
         }
@@ -470,21 +514,31 @@ impl Trainer {
         self.position.epoch += 1;
         self.position.step_in_epoch = 0;
         self.progress = EpochProgress::default();
-        self.write_checkpoint(engine)?;
+        self.checkpoint(engine, observer)?;
         Ok(true)
     }
 
     /// The test figures and the results file.
-    fn finish(&mut self, engine: &mut dyn Engine) -> Result<RunResults, TrainError> {
+    fn finish(
+        &mut self,
+        engine: &mut dyn Engine,
+        observer: &mut dyn RunObserver,
+    ) -> Result<RunResults, TrainError> {
         self.refresh(engine)?;
         let ds = &self.data.dataset;
-        let test = test_record(
+        let (test, scores) = test_record(
             engine,
             &self.state,
             &self.data.test_pairs,
             ds.test.labels(),
             (&self.data.train_pool, ds.train.labels()),
         )?;
+        observer.test_scored(&TestScores {
+            pairs: &self.data.test_pairs,
+            scores: &scores,
+            labels: ds.test.labels(),
+            record: &test,
+        });
         let out = self.cfg.out_path();
         let info = engine.info();
         let mut config = serde_json::to_value(&self.cfg).unwrap_or(serde_json::Value::Null);

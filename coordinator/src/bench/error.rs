@@ -59,23 +59,3 @@ pub fn io_error(path: &Path) -> impl Fn(std::io::Error) -> BenchError + '_ {
         source,
     }
 }
-
-/// Maps a plotting error on `path` to the error that names it.
-pub fn plot_error(path: &Path) -> impl Fn(String) -> BenchError + '_ {
-    move |message| BenchError::Plot {
-        path: path.to_path_buf(),
-        message,
-    }
-}
-
-/// Writes `value` as pretty JSON to `path`, creating its folder.
-pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), BenchError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    }
-    let json = serde_json::to_vec_pretty(value).map_err(|source| BenchError::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    std::fs::write(path, json).map_err(io_error(path))
-}

@@ -4,6 +4,7 @@
 //! the library, so that the `worker` binary links no plotting or benchmark code.
 
 mod error;
+mod files;
 mod machine;
 pub mod pair_grid;
 pub mod paper;

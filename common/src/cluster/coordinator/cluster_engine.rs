@@ -23,6 +23,7 @@ use crate::cluster::protocol::proto::{
     coordinator_message, task, worker_message,
 };
 use crate::cluster::protocol::shm::{REDUCED, SharedRegion};
+use crate::cluster::protocol::transport::EMBED_CHUNK;
 use crate::cluster::protocol::wire::{decode_f32, encode_f32};
 use crate::model::ModelSpec;
 use crate::pairs::{Pair, shard_ranges};
@@ -392,7 +393,15 @@ impl ClusterEngine {
             ImageSplit::Train => ImageSet::Train,
             ImageSplit::Test => ImageSet::Test,
         };
-        let ranges = shard_ranges(indices.len(), self.pool.ready().len().max(1));
+        // Chunks of at most EMBED_CHUNK images, spread over the ready workers: every answer
+        // stays within the message limit.
+        let ready = self.pool.ready().len().max(1);
+        let chunks = indices
+            .len()
+            .div_ceil(EMBED_CHUNK)
+            .max(ready)
+            .min(indices.len().max(1));
+        let ranges = shard_ranges(indices.len(), chunks);
         let jobs = ranges
             .iter()
             .map(|r| Job {
@@ -403,7 +412,7 @@ impl ClusterEngine {
                 version: self.version,
             })
             .collect();
-        let assign: Vec<usize> = (0..ranges.len()).collect();
+        let assign: Vec<usize> = (0..ranges.len()).map(|i| i % ready).collect();
         let batch = self.pool.send_jobs(jobs, &assign);
         let sync = sync_messages(self.settings.aggregation, state);
         let done = self.pool.collect(batch, &sync, true)?;

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::ClusterError;
 use crate::cluster::protocol::auth::TOKEN_ENV;
+use crate::logging::LOG_FORMAT_ENV;
+use crate::telemetry::METRICS_LISTEN_ENV;
 
 /// What every local worker is started with.
 #[derive(Clone, Debug)]
@@ -17,6 +19,8 @@ pub struct SpawnOptions {
     pub count: usize,
     /// The coordinator's URL.
     pub coordinator: String,
+    /// With TLS: the CA the workers trust for the coordinator's certificate.
+    pub tls_ca: Option<PathBuf>,
     /// The run's token (passed in the environment, not on the command line).
     pub token: String,
     /// Compute threads for each.
@@ -75,7 +79,7 @@ fn forward_logs(child: &mut Child, prefix: String) {
         let prefix = prefix.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                eprintln!("{prefix} {line}");
+                crate::logging::forward_line(&prefix, &line);
             }
         });
     }
@@ -113,6 +117,11 @@ impl LocalWorkers {
             .arg("--reconnect-timeout")
             .arg("0")
             .env(TOKEN_ENV, &o.token)
+            // Its lines join the coordinator's stderr, so they must be in the same format.
+            .env(LOG_FORMAT_ENV, crate::logging::format().name())
+            .env("RUST_LOG", crate::logging::child_filter())
+            // The coordinator's metrics address, if it came from the environment, is taken.
+            .env_remove(METRICS_LISTEN_ENV)
             // The coordinator pinned its own (single) compute thread; each worker gets its share.
             .env("CANDLE_NUM_THREADS", o.threads.to_string())
             .env("RAYON_NUM_THREADS", o.threads.to_string())
@@ -124,6 +133,9 @@ impl LocalWorkers {
         }
         if let Some(dir) = &o.data_dir {
             cmd.arg("--data-dir").arg(dir);
+        }
+        if let Some(ca) = &o.tls_ca {
+            cmd.arg("--tls-ca").arg(ca);
         }
         let mut child = cmd.spawn().map_err(|source| ClusterError::Io {
             what: format!("starting {}", self.bin.display()),

@@ -3,6 +3,7 @@
 //! blocks and adds their gradients, the replica checks, NCCL's rendezvous, and the worker
 //! processes it starts on its own host.
 
+mod admission;
 mod cluster_engine;
 mod events;
 mod local_workers;
@@ -15,9 +16,10 @@ mod service;
 mod settings;
 mod step_clock;
 
+pub use admission::Admission;
 pub use cluster_engine::ClusterEngine;
 pub use local_workers::LocalWorkers;
 pub use rank_table::RankTable;
 pub use run::{train_on_cluster, with_cluster};
-pub use service::{Admission, CoordinatorService, serve};
+pub use service::{CoordinatorService, serve};
 pub use settings::{ClusterArgs, EngineSettings};

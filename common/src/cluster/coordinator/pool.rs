@@ -770,6 +770,15 @@ impl WorkerPool {
                 .map(|a| (i, a))
         });
         let Some((i, a)) = found else {
+            if id >= self.next_task {
+                // A task never sent: the worker lies or is broken. It leaves the run; its
+                // tasks go to the others.
+                self.lose(
+                    session,
+                    format!("it answered task {id}, which was never sent"),
+                );
+                return Ok(None);
+            }
             if self.in_flight.contains(&id) {
                 return Ok(Some(Event::Message {
                     session,

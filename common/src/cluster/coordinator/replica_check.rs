@@ -17,7 +17,7 @@ pub fn check_digests(
     version: u64,
     expected: Option<String>,
     sync: Sync<'_>,
-) -> Result<(), ClusterError> {
+) -> Result<String, ClusterError> {
     let ready = pool.ready();
     let jobs = ready
         .iter()
@@ -55,7 +55,7 @@ pub fn check_digests(
         });
     }
     tracing::debug!(steps = version, "replicas agree");
-    Ok(())
+    reference.ok_or_else(|| ClusterError::Setup("no replica answered for its digest".into()))
 }
 
 /// The replicas' weights and Adam state (`params` values each), after checking they all agree,
@@ -67,7 +67,7 @@ pub fn pull_state(
 ) -> Result<OptimizerState, ClusterError> {
     // NCCL replicas cannot be brought up to date mid-run, so nobody is synced here.
     let none = |_: &super::pool::Member| Vec::new();
-    check_digests(pool, version, None, &none)?;
+    let agreed = check_digests(pool, version, None, &none)?;
     let batch = pool.send_jobs(
         vec![Job {
             kind: task::Kind::State(StateTask {}),
@@ -103,6 +103,13 @@ pub fn pull_state(
             r.steps
         )));
     }
+    // The weights must be the very ones every replica vouched for.
+    let digest = weights_digest(&p);
+    if digest != agreed {
+        return Err(bad(format!(
+            "weights with md5 {digest}, while every replica reported {agreed}"
+        )));
+    }
     let mut state = OptimizerState::new(p, 0.0);
     state.adam = Adam {
         m,
@@ -110,6 +117,6 @@ pub fn pull_state(
         t: r.steps,
         ..state.adam
     };
-    tracing::debug!(digest = %weights_digest(&state.params), "pulled the replicas' state");
+    tracing::debug!(%digest, "pulled the replicas' state");
     Ok(state)
 }

@@ -6,23 +6,29 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+use super::admission::Admission;
 use super::cluster_engine::ClusterEngine;
 use super::events::Event;
 use super::local_workers::{LocalWorkers, SpawnOptions};
 use super::pool::{OnLost, PoolSettings, SLOTS_PER_WORKER, WorkerPool};
 use super::rank_table::RankTable;
-use super::service::{Admission, CoordinatorService, serve};
+use super::service::{CoordinatorService, ServerLimits, serve};
 use super::settings::{ClusterArgs, EngineSettings};
 use crate::aggregation::Aggregation;
 use crate::cluster::ClusterError;
 use crate::cluster::protocol::auth::{TOKEN_ENV, generate_token, resolve_token};
 use crate::cluster::protocol::shm::SharedRegion;
+use crate::cluster::protocol::tls::ServerTls;
+use crate::cluster::protocol::transport::message_limit;
 use crate::config::TrainConfig;
 use crate::data::Dataset;
 use crate::model::ModelSpec;
 use crate::results::RunResults;
 use crate::stop::StopFlag;
 use crate::train::{RunControl, TrainError, Trainer, TrainingData};
+
+/// How long open connections may take to close once the run has ended.
+const SERVER_GRACE: Duration = Duration::from_secs(5);
 
 /// Trains `cfg` on `data` across a cluster of `args.workers` workers and writes the results
 /// file and checkpoint; the same shape as [`crate::train::train_in_process`].
@@ -38,6 +44,20 @@ pub fn train_on_cluster(
     with_cluster(cfg, args, dataset, &stop, |engine| {
         trainer.run(engine, control)
     })
+}
+
+/// Where local workers reach this coordinator: its port on 127.0.0.1 when it listens on every
+/// address.
+fn local_url(addr: std::net::SocketAddr, tls: bool) -> String {
+    let host = match addr.ip().is_unspecified() {
+        true => std::net::IpAddr::from([127, 0, 0, 1]),
+        false => addr.ip(),
+    };
+    let scheme = if tls { "https" } else { "http" };
+    format!(
+        "{scheme}://{}",
+        std::net::SocketAddr::new(host, addr.port())
+    )
 }
 
 /// Checks the cluster flags before anything starts.
@@ -57,6 +77,13 @@ fn check(args: &ClusterArgs) -> Result<(), TrainError> {
     }
     if args.keepalive == 0 {
         return bad("--keepalive must be at least 1 second".into());
+    }
+    let tls = args.tls_cert.is_some();
+    if tls && !args.no_spawn && args.workers > 0 && args.tls_ca.is_none() {
+        return bad("TLS with local workers needs --tls-ca, the CA that issued --tls-cert, for them to trust (or start the workers yourself with --no-spawn)".into());
+    }
+    if args.tls_client_ca.is_some() && !args.no_spawn {
+        return bad("mutual TLS (--tls-client-ca) needs a client certificate for every worker: start them yourself with --no-spawn".into());
     }
     Ok(())
 }
@@ -94,6 +121,19 @@ pub fn with_cluster<T>(
             what: "starting the async runtime".into(),
             source,
         })?;
+    let tls = ServerTls::load(
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        args.tls_client_ca.as_deref(),
+    )?;
+    if tls.is_none() && !args.listen.ip().is_loopback() {
+        let warning = format!(
+            "listening on {} WITHOUT TLS: the token and all training data cross the network in plaintext; give --tls-cert and --tls-key",
+            args.listen
+        );
+        tracing::warn!("{warning}");
+        eprintln!("warning: {warning}");
+    }
     let listener = runtime
         .block_on(TcpListener::bind(args.listen))
         .map_err(|source| ClusterError::Io {
@@ -114,8 +154,7 @@ pub fn with_cluster<T>(
             .ok(),
     };
     let admission = Admission {
-        dataset: dataset.kind.name().into(),
-        digest: dataset.digest(),
+        data: dataset.clone(),
         world_size: u32::try_from(args.workers)
             .map_err(|_| TrainError::Config(format!("--workers {} is too many", args.workers)))?,
         // Serialising these plain structs cannot fail.
@@ -128,14 +167,20 @@ pub fn with_cluster<T>(
             .map(|r| (r.path().display().to_string(), r.nonce())),
     };
     let ranks = RankTable::new(args.workers);
-    let (events_tx, events_rx) = mpsc::channel(4096);
+    let (events_tx, events_rx) = mpsc::channel(1024);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let keepalive = Duration::from_secs(args.keepalive);
+    let limits = ServerLimits {
+        keepalive: Duration::from_secs(args.keepalive),
+        message_bytes: message_limit(&spec, cfg.batch_size as usize),
+        // Every worker's session and its short calls, replacements joining, probes.
+        calls: 4 * args.workers + 32,
+    };
     let server = runtime.spawn({
         let token = token.clone();
         let service = CoordinatorService::new(admission, ranks.clone(), events_tx.clone());
+        let tls = tls.clone();
         async move {
-            serve(listener, service, &token, keepalive, async {
+            serve(listener, service, (&token, tls.as_ref()), limits, async {
                 let _ = stop_rx.await;
             })
             .await
@@ -155,7 +200,8 @@ pub fn with_cluster<T>(
         true => None,
         false => Some(Arc::new(Mutex::new(LocalWorkers::spawn(SpawnOptions {
             count: args.workers,
-            coordinator: format!("http://{addr}"),
+            coordinator: local_url(addr, tls.is_some()),
+            tls_ca: args.tls_ca.clone(),
             token: token.clone(),
             threads: cfg.threads_per_process(args.workers),
             data_dir: cfg.data_dir.clone(),
@@ -226,10 +272,20 @@ pub fn with_cluster<T>(
             .finish(Duration::from_secs(10));
     }
     let _ = stop_tx.send(());
-    match runtime.block_on(server) {
-        Ok(Err(e)) => tracing::warn!("server: {e}"),
-        Err(e) => tracing::warn!("server task: {e}"),
-        Ok(Ok(())) => {}
+    // A graceful shutdown waits for every open stream; a peer that stopped reading would hold
+    // the coordinator's exit (and its exit code) hostage, so it gets a bounded grace.
+    let abort = server.abort_handle();
+    match runtime.block_on(async { tokio::time::timeout(SERVER_GRACE, server).await }) {
+        Ok(Ok(Err(e))) => tracing::warn!("server: {e}"),
+        Ok(Err(e)) => tracing::warn!("server task: {e}"),
+        Ok(Ok(Ok(()))) => {}
+        Err(_) => {
+            tracing::warn!(
+                grace_s = SERVER_GRACE.as_secs(),
+                "connections still open after the run ended; closing them"
+            );
+            abort.abort();
+        }
     }
     trained
 }

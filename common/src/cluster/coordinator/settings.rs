@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use crate::aggregation::Aggregation;
 use crate::cluster::protocol::auth::{TOKEN_ENV, TOKEN_FILE_ENV};
+use crate::config::{at_least, within};
 
 /// The cluster's settings on the coordinator.
 #[derive(clap::Args, Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClusterArgs {
-    /// Number of workers (0 trains in this process, without gRPC).
-    #[arg(long, env = "SIAMESE_WORKERS", default_value_t = 1)]
+    /// Number of workers, 0 to 1024 (0 trains in this process, without gRPC).
+    #[arg(long, env = "SIAMESE_WORKERS", default_value_t = 1, value_parser = within(0usize, 1024))]
     pub workers: usize,
     /// Wait for remote workers instead of starting them on this machine.
     #[arg(long)]
@@ -27,27 +28,41 @@ pub struct ClusterArgs {
     /// File holding the token (a mounted Secret, say), instead of --token.
     #[arg(long, env = TOKEN_FILE_ENV)]
     pub token_file: Option<PathBuf>,
+    /// TLS: this coordinator's certificate (PEM); with --tls-key, every connection is TLS and
+    /// workers connect to https://. Without it, traffic (the token included) is plaintext.
+    #[arg(long, env = "SIAMESE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert (PEM).
+    #[arg(long, env = "SIAMESE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: workers must show a client certificate issued by this CA (PEM).
+    #[arg(long, env = "SIAMESE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// TLS with local workers: the CA that issued --tls-cert, which they are told to trust (the
+    /// certificate must name 127.0.0.1, where they connect).
+    #[arg(long, env = "SIAMESE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Device of the local workers: cpu, or cuda:K with the `cuda` feature.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, env = "SIAMESE_DEVICE", default_value = "cpu")]
     pub device: String,
-    /// Seconds to wait for all workers to join at the start, and for replacements when fewer
+    /// Seconds (1 to 86400) to wait for all workers to join at the start, and for replacements when fewer
     /// than --min-workers remain.
-    #[arg(long, env = "SIAMESE_JOIN_TIMEOUT", default_value_t = 120)]
+    #[arg(long, env = "SIAMESE_JOIN_TIMEOUT", default_value_t = 120, value_parser = within(1u64, 86_400))]
     pub join_timeout: u64,
-    /// Seconds a worker has to answer a task; one that does not is declared lost and its share
+    /// Seconds (1 to 86400) a worker has to answer a task; one that does not is declared lost and its share
     /// recomputed by the others.
-    #[arg(long, env = "SIAMESE_STEP_TIMEOUT", default_value_t = 120)]
+    #[arg(long, env = "SIAMESE_STEP_TIMEOUT", default_value_t = 120, value_parser = within(1u64, 86_400))]
     pub step_timeout: u64,
-    /// The run goes on while at least this many workers remain; below it, it waits up to
+    /// The run goes on while at least this many workers (1 to 1024) remain; below it, it waits up to
     /// --join-timeout for replacements, then stops (its checkpoint keeps everything).
-    #[arg(long, env = "SIAMESE_MIN_WORKERS", default_value_t = 1)]
+    #[arg(long, env = "SIAMESE_MIN_WORKERS", default_value_t = 1, value_parser = within(1usize, 1024))]
     pub min_workers: usize,
     /// Start a new local worker whenever one is lost (not with --no-spawn).
     #[arg(long, env = "SIAMESE_RESPAWN")]
     pub respawn: bool,
-    /// Seconds between HTTP/2 keepalive PINGs; a worker that misses two in a row (a vanished
+    /// Seconds (1 to 3600) between HTTP/2 keepalive PINGs; a worker that misses two in a row (a vanished
     /// host, a stopped process) is declared lost.
-    #[arg(long, env = "SIAMESE_KEEPALIVE", default_value_t = 3)]
+    #[arg(long, env = "SIAMESE_KEEPALIVE", default_value_t = 3, value_parser = within(1u64, 3600))]
     pub keepalive: u64,
     /// Write the bound address (host:port) to this file once serving (for scripts and tests).
     #[arg(long)]
@@ -69,10 +84,10 @@ pub struct ClusterArgs {
     pub aggregation: Aggregation,
     /// Replicated runs: compare the replicas' weight digests every this many steps (and at
     /// the end of every epoch).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "SIAMESE_DIGEST_EVERY", default_value_t = 100, value_parser = at_least(1u64))]
     pub digest_every: u64,
-    /// NCCL runs: seconds the workers have to form the communicator.
-    #[arg(long, default_value_t = 60)]
+    /// NCCL runs: seconds (1 to 86400) the workers have to form the communicator.
+    #[arg(long, env = "SIAMESE_NCCL_TIMEOUT", default_value_t = 60, value_parser = within(1u64, 86_400))]
     pub nccl_timeout: u64,
 }
 

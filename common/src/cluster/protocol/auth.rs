@@ -3,6 +3,9 @@
 use std::io::Read;
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Status};
 
@@ -10,6 +13,8 @@ use tonic::{Request, Status};
 pub const TOKEN_ENV: &str = "SIAMESE_TOKEN";
 /// Environment variable naming a file both binaries read the token from.
 pub const TOKEN_FILE_ENV: &str = "SIAMESE_TOKEN_FILE";
+/// Shortest token accepted: a short one is guessed.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 /// The run's token: given directly (`--token`, `SIAMESE_TOKEN`) or read from a file
 /// (`--token-file`, `SIAMESE_TOKEN_FILE`, e.g. a mounted Kubernetes Secret); surrounding
@@ -24,21 +29,28 @@ pub fn resolve_token(
             "give the token either directly (--token / {TOKEN_ENV}) or in a file (--token-file {}), not both",
             path.display()
         ))),
-        (Some(t), None) => Ok(Some(t.to_string())),
+        (Some(t), None) => check_length(t, "the token").map(|t| Some(t.to_string())),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path).map_err(|source| ClusterError::Io {
                 what: format!("reading the token file {}", path.display()),
                 source,
             })?;
-            match text.trim() {
-                "" => Err(ClusterError::Setup(format!(
-                    "the token file {} is empty",
-                    path.display()
-                ))),
-                t => Ok(Some(t.to_string())),
-            }
+            let what = format!("the token in {}", path.display());
+            check_length(text.trim(), &what).map(|t| Some(t.to_string()))
         }
         (None, None) => Ok(None),
+    }
+}
+
+/// Refuses a token shorter than [`MIN_TOKEN_LEN`], saying how to make a good one (and never
+/// echoing the token).
+fn check_length<'a>(token: &'a str, what: &str) -> Result<&'a str, crate::cluster::ClusterError> {
+    match token.chars().count() {
+        n if n >= MIN_TOKEN_LEN => Ok(token),
+        n => Err(crate::cluster::ClusterError::Setup(format!(
+            "{what} has {n} characters; it must have at least {MIN_TOKEN_LEN} \
+             (make one with: head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n')"
+        ))),
     }
 }
 
@@ -49,9 +61,11 @@ pub fn generate_token() -> std::io::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Compares in time independent of where the strings differ.
+/// Compares in constant time: the SHA-256 digests of both, so neither where the values differ
+/// nor their lengths show in the time taken.
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    a.as_slice().ct_eq(b.as_slice()).into()
 }
 
 /// Server side: refuses calls without the run's token.
@@ -131,5 +145,30 @@ mod tests {
         let err = check.call(Request::new(())).unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
         assert_eq!(generate_token().unwrap().len(), 32);
+        // A longer or shorter value is refused too, prefix or not.
+        let mut longer = AddToken::new(Some("abcd")).unwrap();
+        assert!(check.call(longer.call(Request::new(())).unwrap()).is_err());
+    }
+
+    #[test]
+    fn short_tokens_and_empty_files_are_refused_without_echoing_them() {
+        let e = resolve_token(Some("hunter2"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("7 characters") && !e.contains("hunter2"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  \n").unwrap();
+        let e = resolve_token(None, Some(&file)).unwrap_err().to_string();
+        assert!(e.contains("0 characters") && e.contains("token"), "{e}");
+        std::fs::write(&file, "0123456789abcdef0123\n").unwrap();
+        assert_eq!(
+            resolve_token(None, Some(&file)).unwrap().as_deref(),
+            Some("0123456789abcdef0123")
+        );
+        assert!(resolve_token(Some("0123456789abcdef"), Some(&file)).is_err());
+        let missing = dir.path().join("none");
+        let e = resolve_token(None, Some(&missing)).unwrap_err().to_string();
+        assert!(e.contains("reading the token file"), "{e}");
     }
 }

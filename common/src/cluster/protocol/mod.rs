@@ -1,9 +1,10 @@
 //! What the coordinator and the workers both speak: the generated gRPC messages, the float
-//! encoding on the wire, the run token, the transport's limits and the shared-memory file.
+//! encoding on the wire, the run token, TLS, the transport's limits and the shared-memory file.
 
 pub mod auth;
 pub mod proto;
 pub mod shm;
+pub mod tls;
 pub mod transport;
 pub mod wire;
 

@@ -1,7 +1,29 @@
-//! Limits and windows of the HTTP/2 transport, the same on both sides.
+//! Limits and windows of the HTTP/2 transport: message sizes bounded by what the model needs,
+//! so that a peer cannot make the other side allocate without limit.
 
-/// Largest message either side accepts (weights are ~250 KB; embeddings of a shard a few MB).
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+use crate::model::ModelSpec;
+
+/// Images per embedding task: bounds the embeddings an answer carries.
+pub const EMBED_CHUNK: usize = 4096;
+/// Room beyond the payload for the message's other fields.
+const MARGIN_BYTES: usize = 64 << 10;
+/// Largest message a worker accepts from a coordinator: enough for the largest model's state
+/// (three parameter vectors of a 4096-wide embedding, about 5 MB) and a 65,536-pair task.
+pub const WORKER_MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Largest message a worker may send: an embedding task's answer at the widest embedding.
+pub const WORKER_MAX_SEND_BYTES: usize =
+    EMBED_CHUNK * crate::model::MAX_EMBEDDING * 4 + MARGIN_BYTES;
+
+/// Largest message either side of a run of `spec` with global batches of `batch` pairs needs:
+/// the optimizer state (three parameter vectors), an embedding task's answer, or a task's pair
+/// lists, plus a margin. The coordinator refuses anything larger.
+pub fn message_limit(spec: &ModelSpec, batch: usize) -> usize {
+    let state = 3 * spec.num_params() * 4;
+    let embeddings = EMBED_CHUNK * spec.out_width() * 4;
+    // A pair is two u32 indices and a bool, each with its protobuf packing.
+    let pairs = batch * 16;
+    state.max(embeddings).max(pairs) + MARGIN_BYTES
+}
 /// HTTP/2 flow-control windows. The default 64 KiB window makes every 250 KB weights or gradient
 /// message wait for several WINDOW_UPDATE round trips; measured on loopback that cost as much
 /// as the step's compute.

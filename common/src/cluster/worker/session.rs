@@ -1,5 +1,6 @@
 //! A worker's sessions with the coordinator: connect, learn the run, load its data (once), join
-//! (showing the data's digest), set up NCCL if the run uses it, then hand the stream to the task
+//! (answering the coordinator's challenge with a hash over the data), set up NCCL if the run
+//! uses it, then hand the stream to the task
 //! loop until Stop. When the coordinator goes away (killed, restarted from its checkpoint, or it
 //! declared this worker lost), the worker reconnects with backoff for up to its reconnect
 //! window and joins again as a new session; the coordinator gives it the run's state.
@@ -21,15 +22,17 @@ use crate::cluster::ClusterError;
 use crate::cluster::protocol::auth::AddToken;
 use crate::cluster::protocol::proto::cluster_client::ClusterClient;
 use crate::cluster::protocol::proto::{
-    CoordinatorMessage, Join, RunRequest, WorkerMessage, coordinator_message, worker_message,
+    CoordinatorMessage, Join, Proof, RunRequest, WorkerMessage, coordinator_message, worker_message,
 };
 use crate::cluster::protocol::shm::SharedRegion;
+use crate::cluster::protocol::tls::{ClientTls, is_tls_failure};
 use crate::cluster::protocol::transport::{
-    CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES,
+    CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES, WORKER_MAX_MESSAGE_BYTES, WORKER_MAX_SEND_BYTES,
 };
 use crate::cluster::protocol::{MODEL_VERSION, PROTOCOL_VERSION};
 use crate::data::{Dataset, DatasetKind, obtain_dataset};
 use crate::model::ModelSpec;
+use crate::telemetry::WorkerMetrics;
 use crate::train::Replica;
 
 /// How a worker is started.
@@ -51,8 +54,12 @@ pub struct WorkerOptions {
     pub reconnect_timeout: Duration,
     /// HTTP/2 PING interval: a coordinator that misses two in a row is gone.
     pub keepalive: Duration,
+    /// TLS settings for an `https://` coordinator.
+    pub tls: Option<ClientTls>,
     /// The rank to ask for (the coordinator picks one when absent).
     pub rank: Option<u32>,
+    /// Metrics to keep up to date (`--metrics-listen`).
+    pub metrics: Option<WorkerMetrics>,
 }
 
 /// Longest wait between two attempts to reach the coordinator.
@@ -70,7 +77,8 @@ enum Attempt {
 /// or asked this worker to come back) rather than "this worker cannot take part".
 fn retryable(e: &ClusterError) -> bool {
     match e {
-        ClusterError::Transport { .. } | ClusterError::RefusedForNow(_) => true,
+        ClusterError::Transport { source, .. } => !is_tls_failure(source),
+        ClusterError::RefusedForNow(_) => true,
         ClusterError::Status { status, .. } => matches!(
             status.code(),
             tonic::Code::Unavailable
@@ -92,7 +100,11 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
     let mut backoff = Duration::from_millis(200);
     loop {
         let mut joined = false;
-        let why = match session(&opts, &device, &mut data, &mut joined).await {
+        let ended = session(&opts, &device, &mut data, &mut joined).await;
+        if let Some(m) = &opts.metrics {
+            m.connected(false);
+        }
+        let why = match ended {
             Ok(Attempt::Done) => return Ok(()),
             Ok(Attempt::Retry(why)) => why,
             Err(e) if retryable(&e) => e.to_string(),
@@ -125,10 +137,32 @@ pub async fn run_worker(opts: WorkerOptions) -> Result<(), ClusterError> {
 }
 
 async fn connect(opts: &WorkerOptions) -> Result<Channel, ClusterError> {
-    let endpoint = Endpoint::from_shared(opts.coordinator.clone())
-        .map_err(|e| {
-            ClusterError::Setup(format!("bad coordinator URL {:?}: {e}", opts.coordinator))
-        })?
+    let mut endpoint = Endpoint::from_shared(opts.coordinator.clone()).map_err(|e| {
+        ClusterError::Setup(format!("bad coordinator URL {:?}: {e}", opts.coordinator))
+    })?;
+    match (opts.coordinator.starts_with("https://"), &opts.tls) {
+        (true, tls) => {
+            let tls = match tls {
+                Some(tls) => tls.clone(),
+                None => ClientTls::load(None, None, None, None)?,
+            };
+            endpoint =
+                endpoint
+                    .tls_config(tls.config())
+                    .map_err(|source| ClusterError::Transport {
+                        peer: opts.coordinator.clone(),
+                        source,
+                    })?;
+        }
+        (false, Some(_)) => {
+            return Err(ClusterError::Setup(format!(
+                "TLS options were given but the coordinator URL {} is not https://",
+                opts.coordinator
+            )));
+        }
+        (false, None) => {}
+    }
+    let endpoint = endpoint
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .http2_keep_alive_interval(opts.keepalive)
@@ -174,8 +208,8 @@ async fn session(
     let auth = AddToken::new(opts.token.as_deref())
         .map_err(|s| ClusterError::Setup(s.message().to_string()))?;
     let mut client = ClusterClient::with_interceptor(channel, auth)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(WORKER_MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(WORKER_MAX_SEND_BYTES);
     let info = client
         .run(RunRequest {})
         .await
@@ -202,7 +236,6 @@ async fn session(
         protocol_version: PROTOCOL_VERSION,
         model_version: MODEL_VERSION.into(),
         dataset: kind.name().into(),
-        data_digest: data.digest(),
         device: opts.device.clone(),
         threads: opts.threads as u32,
         host: hostname(),
@@ -225,6 +258,37 @@ async fn session(
         peer: opts.coordinator.clone(),
         what,
     };
+    let refused = |r: crate::cluster::protocol::proto::Refusal| match r.retry {
+        true => ClusterError::RefusedForNow(r.reason),
+        false => ClusterError::Refused(r.reason),
+    };
+    // The coordinator first challenges this worker to prove it holds the run's data.
+    match inbound
+        .message()
+        .await
+        .map_err(ClusterError::status("Session"))?
+        .and_then(|m| m.body)
+    {
+        Some(coordinator_message::Body::Challenge(c)) => {
+            let held = data.clone();
+            let proof = tokio::task::spawn_blocking(move || held.proof(&c.nonce))
+                .await
+                .map_err(|e| ClusterError::Setup(format!("hashing the dataset stopped: {e}")))?;
+            out_tx
+                .send(WorkerMessage {
+                    body: Some(worker_message::Body::Proof(Proof { proof })),
+                })
+                .await
+                .map_err(|_| ClusterError::Setup("the outgoing stream closed".into()))?;
+        }
+        Some(coordinator_message::Body::Refusal(r)) => return Err(refused(r)),
+        None => return Ok(Attempt::Retry("the coordinator closed the session".into())),
+        Some(_) => {
+            return Err(protocol(
+                "the session did not start with a data challenge".into(),
+            ));
+        }
+    }
     let welcome = match inbound
         .message()
         .await
@@ -235,12 +299,7 @@ async fn session(
         }) => w,
         Some(CoordinatorMessage {
             body: Some(coordinator_message::Body::Refusal(r)),
-        }) => {
-            return Err(match r.retry {
-                true => ClusterError::RefusedForNow(r.reason),
-                false => ClusterError::Refused(r.reason),
-            });
-        }
+        }) => return Err(refused(r)),
         None => return Ok(Attempt::Retry("the coordinator closed the session".into())),
         _ => {
             return Err(protocol(
@@ -249,8 +308,23 @@ async fn session(
         }
     };
     *joined = true;
+    if let Some(m) = &opts.metrics {
+        m.connected(true);
+    }
     let spec: ModelSpec = serde_json::from_str(&welcome.model_spec_json)
         .map_err(|e| protocol(format!("bad model spec: {e}")))?;
+    spec.validate()
+        .map_err(|e| protocol(format!("a model layout this worker will not run: {e}")))?;
+    let (c, h, w) = data.train.shape();
+    if (spec.channels, spec.size, spec.size) != (c, h, w) {
+        return Err(protocol(format!(
+            "a model for {}x{}x{} images, but the run's {} images are {c}x{h}x{w}",
+            spec.channels,
+            spec.size,
+            spec.size,
+            kind.name()
+        )));
+    }
     tracing::info!(
         rank = welcome.rank,
         world = welcome.world_size,
@@ -295,7 +369,8 @@ async fn session(
         false => None,
     };
     let replica = Replica::new(spec, &spec.init(0), device)?;
-    let runner = TaskRunner::new(replica, device.clone(), &data, shm, (optimizer, reducer));
+    let runner = TaskRunner::new(replica, device.clone(), &data, shm, (optimizer, reducer))
+        .with_metrics(opts.metrics.clone());
     match runner.serve(&mut inbound, out_tx).await {
         Ok(SessionEnd::Stopped) => Ok(Attempt::Done),
         Ok(SessionEnd::Dropped) => Ok(Attempt::Retry(

@@ -20,6 +20,7 @@ use crate::cluster::protocol::shm::{REDUCED, SharedRegion};
 use crate::cluster::protocol::wire::{decode_f32, encode_f32};
 use crate::data::Dataset;
 use crate::pairs::Pair;
+use crate::telemetry::WorkerMetrics;
 use crate::train::Replica;
 
 /// How long an answer may wait for room in the outgoing stream: a coordinator that reads none
@@ -30,6 +31,17 @@ fn from_coordinator(what: impl Into<String>) -> ClusterError {
     ClusterError::Protocol {
         peer: "coordinator".into(),
         what: what.into(),
+    }
+}
+
+/// A task's kind, as the metrics name it.
+fn task_kind(t: &Task) -> &'static str {
+    match t.kind {
+        Some(task::Kind::Gradient(_)) => "gradient",
+        Some(task::Kind::Embed(_)) => "embed",
+        Some(task::Kind::Digest(_)) => "digest",
+        Some(task::Kind::State(_)) => "state",
+        None => "none",
     }
 }
 
@@ -58,6 +70,8 @@ pub struct TaskRunner<'a> {
     reducer: Option<NcclReducer>,
     /// Idle (waiting for the coordinator), applying weights, computing, sending: logged at the end.
     times: [f64; 4],
+    /// The same times and the tasks, as metrics (`--metrics-listen`).
+    metrics: Option<WorkerMetrics>,
 }
 
 impl<'a> TaskRunner<'a> {
@@ -82,7 +96,14 @@ impl<'a> TaskRunner<'a> {
             optimizer,
             reducer,
             times: [0.0; 4],
+            metrics: None,
         }
+    }
+
+    /// Keeps `metrics` up to date as well.
+    pub fn with_metrics(mut self, metrics: Option<WorkerMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Serves until Stop or the end of the stream.
@@ -112,7 +133,11 @@ impl<'a> TaskRunner<'a> {
             .message()
             .await
             .map_err(ClusterError::status("Session"))?;
-        self.times[0] += waited.elapsed().as_secs_f64();
+        let idle = waited.elapsed().as_secs_f64();
+        self.times[0] += idle;
+        if let Some(m) = &self.metrics {
+            m.idle(idle);
+        }
         Ok(msg.and_then(|m| m.body))
     }
 
@@ -138,7 +163,11 @@ impl<'a> TaskRunner<'a> {
                 Some(coordinator_message::Body::Task(t)) => self.pending.push_back(t),
                 Some(_) => return Err(from_coordinator("an unexpected message mid-run")),
             }
-            self.times[1] += start.elapsed().as_secs_f64();
+            let apply = start.elapsed().as_secs_f64();
+            self.times[1] += apply;
+            if let Some(m) = &self.metrics {
+                m.apply(apply);
+            }
             while let Some(version) = self.version {
                 if self
                     .pending
@@ -151,14 +180,21 @@ impl<'a> TaskRunner<'a> {
                     break;
                 };
                 let start = Instant::now();
+                let kind = task_kind(&t);
                 let reply = self.run_task(t);
                 let sending = Instant::now();
-                self.times[2] += sending.duration_since(start).as_secs_f64();
+                let compute = sending.duration_since(start).as_secs_f64();
+                self.times[2] += compute;
                 match tokio::time::timeout(SEND_DEADLINE, out.send(reply)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) | Err(_) => return Ok(SessionEnd::Dropped),
                 }
-                self.times[3] += sending.elapsed().as_secs_f64();
+                let send = sending.elapsed().as_secs_f64();
+                self.times[3] += send;
+                if let Some(m) = &self.metrics {
+                    m.task(kind, compute);
+                    m.send(send);
+                }
             }
         }
     }

@@ -37,13 +37,15 @@ impl Watchdog {
         Watchdog { started, epoch }
     }
 
-    fn arm(&self) {
+    /// Marks the start of an NCCL call.
+    pub(super) fn arm(&self) {
         let now = self.epoch.elapsed().as_millis() as u64;
         self.started
             .store(now.max(1), std::sync::atomic::Ordering::Release);
     }
 
-    fn disarm(&self) {
+    /// Marks its end.
+    pub(super) fn disarm(&self) {
         self.started.store(0, std::sync::atomic::Ordering::Release);
     }
 }

@@ -19,7 +19,8 @@ use report::{DatasetRun, GridPair, SensitivityRow, Skipped, budget, display_name
 use settings::QUICK_PAIRS;
 
 use super::BenchError;
-use super::error::{io_error, plot_error, write_json};
+use super::error::io_error;
+use super::files::{write_bytes, write_json, write_png};
 use super::machine::machine;
 use super::pair_grid::draw_pair_grid;
 use super::paper_figures::{PAPER_BATCH_TABLE, PAPER_LR_TABLE, SENSITIVITY_DATASET, paper_dataset};
@@ -31,7 +32,7 @@ use siamese_common::results::{EpochRecord, RunResults};
 use siamese_common::stop::StopFlag;
 use siamese_common::train::eval::score_pairs;
 use siamese_common::train::{
-    ImageSplit, LocalEngine, RunControl, TrainError, Trainer, TrainingData,
+    ImageSplit, LocalEngine, OnEpoch, RunControl, TrainError, Trainer, TrainingData,
 };
 
 /// Test pairs drawn in the grid figure: 4 rows of 4.
@@ -163,14 +164,14 @@ fn train(
         &Device::Cpu,
         micro,
     )?;
-    let mut on_epoch = |e: &EpochRecord| {
+    let mut on_epoch = OnEpoch(|e: &EpochRecord| {
         eprintln!(
             "[{name}] epoch {}: train loss {:.4} acc {:.4}, val loss {:.4} acc {:.4}, {:.1} s",
             e.epoch, e.train_loss, e.train_accuracy, e.val_loss, e.val_accuracy, e.seconds
         )
-    };
+    });
     let control = RunControl {
-        on_epoch: &mut on_epoch,
+        observer: &mut on_epoch,
         stop: StopFlag::new(),
     };
     let results = trainer.run(&mut engine, control)?;
@@ -207,10 +208,13 @@ fn train_dataset(args: &PaperArgs, dataset: Arc<Dataset>) -> Result<DatasetRun, 
         })
         .collect();
     let curves = args.out.join(format!("curves-{}.png", kind.name()));
-    plot_training_curves(display_name(kind), &results.epochs, &curves)
-        .map_err(plot_error(&curves))?;
+    write_png(&curves, |tmp| {
+        plot_training_curves(display_name(kind), &results.epochs, tmp)
+    })?;
     let pairs_png = args.out.join(format!("pairs-{}.png", kind.name()));
-    draw_pair_grid(test, shown, &scored.scores, 4, &pairs_png).map_err(plot_error(&pairs_png))?;
+    write_png(&pairs_png, |tmp| {
+        draw_pair_grid(test, shown, &scored.scores, 4, tmp)
+    })?;
     Ok(DatasetRun {
         dataset: kind,
         data_dir: args.data_dir(kind).display().to_string(),
@@ -297,7 +301,7 @@ fn write_files(r: &PaperReport, tables: &str) -> Result<(), BenchError> {
     let json_path = r.args.out.join("paper.json");
     write_json(&json_path, r)?;
     let md_path = r.args.out.join("paper.md");
-    std::fs::write(&md_path, tables).map_err(io_error(&md_path))?;
+    write_bytes(&md_path, tables.as_bytes())?;
     eprintln!("wrote {} and {}", json_path.display(), md_path.display());
     for d in &r.datasets {
         eprintln!("wrote {} and {}", d.curves_png, d.pairs_png);

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::settings::ScalingArgs;
 use crate::bench::BenchError;
-use crate::bench::error::{io_error, plot_error, write_json};
+use crate::bench::files::{write_bytes, write_json, write_png};
 use crate::bench::plot::{Panel, PlotError, Series, draw_panels};
 use crate::bench::stats::Spread;
 
@@ -114,9 +114,9 @@ pub(super) fn write_scaling(r: &ScalingReport) -> Result<(), BenchError> {
         ));
     }
     let csv_path = out.with_extension("csv");
-    std::fs::write(&csv_path, csv).map_err(io_error(&csv_path))?;
+    write_bytes(&csv_path, csv.as_bytes())?;
     let png = out.with_extension("png");
-    plot_scaling(&r.runs, &png).map_err(plot_error(&png))?;
+    write_png(&png, |tmp| plot_scaling(&r.runs, tmp))?;
     eprintln!(
         "wrote {}, {} and {}",
         out.display(),

@@ -15,6 +15,7 @@ pub use settings::TestTimeArgs;
 use report::{row, write_report};
 
 use super::BenchError;
+use super::error::io_error;
 use super::machine::machine;
 use super::paper_figures::paper_figures;
 use siamese_common::aggregation::OptimizerState;
@@ -111,13 +112,18 @@ fn measure(args: TestTimeArgs, dataset: Arc<Dataset>) -> Result<TestTimeReport, 
         .map_err(|_| BenchError::Config(format!("{} test images are too many", test.len())))?;
     let test_images: Vec<u32> = (0..n_test).collect();
     // Warm-up passes, which also give the accuracies (the timed passes compute the same).
-    let sn_test = test_record(
+    let (sn_test, scores) = test_record(
         &mut engine,
         &state,
         &data.test_pairs,
         test.labels(),
         (&data.train_pool, dataset.train.labels()),
     )?;
+    if let Some(path) = &args.scores {
+        crate::scores_file::write_scores(path, &data.test_pairs, &scores, test.labels())
+            .map_err(io_error(path))?;
+        eprintln!("test pair scores written to {}", path.display());
+    }
     let predicted = classify(classifier.replica_mut(), test, &test_images)?;
     let class_accuracy = accuracy(&predicted, test, &test_images);
 

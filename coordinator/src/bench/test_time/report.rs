@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::settings::TestTimeArgs;
 use crate::bench::BenchError;
-use crate::bench::error::write_json;
+use crate::bench::files::write_json;
 use crate::bench::or_na;
 use crate::bench::paper_figures::PaperFigures;
 use crate::bench::stats::Spread;

@@ -42,6 +42,9 @@ pub struct TestTimeArgs {
     /// JSON report; default results/test-time-<dataset>.json.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also write every test pair's indices, label and similarity as CSV to this file.
+    #[arg(long)]
+    pub scores: Option<PathBuf>,
 }
 
 impl TestTimeArgs {

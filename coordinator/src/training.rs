@@ -1,0 +1,93 @@
+//! A training run as the `coordinator` command runs it: the library's run, watched by the
+//! progress display, the Prometheus metrics and the scores file, then the curves.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::console::Console;
+use crate::curves::write_curves;
+use crate::progress::Progress;
+use crate::scores_file::ScoresFile;
+use siamese_common::cluster::{ClusterArgs, train_on_cluster};
+use siamese_common::config::TrainConfig;
+use siamese_common::data::obtain_dataset;
+use siamese_common::stop::StopFlag;
+use siamese_common::telemetry::{METRICS_LISTEN_ENV, MetricsServer, TrainingMetrics};
+use siamese_common::train::{Observers, RunControl, RunObserver, TrainingData, train_in_process};
+
+/// What a training run writes and serves besides its results file and checkpoint.
+#[derive(clap::Args, Clone, Debug, serde::Serialize)]
+pub struct RunOutputArgs {
+    /// Serve Prometheus metrics of the run (steps, epoch, pairs/s, loss, accuracy, workers,
+    /// step-time split, checkpoint age) at http://ADDR/metrics, e.g. 0.0.0.0:9100.
+    #[arg(long, env = METRICS_LISTEN_ENV)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Also write every test pair's indices, label and similarity as CSV to this file.
+    #[arg(long, env = "SIAMESE_SCORES")]
+    pub scores: Option<PathBuf>,
+}
+
+/// Trains as the flags say, reporting on `console`.
+pub fn train(
+    cfg: TrainConfig,
+    cluster: &ClusterArgs,
+    outputs: &RunOutputArgs,
+    console: &Console,
+    stop: StopFlag,
+) -> anyhow::Result<()> {
+    let cfg = cfg.resolved(cluster.workers.max(1));
+    tracing::info!(
+        config = %serde_json::to_string(&cfg)?,
+        cluster = %serde_json::to_string(cluster)?,
+        "starting"
+    );
+    // Served from the start, so that a scrape during the data load already answers.
+    let metrics = outputs.metrics_listen.map(|_| TrainingMetrics::new());
+    let _server = match (outputs.metrics_listen, &metrics) {
+        (Some(addr), Some(m)) => {
+            let m = m.clone();
+            Some(MetricsServer::start(addr, Arc::new(move || m.render()))?)
+        }
+        _ => None,
+    };
+    let dataset = Arc::new(obtain_dataset(cfg.dataset, cfg.data_dir.as_deref())?);
+    let data = TrainingData::prepare(&cfg, dataset)?;
+    console.plan(&cfg, &data, cluster.workers);
+    let mut progress = Progress::new(console);
+    let mut scores = outputs.scores.clone().map(ScoresFile::new);
+    let mut metrics = metrics;
+    let mut watchers: Vec<&mut (dyn RunObserver + Send)> = vec![&mut progress];
+    if let Some(m) = &mut metrics {
+        watchers.push(m);
+    }
+    if let Some(s) = &mut scores {
+        watchers.push(s);
+    }
+    let mut observer = Observers(watchers);
+    let control = RunControl {
+        observer: &mut observer,
+        stop,
+    };
+    let results = match cluster.workers {
+        0 => train_in_process(&cfg, data, control)?,
+        _ => train_on_cluster(&cfg, cluster, data, control)?,
+    };
+    drop(observer);
+    let out = cfg.out_path();
+    let mut extra = Vec::new();
+    let curves = write_curves(&results, &out)
+        .inspect_err(|e| tracing::warn!("the training curves were not drawn: {e}"))
+        .ok();
+    if let Some(path) = &curves {
+        extra.push(("curves", path.as_path()));
+    }
+    if let Some(s) = &scores {
+        if let Some(e) = &s.error {
+            anyhow::bail!("writing the test scores to {}: {e}", s.path().display());
+        }
+        extra.push(("test pair scores", s.path()));
+    }
+    console.summary(&results, &out, &extra);
+    Ok(())
+}
