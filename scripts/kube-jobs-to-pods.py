@@ -13,6 +13,9 @@ the names the manifests use resolve. What differs from Kubernetes, and why:
 - A secret volume without `optional` gets `optional: false` (podman 4.3 crashes on it unset).
 - Probes are dropped (podman 4.3 has no gRPC probe); check grpc.health.v1 from outside instead.
 
+Podman itself also ignores a claim's readOnly and a secret volume's defaultMode, and keeps a
+secret volume's files in a volume named after the secret.
+
     kube-jobs-to-pods.py RENDERED.yaml OUT_DIR
 
 Writes OUT_DIR/objects.yaml (Secrets and PersistentVolumeClaims: play it once) and one file per
