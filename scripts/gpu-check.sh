@@ -9,7 +9,7 @@
 # reported and the rest still run, since GPU time is too scarce to stop at the first failure.
 # Logs and results JSON go to $OUT (the device tool's folder that comes back), else .gpu/out.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 pack=$PWD/.gpu
 out=${OUT:-$pack/out}
 step_timeout=${GPU_CHECK_TIMEOUT:-150}
@@ -73,6 +73,7 @@ run() {
 # The coordinator fails at once when a local worker dies before joining (say, it cannot open
 # the GPU); --join-timeout only bounds a slow start. GPU_CHECK_ARGS adds flags to every training run,
 # e.g. "--train-subset 2000 --test-pairs 500" for a dry run.
+# shellcheck disable=SC2206 # GPU_CHECK_ARGS is a list of flags: split on purpose
 train=("$bin/coordinator" --workers 1 --join-timeout 60 --dataset mnist --epochs 1
        --data-dir "$pack/mnist" ${GPU_CHECK_ARGS:-})
 run cuda "${train[@]}" --device cuda:0 --out "$out/cuda.json"

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: finding the built binaries and the shared data,
 //! running processes with a deadline.
 
+pub mod deploy;
 pub mod fake_coordinator;
 pub mod fake_nccl;
 pub mod fake_session;

@@ -14,13 +14,19 @@ impl StopFlag {
         StopFlag::default()
     }
 
-    /// A flag raised by SIGINT or SIGTERM. A second signal of either kind ends the process at
-    /// once with status 130, for a user who does not want to wait for the step to finish.
+    /// A flag raised by SIGINT or SIGTERM. A second SIGINT ends the process at once with status
+    /// 130, for a user who does not want to wait for the step to finish. A second SIGTERM does
+    /// not: schedulers send it more than once (Slurm signals every process of a job, and the
+    /// batch script forwards its own), and SIGKILL is theirs for "now".
     pub fn on_signals() -> std::io::Result<Self> {
         let flag = StopFlag::new();
+        // Registered first, so it sees the flag as it was before this signal's own handler.
+        signal_hook::flag::register_conditional_shutdown(
+            signal_hook::consts::SIGINT,
+            130,
+            flag.0.clone(),
+        )?;
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            // Registered first, so it sees the flag as it was before this signal's own handler.
-            signal_hook::flag::register_conditional_shutdown(signal, 130, flag.0.clone())?;
             signal_hook::flag::register(signal, flag.0.clone())?;
         }
         Ok(flag)

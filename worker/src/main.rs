@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
 use siamese_common::cluster::protocol::auth::{TOKEN_ENV, TOKEN_FILE_ENV, resolve_token};
 use siamese_common::cluster::protocol::tls::ClientTls;
@@ -50,7 +51,8 @@ struct Cli {
     /// TLS: the name the coordinator's certificate must carry, when not the URL's host.
     #[arg(long, env = "SIAMESE_TLS_DOMAIN")]
     tls_domain: Option<String>,
-    /// Rank to ask for, 0 to workers - 1 (default: the lowest free one).
+    /// Rank to ask for, 0 to workers - 1 (default: $JOB_COMPLETION_INDEX, the index of a
+    /// Kubernetes Indexed Job's pod, else the lowest free one).
     #[arg(long, env = "SIAMESE_RANK", value_parser = within(0u32, 1023))]
     rank: Option<u32>,
     /// Seconds (0 to 86400) to keep retrying the first connection.
@@ -127,10 +129,25 @@ fn run(cli: Cli, threads: usize) -> anyhow::Result<()> {
         reconnect_timeout: Duration::from_secs(cli.reconnect_timeout),
         keepalive: Duration::from_secs(cli.keepalive),
         tls,
-        rank: cli.rank,
+        rank: match cli.rank {
+            Some(rank) => Some(rank),
+            None => job_completion_index()?,
+        },
         metrics,
     };
     tracing::info!(coordinator = %opts.coordinator, device = %opts.device, threads, "worker starting");
     run_worker_blocking(opts)?;
     Ok(())
+}
+
+/// The index Kubernetes gives each pod of an Indexed Job, which that pod asks for as its rank
+/// (so a replaced pod takes its predecessor's place); `None` outside such a Job.
+fn job_completion_index() -> anyhow::Result<Option<u32>> {
+    match std::env::var("JOB_COMPLETION_INDEX") {
+        Ok(value) => value
+            .parse()
+            .map(Some)
+            .with_context(|| format!("JOB_COMPLETION_INDEX={value:?} is not a rank")),
+        Err(_) => Ok(None),
+    }
 }
