@@ -1,14 +1,17 @@
 //! TLS and mutual TLS between the real binaries, with certificates made here: the run works
 //! over TLS; a worker trusting another CA, a plaintext worker on the TLS port, and (with mutual
-//! TLS) a worker without a client certificate are all refused.
+//! TLS) a worker without a client certificate are all refused; a stock Python grpcio health
+//! client trusting the CA gets SERVING.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use integration_tests::ops_util::{repo_root, venv_python};
 use integration_tests::{bin, read_results, run_with_limit, shared_dataset};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
 
 const TOKEN: &str = "tls-test-token-0123456789";
@@ -24,8 +27,17 @@ struct Pki {
     client_key: PathBuf,
 }
 
-fn ca() -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+/// Every certificate gets its own common name: rcgen's default is one name for all, and
+/// OpenSSL (Python's grpcio) takes a leaf whose subject is its issuer's for self-signed.
+fn named(mut params: CertificateParams, name: &str) -> CertificateParams {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    params.distinguished_name = dn;
+    params
+}
+
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = named(CertificateParams::new(Vec::<String>::new()).unwrap(), name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
 }
@@ -37,9 +49,10 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 fn pki(dir: &Path) -> Pki {
-    let (ca, other) = (ca(), ca());
+    let (ca, other) = (ca("siamese test CA"), ca("another CA"));
     let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
-        let mut params = CertificateParams::new(names).unwrap();
+        let cn = names[0].clone();
+        let mut params = named(CertificateParams::new(names).unwrap(), &cn);
         params.extended_key_usages = vec![usage];
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &ca).unwrap();
@@ -174,6 +187,48 @@ fn training_runs_over_tls_and_untrusted_or_plaintext_workers_are_refused() {
     finish(coordinator);
     let r = read_results(&dir.path().join("run.json"));
     assert_eq!(r["workers"], 1);
+}
+
+/// Asks the coordinator's health service with the stock Python grpcio client, over TLS
+/// trusting `ca`: the exit code and what it printed.
+fn python_health(addr: &str, ca: &Path) -> (bool, String) {
+    let python = venv_python();
+    let out = run_with_limit(
+        Command::new(python)
+            .arg(repo_root().join("scripts/grpc-health.py"))
+            .arg("--ca")
+            .arg(ca)
+            .arg(addr)
+            .arg("siamese.cluster.v1.Cluster"),
+        Duration::from_secs(30),
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said.trim().to_string())
+}
+
+#[test]
+fn a_stock_python_grpc_health_client_trusting_the_ca_gets_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let (coordinator, addr) = tls_coordinator(dir.path(), &pki, false);
+    let (ok, said) = python_health(&addr, &pki.ca);
+    let (untrusted_ok, untrusted_said) = python_health(&addr, &pki.other_ca);
+    // Let the run finish so the coordinator exits cleanly either way.
+    let good = run_with_limit(
+        &mut worker(&format!("https://{addr}"), &[&pki.ca], &[]),
+        Duration::from_secs(120),
+    );
+    finish(coordinator);
+    assert!(good.status.success(), "worker: {}", stderr(&good));
+    assert!(ok && said == "SERVING", "python health client: {said}");
+    assert!(
+        !untrusted_ok && untrusted_said.contains("UNAVAILABLE"),
+        "a client trusting another CA: {untrusted_said}"
+    );
 }
 
 #[test]

@@ -60,6 +60,34 @@ pub fn load_cifar_file(path: &Path) -> Result<ImageSet, DataError> {
     load_batches(&[path.to_path_buf()])
 }
 
+/// One CIFAR-10 batch file already in memory, named `<cifar batch>` in errors: the entry point
+/// of the CIFAR fuzz target, through the same checks as the files.
+pub fn parse_cifar_batch(bytes: &[u8]) -> Result<ImageSet, DataError> {
+    let path = Path::new("<cifar batch>");
+    let size = bytes.len() as u64;
+    check_record_size(path, size)?;
+    let records = bytes.len() / RECORD;
+    let (mut images, mut labels) = (
+        Vec::with_capacity(records * PIXELS),
+        Vec::with_capacity(records),
+    );
+    let mut chunk = vec![0u8; CHUNK_RECORDS * RECORD];
+    read_records(path, size, bytes, &mut chunk, &mut images, &mut labels)?;
+    check_labels(path, &labels)?;
+    ImageSet::new(images, labels, 3, 32, 32)
+}
+
+/// Fails unless `size` is whole records.
+fn check_record_size(path: &Path, size: u64) -> Result<(), DataError> {
+    if !size.is_multiple_of(RECORD as u64) {
+        return Err(DataError::CifarRecordSize {
+            path: path.to_path_buf(),
+            size,
+        });
+    }
+    Ok(())
+}
+
 /// Reads and concatenates batch files into one set.
 fn load_batches(paths: &[PathBuf]) -> Result<ImageSet, DataError> {
     let mut sizes = Vec::with_capacity(paths.len());
@@ -67,12 +95,7 @@ fn load_batches(paths: &[PathBuf]) -> Result<ImageSet, DataError> {
         let size = std::fs::metadata(path)
             .map_err(|e| DataError::io(path, e))?
             .len();
-        if size % RECORD as u64 != 0 {
-            return Err(DataError::CifarRecordSize {
-                path: path.clone(),
-                size,
-            });
-        }
+        check_record_size(path, size)?;
         sizes.push(size);
     }
     let records = usize::try_from(sizes.iter().sum::<u64>() / RECORD as u64)

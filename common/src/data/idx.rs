@@ -24,7 +24,33 @@ pub const MAX_IDX_IMAGES: u32 = 100_000;
 
 /// Loads one IDX image file and its label file into an `ImageSet` of 1x28x28 images.
 pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<ImageSet, DataError> {
-    let mut img = IdxReader::open(images)?;
+    read_idx_pair(
+        IdxReader::open(images)?,
+        images,
+        || IdxReader::open(labels),
+        labels,
+    )
+}
+
+/// `load_idx_pair` on files already in memory (plain or gzip), named `images` and `labels` in
+/// errors: the entry point of the IDX fuzz target.
+pub fn parse_idx_pair(images: &[u8], labels: &[u8]) -> Result<ImageSet, DataError> {
+    let (image_name, label_name) = (Path::new("<images>"), Path::new("<labels>"));
+    read_idx_pair(
+        IdxReader::from_bytes(image_name, images)?,
+        image_name,
+        || IdxReader::from_bytes(label_name, labels),
+        label_name,
+    )
+}
+
+/// The label file is opened only once the image header passed, as before any payload is read.
+fn read_idx_pair<'a>(
+    mut img: IdxReader<'a>,
+    images: &Path,
+    open_labels: impl FnOnce() -> Result<IdxReader<'a>, DataError>,
+    labels: &Path,
+) -> Result<ImageSet, DataError> {
     // Magic first: a label file passed as images is too short for a full image header.
     let [magic] = img.read_u32s::<1>()?;
     img.check_magic(magic, IMAGE_MAGIC, "IDX image file")?;
@@ -46,7 +72,7 @@ pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<ImageSet, DataError
             want_cols: SIDE,
         });
     }
-    let mut lab = IdxReader::open(labels)?;
+    let mut lab = open_labels()?;
     let [magic] = lab.read_u32s::<1>()?;
     lab.check_magic(magic, LABEL_MAGIC, "IDX label file")?;
     let [label_count] = lab.read_u32s::<1>()?;

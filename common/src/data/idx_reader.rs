@@ -12,27 +12,35 @@ use super::DataError;
 const MAX_PREALLOC: u64 = 256 << 20;
 
 /// A header-then-payload reader that knows how far it got, for truncation messages.
-pub(super) struct IdxReader {
+pub(super) struct IdxReader<'a> {
     path: PathBuf,
-    inner: Box<dyn Read>,
+    inner: Box<dyn Read + 'a>,
     gzip: bool,
     /// On-disk size; only meaningful for plain files.
     plain_len: u64,
     consumed: u64,
 }
 
-impl IdxReader {
+impl<'a> IdxReader<'a> {
     /// Opens `path`, decompressing on the fly if it starts with the gzip magic.
     pub(super) fn open(path: &Path) -> Result<Self, DataError> {
         let file = File::open(path).map_err(|e| DataError::io(path, e))?;
         let plain_len = file.metadata().map_err(|e| DataError::io(path, e))?.len();
-        let mut buf = BufReader::with_capacity(1 << 16, file);
+        Self::new(path, BufReader::with_capacity(1 << 16, file), plain_len)
+    }
+
+    /// Reads the bytes of a file already in memory; `path` names it in errors.
+    pub(super) fn from_bytes(path: &Path, bytes: &'a [u8]) -> Result<Self, DataError> {
+        Self::new(path, bytes, bytes.len() as u64)
+    }
+
+    fn new(path: &Path, mut buf: impl BufRead + 'a, plain_len: u64) -> Result<Self, DataError> {
         // Sniff the magic rather than trust the suffix: renamed or double-gzipped files exist.
         let gzip = buf
             .fill_buf()
             .map_err(|e| DataError::io(path, e))?
             .starts_with(&[0x1f, 0x8b]);
-        let inner: Box<dyn Read> = if gzip {
+        let inner: Box<dyn Read + 'a> = if gzip {
             Box::new(MultiGzDecoder::new(buf))
         } else {
             Box::new(buf)

@@ -50,34 +50,39 @@ pub struct Admission {
 impl Admission {
     /// Why `join` cannot take part in this run, if it cannot (before any data is compared).
     fn check(&self, join: &Join) -> Result<(), String> {
-        if join.protocol_version != PROTOCOL_VERSION {
-            return Err(format!(
-                "the worker speaks protocol version {}, this coordinator speaks {PROTOCOL_VERSION}: run matching builds",
-                join.protocol_version
-            ));
-        }
-        if join.model_version != MODEL_VERSION {
-            return Err(format!(
-                "the worker's model is {:?}, this coordinator's is {MODEL_VERSION:?}: run matching builds",
-                clip(&join.model_version)
-            ));
-        }
-        let dataset = self.data.kind.name();
-        if join.dataset != dataset {
-            return Err(format!(
-                "the worker loaded {:?}, this run trains on {dataset:?}",
-                clip(&join.dataset)
-            ));
-        }
-        if join.host.len() > MAX_HOST_LEN || join.device.len() > MAX_DEVICE_LEN {
-            return Err(format!(
-                "its Join names a host of {} bytes or a device of {} (at most {MAX_HOST_LEN} and {MAX_DEVICE_LEN})",
-                join.host.len(),
-                join.device.len()
-            ));
-        }
-        Ok(())
+        check_join(join, self.data.kind.name())
     }
+}
+
+/// Why `join` cannot take part in a run on `dataset`, if it cannot: what the coordinator checks
+/// before any data is compared (also the fuzz target's entry).
+pub fn check_join(join: &Join, dataset: &str) -> Result<(), String> {
+    if join.protocol_version != PROTOCOL_VERSION {
+        return Err(format!(
+            "the worker speaks protocol version {}, this coordinator speaks {PROTOCOL_VERSION}: run matching builds",
+            join.protocol_version
+        ));
+    }
+    if join.model_version != MODEL_VERSION {
+        return Err(format!(
+            "the worker's model is {:?}, this coordinator's is {MODEL_VERSION:?}: run matching builds",
+            clip(&join.model_version)
+        ));
+    }
+    if join.dataset != dataset {
+        return Err(format!(
+            "the worker loaded {:?}, this run trains on {dataset:?}",
+            clip(&join.dataset)
+        ));
+    }
+    if join.host.len() > MAX_HOST_LEN || join.device.len() > MAX_DEVICE_LEN {
+        return Err(format!(
+            "its Join names a host of {} bytes or a device of {} (at most {MAX_HOST_LEN} and {MAX_DEVICE_LEN})",
+            join.host.len(),
+            join.device.len()
+        ));
+    }
+    Ok(())
 }
 
 /// At most 64 characters of a peer's string, for messages.

@@ -10,13 +10,14 @@
 
 use std::ops::Range;
 
+use super::answer_checks::{checked_embeddings, checked_vector, figures_problem};
 use super::nccl_rendezvous::rendezvous;
 use super::pool::{Batch, Done, Job, Member, WorkerPool};
 use super::replica_check::{check_digests, pull_state};
 use super::settings::EngineSettings;
 use super::step_clock::{Arrival, StepClock};
 use crate::aggregation::tree::{MicroBatches, blocks, combine};
-use crate::aggregation::{Aggregation, OptimizerState, check_finite, mean_of_sum};
+use crate::aggregation::{Aggregation, OptimizerState, mean_of_sum};
 use crate::cluster::ClusterError;
 use crate::cluster::protocol::proto::{
     EmbedTask, GradientResult, GradientTask, ImageSet, ReducedGradient, ReplicaState, Weights,
@@ -214,20 +215,7 @@ impl ClusterEngine {
         r: &GradientResult,
         pairs: usize,
     ) -> Result<(), ClusterError> {
-        let why = if r.pairs as usize != pairs {
-            Some(format!("it covers {} pairs, its task had {pairs}", r.pairs))
-        } else if r.correct > r.pairs {
-            Some(format!(
-                "{} of its {} pairs are correct",
-                r.correct, r.pairs
-            ))
-        } else if !(r.loss_sum.is_finite() && r.loss_sum >= 0.0) {
-            Some(format!("its loss sum is {}", r.loss_sum))
-        } else if !(r.compute_s.is_finite() && r.compute_s >= 0.0) {
-            Some(format!("its compute time is {} s", r.compute_s))
-        } else {
-            None
-        };
+        let why = figures_problem(r, pairs);
         match why {
             Some(why) => Err(self.bad_gradient(d, why)),
             None => Ok(()),
@@ -245,19 +233,7 @@ impl ClusterEngine {
             }
             (false, ..) => decode_f32(&r.grad),
         };
-        let values = match values {
-            Some(v) if v.len() == n => v,
-            Some(v) => {
-                return Err(
-                    self.bad_gradient(d, format!("it has {} values, the model has {n}", v.len()))
-                );
-            }
-            None => {
-                return Err(self.bad_gradient(d, "its byte length is not a multiple of 4".into()));
-            }
-        };
-        check_finite(&values).map_err(|e| self.bad_gradient(d, e.to_string()))?;
-        Ok(values)
+        checked_vector(values, n).map_err(|why| self.bad_gradient(d, why))
     }
 
     /// Collects a step's answers and combines them; the mean is `None` for NCCL.
@@ -419,21 +395,16 @@ impl ClusterEngine {
         let width = self.spec.out_width();
         let mut out = Vec::with_capacity(indices.len() * width);
         for (d, r) in done.iter().zip(ranges) {
-            let values = match &d.body {
-                worker_message::Body::Embedding(e) => decode_f32(&e.values),
-                _ => None,
+            let checked = match &d.body {
+                worker_message::Body::Embedding(e) => checked_embeddings(&e.values, r.len(), width),
+                _ => Err("not an embedding".into()),
             };
-            let what = match values {
-                Some(v) if v.len() == r.len() * width && check_finite(&v).is_ok() => {
+            let what = match checked {
+                Ok(v) => {
                     out.extend(v);
                     continue;
                 }
-                Some(v) if v.len() == r.len() * width => "embeddings holding NaN or Inf".into(),
-                _ => format!(
-                    "an answer to task {} that is not {} x {width} embeddings",
-                    answer_task(d),
-                    r.len()
-                ),
+                Err(why) => format!("an answer to task {}: {why}", answer_task(d)),
             };
             return Err(ClusterError::Protocol {
                 peer: d.peer.clone(),

@@ -4,6 +4,7 @@
 //! processes it starts on its own host.
 
 mod admission;
+mod answer_checks;
 mod cluster_engine;
 mod events;
 mod local_workers;
@@ -16,7 +17,8 @@ mod service;
 mod settings;
 mod step_clock;
 
-pub use admission::Admission;
+pub use admission::{Admission, check_join};
+pub use answer_checks::{checked_embeddings, checked_vector, figures_problem};
 pub use cluster_engine::ClusterEngine;
 pub use local_workers::LocalWorkers;
 pub use rank_table::RankTable;

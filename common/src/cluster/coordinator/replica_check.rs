@@ -2,6 +2,7 @@
 //! the coordinator compares the md5 of their weights with its own state's (allreduce) or among
 //! them (nccl), and fetches an NCCL run's state for checkpoints.
 
+use super::answer_checks::checked_vector;
 use super::pool::{Job, Sync, WorkerPool};
 use crate::aggregation::{OptimizerState, weights_digest};
 use crate::cluster::ClusterError;
@@ -88,9 +89,8 @@ pub fn pull_state(
     let worker_message::Body::State(r) = &d.body else {
         return Err(bad("expected its weights and Adam state".into()));
     };
-    let decode = |b: &[u8], what: &str| match decode_f32(b) {
-        Some(v) if v.len() == params => Ok(v),
-        _ => Err(bad(format!("{what} of other than {params} values"))),
+    let decode = |b: &[u8], what: &str| {
+        checked_vector(decode_f32(b), params).map_err(|why| bad(format!("{what}: {why}")))
     };
     let (p, m, v) = (
         decode(&r.params, "weights")?,

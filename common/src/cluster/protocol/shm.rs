@@ -93,6 +93,34 @@ fn region_len(params: usize, slots: usize) -> usize {
     HEADER + (1 + slots) * params * 4
 }
 
+/// The nonce, parameter count and slot count of a mapped file's bytes, once its magic and the
+/// size its header implies are checked; the arithmetic is checked because the header is
+/// another process's word and a wrapped size would let `write_gradient` past the mapping.
+pub fn parse_header(map: &[u8]) -> Result<(u64, usize, usize), String> {
+    let len = map.len();
+    if len < HEADER {
+        return Err(format!("{len} bytes is too short"));
+    }
+    if map[..8] != MAGIC {
+        return Err("not a siamese-cluster shared region".into());
+    }
+    let word = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&map[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    let (nonce, params, slots) = (word(8), word(16), word(24));
+    let implied = slots
+        .checked_add(1)
+        .and_then(|vectors| vectors.checked_mul(4))
+        .and_then(|bytes| bytes.checked_mul(params))
+        .and_then(|bytes| bytes.checked_add(HEADER as u64));
+    match implied {
+        Some(want) if want == len as u64 => Ok((nonce, params as usize, slots as usize)),
+        _ => Err(format!("{len} bytes does not fit its header")),
+    }
+}
+
 impl SharedRegion {
     /// Creates a file for `params` weights and `slots` gradients, readable by this user only,
     /// in `/dev/shm` when the host has it (memory, not disk).
@@ -145,21 +173,7 @@ impl SharedRegion {
         }
         // SAFETY: as in `create`; the header is checked before any other use.
         let map = unsafe { MmapMut::map_mut(&file) }.map_err(shm_io(path))?;
-        let word = |at: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&map[at..at + 8]);
-            u64::from_le_bytes(b)
-        };
-        if map[..8] != MAGIC {
-            return Err(shm_error(path, "not a siamese-cluster shared region"));
-        }
-        let (nonce, params, slots) = (word(8), word(16) as usize, word(24) as usize);
-        if Some(len) != params.checked_mul(4 * (1 + slots)).map(|b| b + HEADER) {
-            return Err(shm_error(
-                path,
-                format!("{len} bytes does not fit its header"),
-            ));
-        }
+        let (nonce, params, slots) = parse_header(&map).map_err(|why| shm_error(path, why))?;
         Ok(SharedRegion {
             map,
             path: path.to_path_buf(),
@@ -270,6 +284,28 @@ impl Drop for SharedRegion {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn header(params: u64, slots: u64) -> Vec<u8> {
+        let mut h = MAGIC.to_vec();
+        for word in [7, params, slots, 0] {
+            h.extend_from_slice(&u64::to_le_bytes(word));
+        }
+        h.resize(HEADER, 0);
+        h
+    }
+
+    #[test]
+    fn a_header_whose_size_arithmetic_overflows_is_refused() {
+        // (1 + slots) * 4 * params wraps to 0 in u64: a file of just the header would pass an
+        // unchecked comparison.
+        let mut wrapped = header(1 << 62, (1 << 62) - 1);
+        assert!(parse_header(&wrapped).unwrap_err().contains("does not fit"));
+        wrapped = header(1, u64::MAX);
+        assert!(parse_header(&wrapped).unwrap_err().contains("does not fit"));
+        let mut fits = header(2, 1);
+        fits.resize(HEADER + 16, 0);
+        assert_eq!(parse_header(&fits), Ok((7, 2, 1)));
+    }
 
     #[test]
     fn a_second_mapping_sees_weights_and_gradients() {

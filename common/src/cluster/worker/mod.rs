@@ -9,6 +9,9 @@ mod session;
 mod task_loop;
 #[cfg(feature = "nccl")]
 mod watchdog;
+mod welcome;
 
 pub use device::parse_device;
 pub use session::{WorkerOptions, run_worker, run_worker_blocking};
+pub use task_loop::{SessionEnd, TaskRunner};
+pub use welcome::{WelcomedRun, check_welcome};

@@ -17,6 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 use super::device::parse_device;
 use super::nccl_join::nccl_rendezvous;
 use super::task_loop::{SessionEnd, TaskRunner};
+use super::welcome::check_welcome;
 use crate::aggregation::{Aggregation, OptimizerState};
 use crate::cluster::ClusterError;
 use crate::cluster::protocol::auth::AddToken;
@@ -31,7 +32,6 @@ use crate::cluster::protocol::transport::{
 };
 use crate::cluster::protocol::{MODEL_VERSION, PROTOCOL_VERSION};
 use crate::data::{Dataset, DatasetKind, obtain_dataset};
-use crate::model::ModelSpec;
 use crate::telemetry::WorkerMetrics;
 use crate::train::Replica;
 
@@ -311,20 +311,9 @@ async fn session(
     if let Some(m) = &opts.metrics {
         m.connected(true);
     }
-    let spec: ModelSpec = serde_json::from_str(&welcome.model_spec_json)
-        .map_err(|e| protocol(format!("bad model spec: {e}")))?;
-    spec.validate()
-        .map_err(|e| protocol(format!("a model layout this worker will not run: {e}")))?;
-    let (c, h, w) = data.train.shape();
-    if (spec.channels, spec.size, spec.size) != (c, h, w) {
-        return Err(protocol(format!(
-            "a model for {}x{}x{} images, but the run's {} images are {c}x{h}x{w}",
-            spec.channels,
-            spec.size,
-            spec.size,
-            kind.name()
-        )));
-    }
+    let run = check_welcome(&welcome, data.train.shape())
+        .map_err(|why| protocol(format!("{why} ({} images)", kind.name())))?;
+    let spec = run.spec;
     tracing::info!(
         rank = welcome.rank,
         world = welcome.world_size,
@@ -349,8 +338,7 @@ async fn session(
         }
         (_, false) => None,
     };
-    let aggregation = Aggregation::from_name(&welcome.aggregation)
-        .ok_or_else(|| protocol(format!("unknown aggregation {:?}", welcome.aggregation)))?;
+    let aggregation = run.aggregation;
     let reducer = match aggregation {
         Aggregation::Nccl => {
             let limit = Duration::from_secs(u64::from(welcome.nccl_timeout_s));
@@ -360,14 +348,9 @@ async fn session(
     };
     // Replicas that step Adam themselves hold its state; the coordinator's State message
     // fills it in.
-    let optimizer = match aggregation.replicated() {
-        true => {
-            let cfg: crate::config::TrainConfig = serde_json::from_str(&welcome.config_json)
-                .map_err(|e| protocol(format!("bad run configuration: {e}")))?;
-            Some(OptimizerState::new(vec![0.0; spec.num_params()], cfg.lr))
-        }
-        false => None,
-    };
+    let optimizer = run
+        .lr
+        .map(|lr| OptimizerState::new(vec![0.0; spec.num_params()], lr));
     let replica = Replica::new(spec, &spec.init(0), device)?;
     let runner = TaskRunner::new(replica, device.clone(), &data, shm, (optimizer, reducer))
         .with_metrics(opts.metrics.clone());

@@ -148,40 +148,22 @@ impl<'a> TaskRunner<'a> {
     ) -> Result<SessionEnd, ClusterError> {
         loop {
             let start = Instant::now();
-            match self.next(inbound).await? {
-                None => return Ok(SessionEnd::Dropped),
-                Some(coordinator_message::Body::Stop(s)) if s.failed => {
-                    return Err(ClusterError::RunFailed(s.reason));
-                }
-                Some(coordinator_message::Body::Stop(s)) => {
-                    tracing::info!(reason = %s.reason, "stopping");
-                    return Ok(SessionEnd::Stopped);
-                }
-                Some(coordinator_message::Body::Weights(w)) => self.load_weights(w)?,
-                Some(coordinator_message::Body::State(s)) => self.load_state(s)?,
-                Some(coordinator_message::Body::Reduced(r)) => self.apply_reduced(r)?,
-                Some(coordinator_message::Body::Task(t)) => self.pending.push_back(t),
-                Some(_) => return Err(from_coordinator("an unexpected message mid-run")),
+            let Some(body) = self.next(inbound).await? else {
+                return Ok(SessionEnd::Dropped);
+            };
+            if let Some(end) = self.take(body)? {
+                return Ok(end);
             }
             let apply = start.elapsed().as_secs_f64();
             self.times[1] += apply;
             if let Some(m) = &self.metrics {
                 m.apply(apply);
             }
-            while let Some(version) = self.version {
-                if self
-                    .pending
-                    .front()
-                    .is_none_or(|t| t.weights_version > version)
-                {
-                    break;
-                }
-                let Some(t) = self.pending.pop_front() else {
+            loop {
+                let start = Instant::now();
+                let Some((kind, reply)) = self.run_next() else {
                     break;
                 };
-                let start = Instant::now();
-                let kind = task_kind(&t);
-                let reply = self.run_task(t);
                 let sending = Instant::now();
                 let compute = sending.duration_since(start).as_secs_f64();
                 self.times[2] += compute;
@@ -197,6 +179,46 @@ impl<'a> TaskRunner<'a> {
                 }
             }
         }
+    }
+
+    /// Takes one message of the run: its state (weights, Adam's, a mean gradient), a task to
+    /// queue, or its end; `Some` when the session ends. Errors name what the coordinator sent
+    /// wrong; this and `run_next` are all the fuzz target drives.
+    pub fn take(
+        &mut self,
+        body: coordinator_message::Body,
+    ) -> Result<Option<SessionEnd>, ClusterError> {
+        match body {
+            coordinator_message::Body::Stop(s) if s.failed => {
+                return Err(ClusterError::RunFailed(s.reason));
+            }
+            coordinator_message::Body::Stop(s) => {
+                tracing::info!(reason = %s.reason, "stopping");
+                return Ok(Some(SessionEnd::Stopped));
+            }
+            coordinator_message::Body::Weights(w) => self.load_weights(w)?,
+            coordinator_message::Body::State(s) => self.load_state(s)?,
+            coordinator_message::Body::Reduced(r) => self.apply_reduced(r)?,
+            coordinator_message::Body::Task(t) => self.pending.push_back(t),
+            _ => return Err(from_coordinator("an unexpected message mid-run")),
+        }
+        Ok(None)
+    }
+
+    /// Runs the first queued task if the weights it names are loaded: its kind and its answer
+    /// (a task that fails is answered with the error).
+    pub fn run_next(&mut self) -> Option<(&'static str, WorkerMessage)> {
+        let version = self.version?;
+        if self
+            .pending
+            .front()
+            .is_none_or(|t| t.weights_version > version)
+        {
+            return None;
+        }
+        let t = self.pending.pop_front()?;
+        let kind = task_kind(&t);
+        Some((kind, self.run_task(t)))
     }
 
     fn decode_params(&self, bytes: &[u8], what: &str) -> Result<Vec<f32>, ClusterError> {
