@@ -35,3 +35,24 @@ fn unknown_dataset_is_refused_with_the_choices() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("imagenet") && err.contains("cifar10"), "{err}");
 }
+
+#[test]
+fn numeric_flags_out_of_range_are_refused_naming_the_flag_before_any_work() {
+    for (flag, value, says) in [
+        ("--test-pairs", "0", "below the least allowed"),
+        ("--join-timeout", "99999999999999999", "outside 1 to 86400"),
+        ("--workers", "5000000000", "outside 0 to 1024"),
+        ("--lr", "nan", "not a learning rate"),
+        ("--nccl-timeout", "0", "outside 1 to 86400"),
+        ("--batch-size", "0", "not in 1..=65536"),
+    ] {
+        let out = coordinator()
+            .args(["--dataset", "mnist", flag, value])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag) && err.contains(says), "{flag} {value}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
