@@ -1,0 +1,7 @@
+//! Fuzz target `coordinator_inbound`: see `fuzz/harness.rs` for what it drives.
+#![no_main]
+
+#[path = "../harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::coordinator_inbound(data));

@@ -1,0 +1,7 @@
+//! Fuzz target `worker_inbound`: see `fuzz/harness.rs` for what it drives.
+#![no_main]
+
+#[path = "../harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::worker_inbound(data));
