@@ -52,7 +52,10 @@ fn numeric_flags_out_of_range_are_refused_naming_the_flag_before_any_work() {
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{flag} {value}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(flag) && err.contains(says), "{flag} {value}: {err}");
+        assert!(
+            err.contains(flag) && err.contains(says),
+            "{flag} {value}: {err}"
+        );
         assert!(!err.contains("panicked"), "{err}");
     }
 }
