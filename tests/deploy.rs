@@ -8,13 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::{run_with_limit, shared_dataset};
 
-/// The repository's root folder.
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ lies in the repository")
-        .to_path_buf()
-}
+pub use crate::ops_util::repo_root;
 
 /// The datasets root (`../shared/datasets`), holding `mnist/`.
 pub fn datasets_root() -> PathBuf {
