@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::{run_with_limit, shared_dataset};
 
+pub use crate::model_tensors;
 pub use crate::ops_util::repo_root;
 
 /// The datasets root (`../shared/datasets`), holding `mnist/`.
@@ -85,23 +86,6 @@ pub fn poll<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// Every model tensor of a checkpoint, by name, with its bytes (Adam's `adam.*` moments left
-/// out: they are not the weights).
-pub fn model_tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut out: Vec<(String, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .filter(|(name, _)| !name.starts_with("adam."))
-        .map(|(name, view)| (name, view.data().to_vec()))
-        .collect();
-    out.sort();
-    assert_eq!(out.len(), 12, "the siamese model has 12 tensors");
-    out
 }
 
 /// The run's record in a checkpoint's header (position, membership, ...); `None` while the

@@ -8,22 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use integration_tests::model_tensors as weights;
 use integration_tests::{bin, children_of, read_results, run_with_limit, shared_dataset};
-
-/// Every model tensor's bytes, by name (Adam's moments left out: they are not the weights).
-fn weights(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<(String, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .filter(|(name, _)| !name.starts_with("adam."))
-        .map(|(name, view)| (name, view.data().to_vec()))
-        .collect();
-    out.sort();
-    assert_eq!(out.len(), 12, "the siamese model has 12 tensors");
-    out
-}
 
 /// The run every test repeats: 3 epochs of 94 steps on 6,000 MNIST images, seed 3, batch 64.
 fn configure(cmd: &mut Command, dir: &Path) {

@@ -99,6 +99,23 @@ pub fn run_with_limit(cmd: &mut Command, limit: Duration) -> Output {
     out
 }
 
+/// Every model tensor of a checkpoint, by name, with its bytes (Adam's `adam.*` moments left
+/// out: they are not the weights).
+pub fn model_tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("adam."))
+        .map(|(name, view)| (name, view.data().to_vec()))
+        .collect();
+    out.sort();
+    assert_eq!(out.len(), 12, "the siamese model has 12 tensors");
+    out
+}
+
 /// Reads a results file written by a run.
 pub fn read_results(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
