@@ -89,13 +89,19 @@ fn remove_orphans(dir: &Path) {
     }
 }
 
-fn region_len(params: usize, slots: usize) -> usize {
-    HEADER + (1 + slots) * params * 4
+/// Bytes of a file for `params` weights and `slots` gradients; `None` past `usize`. Checked
+/// because a worker computes it from another process's header, where a wrapped size would let
+/// `write_gradient` past the mapping.
+fn region_len(params: usize, slots: usize) -> Option<usize> {
+    slots
+        .checked_add(1)
+        .and_then(|vectors| vectors.checked_mul(4))
+        .and_then(|bytes| bytes.checked_mul(params))
+        .and_then(|bytes| bytes.checked_add(HEADER))
 }
 
 /// The nonce, parameter count and slot count of a mapped file's bytes, once its magic and the
-/// size its header implies are checked; the arithmetic is checked because the header is
-/// another process's word and a wrapped size would let `write_gradient` past the mapping.
+/// size its header implies (`region_len`) are checked.
 pub fn parse_header(map: &[u8]) -> Result<(u64, usize, usize), String> {
     let len = map.len();
     if len < HEADER {
@@ -110,13 +116,11 @@ pub fn parse_header(map: &[u8]) -> Result<(u64, usize, usize), String> {
         u64::from_le_bytes(b)
     };
     let (nonce, params, slots) = (word(8), word(16), word(24));
-    let implied = slots
-        .checked_add(1)
-        .and_then(|vectors| vectors.checked_mul(4))
-        .and_then(|bytes| bytes.checked_mul(params))
-        .and_then(|bytes| bytes.checked_add(HEADER as u64));
-    match implied {
-        Some(want) if want == len as u64 => Ok((nonce, params as usize, slots as usize)),
+    let fits = |n: u64| usize::try_from(n).ok();
+    match (fits(params), fits(slots)) {
+        (Some(params), Some(slots)) if region_len(params, slots) == Some(len) => {
+            Ok((nonce, params, slots))
+        }
         _ => Err(format!("{len} bytes does not fit its header")),
     }
 }
@@ -134,12 +138,17 @@ impl SharedRegion {
         };
         remove_orphans(&dir);
         let path = dir.join(format!("siamese-{}-{nonce:016x}", std::process::id()));
+        let len = region_len(params, slots).ok_or_else(|| {
+            shm_error(
+                &path,
+                format!("{params} values x {slots} slots is too large"),
+            )
+        })?;
         let mut options = OpenOptions::new();
         options.read(true).write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let file = options.open(&path).map_err(shm_io(&path))?;
-        let len = region_len(params, slots);
         file.set_len(len as u64).map_err(shm_io(&path))?;
         // SAFETY: the file was just created with a random name and mode 0600; only this run's
         // processes map it, and they follow the protocol in the module comment.
