@@ -107,6 +107,7 @@ pub fn worker_inbound(data: &[u8]) {
             params: encode_f32(weights),
             adam_m: zeros.clone(),
             adam_v: zeros,
+            adam_config_json: r#"{"lr":0.001,"beta1":0.9,"beta2":0.999,"eps":1e-8}"#.into(),
         })
     } else {
         coordinator_message::Body::Weights(Weights {

@@ -99,8 +99,8 @@ pub fn run_with_limit(cmd: &mut Command, limit: Duration) -> Output {
     out
 }
 
-/// Every model tensor of a checkpoint, by name, with its bytes (Adam's `adam.*` moments left
-/// out: they are not the weights).
+/// Every model tensor of a checkpoint, by name, with its bytes (Adam's `adam.*` moments and the
+/// best epoch's `best.*` weights left out: they are not the current weights).
 pub fn model_tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let st = safetensors::SafeTensors::deserialize(&bytes)
@@ -108,7 +108,7 @@ pub fn model_tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = st
         .tensors()
         .into_iter()
-        .filter(|(name, _)| !name.starts_with("adam."))
+        .filter(|(name, _)| !name.starts_with("adam.") && !name.starts_with("best."))
         .map(|(name, view)| (name, view.data().to_vec()))
         .collect();
     out.sort();

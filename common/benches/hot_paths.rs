@@ -18,7 +18,9 @@ use siamese_common::data::{DatasetKind, ImageSet, load_dataset};
 use siamese_common::model::ModelSpec;
 use siamese_common::pairs::{test_pairs, training_pairs};
 use siamese_common::train::eval::similarity;
-use siamese_common::train::{Checkpoint, EpochProgress, Position, Replica, RunIdentity};
+use siamese_common::train::{
+    BestWeights, Checkpoint, EpochProgress, Position, Replica, RunIdentity,
+};
 
 fn images() -> (ImageSet, ImageSet) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/mnist");
@@ -111,7 +113,16 @@ fn benches(c: &mut Criterion) {
             embedding: 10,
             lr: 1e-3,
             train_subset: None,
+            augment: Default::default(),
+            weight_decay: 0.0,
+            lr_schedule: Default::default(),
+            schedule_epochs: None,
         },
+        best: Some(BestWeights {
+            epoch: 1,
+            val_accuracy: 0.5,
+            params: weights.clone(),
+        }),
         spec,
         state: OptimizerState::new(weights.clone(), 1e-3),
         position: Position::default(),
@@ -121,9 +132,10 @@ fn benches(c: &mut Criterion) {
     };
     let dir = std::env::temp_dir().join(format!("siamese-bench-{}", std::process::id()));
     let path = dir.join("checkpoint.safetensors");
-    c.bench_function("write a checkpoint (weights + Adam, fsync, rename)", |b| {
-        b.iter(|| checkpoint.write(black_box(&path)).expect("write"))
-    });
+    c.bench_function(
+        "write a checkpoint (weights + Adam + best, fsync, rename)",
+        |b| b.iter(|| checkpoint.write(black_box(&path)).expect("write")),
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -73,6 +73,11 @@ pub struct TrainConfig {
     /// identity: another value is another run).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub micro_batch: u32,
+    /// Augmentation, weight decay, schedule, selection and early stopping (the paper's by
+    /// default).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub recipe: crate::train::Recipe,
 }
 
 /// A parser for a number in `min..=max` that names the range when a value is outside it.

@@ -202,6 +202,24 @@ pub struct RunResults {
     /// Workers joining and lost during the run, in order (empty for a run in one process).
     #[serde(default)]
     pub membership: Vec<MembershipEvent>,
+    /// Which weights the test figures are of, and whether training stopped early.
+    #[serde(default)]
+    pub selection: SelectionRecord,
+}
+
+/// Which weights were tested and why (`--select`, `--patience`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SelectionRecord {
+    /// The rule: `last` or `best-val`.
+    pub rule: String,
+    /// The epoch whose weights were tested (0 when no epoch finished).
+    pub epoch: usize,
+    /// That epoch's validation pair accuracy.
+    pub val_accuracy: f64,
+    /// Whether `--patience` ended training before `--epochs`.
+    pub stopped_early: bool,
+    /// The tested weights as a weights-only file, where they are not the checkpoint's own.
+    pub weights: Option<String>,
 }
 
 impl RunResults {

@@ -4,7 +4,7 @@
 use md5::{Digest, Md5};
 
 use super::{AggregationError, check_finite};
-use crate::optim::Adam;
+use crate::optim::{Adam, AdamConfig};
 
 /// The weights and Adam's state, stepped only by [`OptimizerState::apply`].
 #[derive(Clone, Debug, PartialEq)]
@@ -19,6 +19,12 @@ impl OptimizerState {
     /// Fresh Adam state (the paper's constants, learning rate `lr`) for `params`.
     pub fn new(params: Vec<f32>, lr: f64) -> Self {
         let adam = Adam::with_lr(lr, params.len());
+        OptimizerState { params, adam }
+    }
+
+    /// Fresh Adam state with these settings.
+    pub fn with_config(params: Vec<f32>, config: AdamConfig) -> Self {
+        let adam = Adam::new(config, params.len());
         OptimizerState { params, adam }
     }
 

@@ -1,5 +1,6 @@
 //! Dataset layer: finding, downloading, verifying and decoding MNIST, Fashion-MNIST and CIFAR-10.
 
+mod augment;
 mod cifar;
 mod download;
 mod error;
@@ -12,6 +13,7 @@ mod source;
 #[cfg(test)]
 mod testutil;
 
+pub use augment::{Augment, augment_key};
 pub use cifar::{
     CIFAR_FOLDER, CIFAR_TEST_FILE, CIFAR_TRAIN_FILES, load_cifar_file, load_cifar10,
     parse_cifar_batch,

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::LrSchedule;
+
 /// Adam's hyperparameters.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdamConfig {
@@ -16,6 +18,42 @@ pub struct AdamConfig {
     pub beta2: f64,
     /// Denominator guard.
     pub eps: f64,
+    /// Decoupled weight decay (AdamW): each step also subtracts `lr x this x weight`; 0 in the
+    /// paper.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// How the rate moves with the step count.
+    #[serde(default)]
+    pub schedule: LrSchedule,
+    /// The steps the schedule spans (the run's planned steps; unused by the constant one).
+    #[serde(default)]
+    pub total_steps: u64,
+}
+
+impl AdamConfig {
+    /// Refuses settings no run of this project makes (from a peer or a file): a rate that is
+    /// not finite and positive, decays outside [0, 1), a guard that is not positive.
+    pub fn check(&self) -> Result<(), String> {
+        let finite = [self.lr, self.beta1, self.beta2, self.eps, self.weight_decay]
+            .iter()
+            .all(|v| v.is_finite());
+        if !finite {
+            return Err(format!("Adam settings that are not finite: {self:?}"));
+        }
+        if self.lr <= 0.0 || self.lr > 10.0 {
+            return Err(format!("a learning rate of {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            return Err(format!("Adam decays {} and {}", self.beta1, self.beta2));
+        }
+        if self.eps <= 0.0 || !(0.0..=1.0).contains(&self.weight_decay) {
+            return Err(format!(
+                "eps {} and weight decay {}",
+                self.eps, self.weight_decay
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for AdamConfig {
@@ -26,6 +64,9 @@ impl Default for AdamConfig {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            weight_decay: 0.0,
+            schedule: LrSchedule::Constant,
+            total_steps: 0,
         }
     }
 }
@@ -65,7 +106,9 @@ impl Adam {
         }
     }
 
-    /// One update `params -= lr * m_hat / (sqrt(v_hat) + eps)`; `grad` must match `params`.
+    /// One update `params -= lr * m_hat / (sqrt(v_hat) + eps)` at the schedule's rate for this
+    /// step, with the decoupled weight decay first when there is one (as PyTorch's AdamW);
+    /// `grad` must match `params`.
     pub fn step(&mut self, params: &mut [f32], grad: &[f32]) {
         assert_eq!(
             params.len(),
@@ -77,11 +120,17 @@ impl Adam {
             params.len(),
             "gradient length differs from the parameters"
         );
-        self.t += 1;
         let c = self.config;
+        let lr_factor = c.schedule.factor(self.t, c.total_steps);
+        self.t += 1;
         let t = self.t as i32;
         // Bias corrections folded into the step size, as in the paper's Algorithm 1.
-        let step = (c.lr * (1.0 - c.beta2.powi(t)).sqrt() / (1.0 - c.beta1.powi(t))) as f32;
+        let lr = c.lr * lr_factor;
+        if c.weight_decay != 0.0 {
+            let keep = (1.0 - lr * c.weight_decay) as f32;
+            params.iter_mut().for_each(|p| *p *= keep);
+        }
+        let step = (lr * (1.0 - c.beta2.powi(t)).sqrt() / (1.0 - c.beta1.powi(t))) as f32;
         let eps = (c.eps * (1.0 - c.beta2.powi(t)).sqrt()) as f32;
         let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
         for (((p, g), m), v) in params
@@ -131,5 +180,56 @@ mod tests {
         let v_hat: f64 = 0.001249 / 0.001999;
         let want = p1 - 1e-3 * m_hat / (v_hat.sqrt() + 1e-8);
         assert!((f64::from(p[0]) - want).abs() < 1e-7, "{} vs {want}", p[0]);
+    }
+
+    #[test]
+    fn weight_decay_shrinks_first_at_the_scheduled_rate() {
+        // A zero gradient leaves only the decay: p * (1 - lr_t * wd), where the cosine over 4
+        // steps gives lr_t = lr at step 1 and lr / 2 at step 3.
+        let config = AdamConfig {
+            weight_decay: 0.1,
+            schedule: LrSchedule::Cosine,
+            total_steps: 4,
+            ..AdamConfig::default()
+        };
+        let mut p = vec![2.0f32];
+        let mut adam = Adam::new(config, 1);
+        adam.step(&mut p, &[0.0]);
+        let mut want = 2.0 * (1.0 - 1e-4) as f32;
+        assert_eq!(p, [want]);
+        adam.step(&mut p, &[0.0]);
+        adam.step(&mut p, &[0.0]);
+        want *= (1.0 - 1e-3 * LrSchedule::Cosine.factor(1, 4) * 0.1) as f32;
+        want *= (1.0 - 0.5e-4) as f32;
+        assert_eq!(p, [want]);
+    }
+
+    #[test]
+    fn check_refuses_settings_no_run_makes() {
+        assert!(AdamConfig::default().check().is_ok());
+        for bad in [
+            AdamConfig {
+                lr: f64::NAN,
+                ..AdamConfig::default()
+            },
+            AdamConfig {
+                lr: 0.0,
+                ..AdamConfig::default()
+            },
+            AdamConfig {
+                beta2: 1.0,
+                ..AdamConfig::default()
+            },
+            AdamConfig {
+                eps: 0.0,
+                ..AdamConfig::default()
+            },
+            AdamConfig {
+                weight_decay: 2.0,
+                ..AdamConfig::default()
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! `adam.v.<name>`; the header's metadata holds the rest as JSON under `siamese-cluster`: the
 //! format version, the run's identity, the model layout, the position (optimizer steps, epoch,
 //! step within it), the running sums of the epoch in progress, Adam's settings and step count,
-//! the finished epochs' records and the membership events so far.
+//! the finished epochs' records and the membership events so far. The best epoch's weights (for
+//! `--select best-val` and `--patience`) sit beside them as `best.<name>`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,25 @@ pub struct EpochProgress {
     pub seconds: f64,
 }
 
+/// The weights after the epoch of highest validation accuracy so far: what `--select best-val`
+/// tests and `--patience` counts from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BestWeights {
+    /// The epoch (1-based).
+    pub epoch: usize,
+    /// Its validation pair accuracy.
+    pub val_accuracy: f64,
+    /// The weights after it.
+    pub params: Vec<f32>,
+}
+
+/// Where the best epoch's weights are, in the header (the tensors are `best.<name>`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct BestHeader {
+    epoch: usize,
+    val_accuracy: f64,
+}
+
 /// A run's whole state at a step boundary.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
@@ -65,6 +85,8 @@ pub struct Checkpoint {
     pub epochs: Vec<EpochRecord>,
     /// Workers joining and lost so far.
     pub membership: Vec<MembershipEvent>,
+    /// The best epoch's weights so far (none before the first epoch ends).
+    pub best: Option<BestWeights>,
 }
 
 /// Why a checkpoint cannot be written, read or used.
@@ -131,6 +153,8 @@ struct Header {
     adam_steps: u64,
     epochs: Vec<EpochRecord>,
     membership: Vec<MembershipEvent>,
+    #[serde(default)]
+    best: Option<BestHeader>,
 }
 
 fn le_bytes(values: &[f32]) -> Vec<u8> {
@@ -150,16 +174,23 @@ impl Checkpoint {
             adam_steps: self.state.adam.t,
             epochs: self.epochs.clone(),
             membership: self.membership.clone(),
+            best: self.best.as_ref().map(|b| BestHeader {
+                epoch: b.epoch,
+                val_accuracy: b.val_accuracy,
+            }),
         };
         let adam = &self.state.adam;
         let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for p in self.spec.params() {
             let range = p.offset..p.offset + p.len();
-            for (prefix, values) in [
-                ("", &self.state.params),
-                ("adam.m.", &adam.m),
-                ("adam.v.", &adam.v),
-            ] {
+            let best = self.best.as_ref().map(|b| ("best.", &b.params));
+            let all = [
+                Some(("", &self.state.params)),
+                Some(("adam.m.", &adam.m)),
+                Some(("adam.v.", &adam.v)),
+                best,
+            ];
+            for (prefix, values) in all.into_iter().flatten() {
                 buffers.push((
                     format!("{prefix}{}", p.name),
                     p.shape.clone(),
@@ -227,8 +258,15 @@ impl Checkpoint {
         let tensors = SafeTensors::deserialize(bytes).map_err(|e| unreadable(e.into()))?;
         let n = header.spec.num_params();
         let (mut params, mut m, mut v) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+        let mut best = header.best.map(|_| vec![0.0; n]);
         for p in header.spec.params() {
-            for (prefix, out) in [("", &mut params), ("adam.m.", &mut m), ("adam.v.", &mut v)] {
+            let all = [
+                Some(("", &mut params)),
+                Some(("adam.m.", &mut m)),
+                Some(("adam.v.", &mut v)),
+                best.as_mut().map(|b| ("best.", b)),
+            ];
+            for (prefix, out) in all.into_iter().flatten() {
                 let name = format!("{prefix}{}", p.name);
                 let t = tensors
                     .tensor(&name)
@@ -261,6 +299,11 @@ impl Checkpoint {
             progress: header.progress,
             epochs: header.epochs,
             membership: header.membership,
+            best: header.best.zip(best).map(|(h, params)| BestWeights {
+                epoch: h.epoch,
+                val_accuracy: h.val_accuracy,
+                params,
+            }),
         })
     }
 }
@@ -288,7 +331,16 @@ mod tests {
                 embedding: 10,
                 lr: 1e-3,
                 train_subset: Some(100),
+                augment: crate::data::Augment::CropFlip,
+                weight_decay: 0.01,
+                lr_schedule: crate::optim::LrSchedule::Cosine,
+                schedule_epochs: Some(30),
             },
+            best: Some(BestWeights {
+                epoch: 1,
+                val_accuracy: 0.75,
+                params: spec.init(4),
+            }),
             spec,
             state,
             position: Position {
@@ -305,6 +357,16 @@ mod tests {
             epochs: Vec::new(),
             membership: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_checkpoint_without_a_best_epoch_reads_back_without_one() {
+        let c = Checkpoint {
+            best: None,
+            ..sample()
+        };
+        let path = Path::new("c.safetensors");
+        assert_eq!(Checkpoint::from_bytes(&c.to_bytes(), path).unwrap(), c);
     }
 
     #[test]

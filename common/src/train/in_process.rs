@@ -26,6 +26,7 @@ pub fn train_in_process(
         dataset,
         &Device::Cpu,
         cfg.micro_batch as usize,
-    )?;
+    )?
+    .with_augment(cfg.recipe.augment, cfg.seed);
     pool.install(|| trainer.run(&mut engine, control))
 }

@@ -43,6 +43,14 @@ impl LocalEngine {
     }
 }
 
+impl LocalEngine {
+    /// Augments the training images (`--augment`) with keys from the run's `seed`.
+    pub fn with_augment(mut self, augment: crate::data::Augment, seed: u64) -> Self {
+        self.replica.set_augment(augment, seed);
+        self
+    }
+}
+
 impl Engine for LocalEngine {
     fn info(&self) -> EngineInfo {
         let device = match self.replica.network().device() {

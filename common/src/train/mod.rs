@@ -9,18 +9,20 @@ pub mod eval;
 mod in_process;
 mod local_engine;
 pub mod observer;
+pub mod recipe;
 pub mod replica;
 mod run_identity;
 pub mod trainer;
 
 use std::path::PathBuf;
 
-pub use checkpoint::{Checkpoint, CheckpointError, EpochProgress, Position};
+pub use checkpoint::{BestWeights, Checkpoint, CheckpointError, EpochProgress, Position};
 pub use classifier::{ClassEpoch, ClassifierConfig, ClassifierTrainer};
 pub use engine::{Contribution, Engine, EngineInfo, ImageSplit};
 pub use in_process::train_in_process;
 pub use local_engine::LocalEngine;
 pub use observer::{NoObserver, Observers, OnEpoch, RunObserver, RunPlan, StepReport, TestScores};
+pub use recipe::{Recipe, Selection};
 pub use replica::Replica;
 pub use run_identity::RunIdentity;
 pub use trainer::{RunControl, TimedSteps, Trainer, TrainingData};

@@ -4,7 +4,7 @@
 use candle_core::{Device, Tensor};
 
 use super::TrainError;
-use crate::data::ImageSet;
+use crate::data::{Augment, ImageSet, augment_key};
 use crate::model::{ClassStep, ModelSpec, Network, PairStep};
 use crate::pairs::Pair;
 
@@ -17,6 +17,11 @@ pub struct Replica {
     /// Reused across steps: a fresh 400 KB buffer per step costs page faults.
     pixels: Vec<f32>,
     indices: Vec<u32>,
+    /// Training-image augmentation and the run's seed its keys derive from.
+    augment: (Augment, u64),
+    /// One augmentation key per image of the batch being built (empty: no augmentation).
+    keys: Vec<u64>,
+    scratch: Vec<f32>,
 }
 
 impl Replica {
@@ -26,7 +31,16 @@ impl Replica {
             net: Network::new(spec, weights, device)?,
             pixels: Vec::new(),
             indices: Vec::new(),
+            augment: (Augment::None, 0),
+            keys: Vec::new(),
+            scratch: Vec::new(),
         })
+    }
+
+    /// Augments the training images of every later pair gradient (`--augment`), with keys
+    /// drawn from the run's `seed`; evaluation images are never augmented.
+    pub fn set_augment(&mut self, augment: Augment, seed: u64) {
+        self.augment = (augment, seed);
     }
 
     /// The network.
@@ -44,6 +58,11 @@ impl Replica {
         self.pixels
             .resize(self.indices.len() * images.image_len(), 0.0);
         images.fill_f32(&self.indices, &mut self.pixels);
+        let (mode, _) = self.augment;
+        let n = images.image_len();
+        for (image, &key) in self.pixels.chunks_exact_mut(n).zip(&self.keys) {
+            mode.apply(key, image, (c, h, w), &mut self.scratch);
+        }
         Ok(Tensor::from_slice(
             &self.pixels,
             (self.indices.len(), c, h, w),
@@ -64,7 +83,20 @@ impl Replica {
         self.indices.clear();
         self.indices.extend(pairs.iter().map(|p| p.a));
         self.indices.extend(pairs.iter().map(|p| p.b));
+        self.keys.clear();
+        if let (mode, seed) = self.augment
+            && mode != Augment::None
+        {
+            for side in 0..2u8 {
+                self.keys.extend(
+                    pairs
+                        .iter()
+                        .map(|p| augment_key(seed, p.a, p.b, p.same, side)),
+                );
+            }
+        }
         let x = self.batch_tensor(images)?;
+        self.keys.clear();
         let same: Vec<f32> = pairs
             .iter()
             .map(|p| if p.same { 1.0 } else { 0.0 })
@@ -171,5 +203,33 @@ mod tests {
             diff <= 1e-6 * scale,
             "max difference {diff:e} against max gradient {scale:e}"
         );
+    }
+
+    /// Augmentation reaches the gradient, the same for the same pairs whatever else the
+    /// replica computed in between, and never touches embeddings.
+    #[test]
+    fn augmented_gradients_differ_repeat_and_spare_evaluation() {
+        let n = 24;
+        let images: Vec<u8> = (0..n * 784).map(|i| ((i * 7919) % 251) as u8).collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        let set = ImageSet::new(images, labels, 1, 28, 28).unwrap();
+        let pairs: Vec<Pair> = (0..8u32)
+            .map(|i| Pair {
+                a: i,
+                b: i + 8,
+                same: i % 2 == 0,
+            })
+            .collect();
+        let spec = ModelSpec::siamese(crate::data::DatasetKind::Mnist, 10);
+        let mut r = Replica::new(spec, &spec.init(3), &Device::Cpu).unwrap();
+        let plain = r.pair_gradient(&set, &pairs, 8).unwrap().grad;
+        let embedded = r.embed(&set, &[0, 1, 2]).unwrap();
+        r.set_augment(crate::data::Augment::Crop, 9);
+        let first = r.pair_gradient(&set, &pairs, 8).unwrap().grad;
+        r.pair_gradient(&set, &pairs[..4], 4).unwrap();
+        let again = r.pair_gradient(&set, &pairs, 8).unwrap().grad;
+        assert_ne!(plain, first);
+        assert_eq!(first, again);
+        assert_eq!(r.embed(&set, &[0, 1, 2]).unwrap(), embedded);
     }
 }

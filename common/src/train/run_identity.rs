@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
-use crate::data::Dataset;
+use crate::data::{Augment, Dataset};
+use crate::optim::LrSchedule;
 
 /// The settings and data a checkpoint must share with the run that resumes from it. Epochs,
 /// step limits, workers, threads, aggregation mode and output paths may change between the two:
@@ -29,6 +30,18 @@ pub struct RunIdentity {
     pub lr: f64,
     /// `--train-subset`.
     pub train_subset: Option<usize>,
+    /// `--augment`.
+    #[serde(default)]
+    pub augment: Augment,
+    /// `--weight-decay`.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// `--lr-schedule`.
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// `--epochs`, where the schedule spans them (cosine); none for the constant rate.
+    #[serde(default)]
+    pub schedule_epochs: Option<usize>,
 }
 
 impl RunIdentity {
@@ -44,6 +57,10 @@ impl RunIdentity {
             embedding: cfg.embedding,
             lr: cfg.lr,
             train_subset: cfg.train_subset,
+            augment: cfg.recipe.augment,
+            weight_decay: cfg.recipe.weight_decay,
+            lr_schedule: cfg.recipe.lr_schedule,
+            schedule_epochs: (cfg.recipe.lr_schedule != LrSchedule::Constant).then(|| cfg.epochs()),
         }
     }
 
@@ -89,6 +106,26 @@ impl RunIdentity {
             subset(self.train_subset),
             subset(other.train_subset),
         );
+        field(
+            "--augment",
+            self.augment.name().into(),
+            other.augment.name().into(),
+        );
+        field(
+            "--weight-decay",
+            self.weight_decay.to_string(),
+            other.weight_decay.to_string(),
+        );
+        field(
+            "--lr-schedule",
+            self.lr_schedule.name().into(),
+            other.lr_schedule.name().into(),
+        );
+        field(
+            "--epochs (the schedule spans them)",
+            subset(self.schedule_epochs),
+            subset(other.schedule_epochs),
+        );
         out
     }
 }
@@ -108,6 +145,10 @@ mod tests {
             embedding: 10,
             lr: 1e-3,
             train_subset: None,
+            augment: Augment::None,
+            weight_decay: 0.0,
+            lr_schedule: LrSchedule::Constant,
+            schedule_epochs: None,
         }
     }
 
@@ -119,6 +160,9 @@ mod tests {
             seed: 2,
             batch_size: 32,
             train_subset: Some(100),
+            augment: Augment::CropFlip,
+            lr_schedule: LrSchedule::Cosine,
+            schedule_epochs: Some(40),
             ..identity()
         };
         let d = a.differences(&b);
@@ -127,7 +171,10 @@ mod tests {
             [
                 "--seed is 1 here, 2 in the checkpoint",
                 "--batch-size is 64 here, 32 in the checkpoint",
-                "--train-subset is none here, 100 in the checkpoint"
+                "--train-subset is none here, 100 in the checkpoint",
+                "--augment is none here, crop-flip in the checkpoint",
+                "--lr-schedule is constant here, cosine in the checkpoint",
+                "--epochs (the schedule spans them) is none here, 40 in the checkpoint"
             ]
         );
     }

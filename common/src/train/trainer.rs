@@ -5,17 +5,19 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::checkpoint::{Checkpoint, CheckpointError, EpochProgress, Position};
+use super::checkpoint::{BestWeights, Checkpoint, CheckpointError, EpochProgress, Position};
 use super::eval::{pair_figures, score_pairs, test_record};
 use super::observer::{NoObserver, RunObserver, RunPlan, StepReport, TestScores};
+use super::recipe::Selection;
 use super::run_identity::RunIdentity;
 use super::{Engine, ImageSplit, TrainError};
 use crate::aggregation::OptimizerState;
 use crate::config::{Resume, TrainConfig};
 use crate::data::Dataset;
 use crate::model::ModelSpec;
+use crate::optim::AdamConfig;
 use crate::pairs::{Pair, split, test_pairs, training_pairs, validation_pairs};
-use crate::results::{EpochRecord, RunResults, StepTiming};
+use crate::results::{EpochRecord, RunResults, SelectionRecord, StepTiming};
 use crate::stop::StopFlag;
 
 /// The dataset plus the fixed split and the pairs that do not change between epochs.
@@ -106,6 +108,8 @@ pub struct Trainer {
     stop: StopFlag,
     /// The last state written (or the start's): what a regroup goes back to.
     last_saved: Option<Checkpoint>,
+    /// The best epoch so far by validation accuracy.
+    best: Option<BestWeights>,
 }
 
 /// Regroups a run may go through before it gives up.
@@ -115,7 +119,18 @@ impl Trainer {
     /// A trainer starting from the seeded initial weights.
     pub fn new(cfg: TrainConfig, data: TrainingData) -> Self {
         let spec = ModelSpec::siamese(data.dataset.kind, cfg.embedding as usize);
-        let state = OptimizerState::new(spec.init(cfg.seed), cfg.lr);
+        let steps_per_epoch = data
+            .train_pool
+            .len()
+            .div_ceil(cfg.batch_size.max(1) as usize);
+        let adam = AdamConfig {
+            lr: cfg.lr,
+            weight_decay: cfg.recipe.weight_decay,
+            schedule: cfg.recipe.lr_schedule,
+            total_steps: (cfg.epochs() * steps_per_epoch) as u64,
+            ..AdamConfig::default()
+        };
+        let state = OptimizerState::with_config(spec.init(cfg.seed), adam);
         let identity = RunIdentity::of(&cfg, &data.dataset);
         Trainer {
             cfg,
@@ -134,6 +149,7 @@ impl Trainer {
             membership: Vec::new(),
             stop: StopFlag::new(),
             last_saved: None,
+            best: None,
         }
     }
 
@@ -175,6 +191,7 @@ impl Trainer {
         trainer.progress = checkpoint.progress;
         trainer.epochs = checkpoint.epochs;
         trainer.membership = checkpoint.membership;
+        trainer.best = checkpoint.best;
         Ok(trainer)
     }
 
@@ -258,6 +275,7 @@ impl Trainer {
             progress: self.progress,
             epochs: self.epochs.clone(),
             membership,
+            best: self.best.clone(),
         }
     }
 
@@ -283,11 +301,37 @@ impl Trainer {
         self.position = saved.position;
         self.progress = saved.progress;
         self.epochs = saved.epochs;
+        self.best = saved.best;
         engine.regroup(&self.state)
     }
 
     fn steps_left(&self) -> bool {
         self.cfg.max_steps.is_none_or(|m| self.position.steps < m)
+    }
+
+    /// Whether `--patience` epochs have passed since the best one (training ends).
+    fn patience_exhausted(&self) -> bool {
+        let (Some(patience), Some(best)) = (self.cfg.recipe.patience, &self.best) else {
+            return false;
+        };
+        let last = self.position.epoch.saturating_sub(1);
+        last >= best.epoch + patience as usize
+    }
+
+    /// Keeps the weights after a finished epoch when its validation accuracy beats every
+    /// earlier one's (the earliest wins a tie).
+    fn consider_best(&mut self, record: &EpochRecord) {
+        if self
+            .best
+            .as_ref()
+            .is_none_or(|b| record.val_accuracy > b.val_accuracy)
+        {
+            self.best = Some(BestWeights {
+                epoch: record.epoch,
+                val_accuracy: record.val_accuracy,
+                params: self.state.params.clone(),
+            });
+        }
     }
 
     /// Writes the checkpoint and tells the observer.
@@ -478,7 +522,10 @@ impl Trainer {
         self.last_saved = Some(self.snapshot(engine));
         observer.run_started(&self.plan());
         let mut regroups = 0;
-        while self.position.epoch <= self.cfg.epochs() && self.steps_left() {
+        while self.position.epoch <= self.cfg.epochs()
+            && self.steps_left()
+            && !self.patience_exhausted()
+        {
             match self.run_epoch(engine, observer) {
                 Ok(true) => {}
                 Ok(false) => break,
@@ -510,12 +557,44 @@ impl Trainer {
             self.epochs.push(record);
             return Ok(false);
         }
+        self.consider_best(&record);
         self.epochs.push(record);
         self.position.epoch += 1;
         self.position.step_in_epoch = 0;
         self.progress = EpochProgress::default();
         self.checkpoint(engine, observer)?;
         Ok(true)
+    }
+
+    /// The weights `--select` tests, loaded on the engine's replicas, and the record of the
+    /// choice; best-val weights are also written as a weights-only file beside the checkpoint.
+    fn selected(
+        &mut self,
+        engine: &mut dyn Engine,
+    ) -> Result<(OptimizerState, SelectionRecord), TrainError> {
+        let stopped_early = self.patience_exhausted() && self.position.epoch <= self.cfg.epochs();
+        let rule = self.cfg.recipe.select;
+        let last = self.epochs.last();
+        let mut record = SelectionRecord {
+            rule: rule.name().into(),
+            epoch: last.map_or(0, |e| e.epoch),
+            val_accuracy: last.map_or(0.0, |e| e.val_accuracy),
+            stopped_early,
+            weights: None,
+        };
+        let best = match (rule, &self.best) {
+            (Selection::BestVal, Some(best)) => best,
+            _ => return Ok((self.state.clone(), record)),
+        };
+        let path = self.checkpoint_path().with_extension("best.safetensors");
+        self.spec.save(&best.params, &path)?;
+        record.epoch = best.epoch;
+        record.val_accuracy = best.val_accuracy;
+        record.weights = Some(path.display().to_string());
+        let mut state = self.state.clone();
+        state.params.clone_from(&best.params);
+        engine.load_state(&state)?;
+        Ok((state, record))
     }
 
     /// The test figures and the results file.
@@ -525,10 +604,11 @@ impl Trainer {
         observer: &mut dyn RunObserver,
     ) -> Result<RunResults, TrainError> {
         self.refresh(engine)?;
+        let (tested, selection) = self.selected(engine)?;
         let ds = &self.data.dataset;
         let (test, scores) = test_record(
             engine,
-            &self.state,
+            &tested,
             &self.data.test_pairs,
             ds.test.labels(),
             (&self.data.train_pool, ds.train.labels()),
@@ -561,6 +641,7 @@ impl Trainer {
             timing: engine.timing(),
             parameters: self.state.params.len(),
             membership,
+            selection,
         };
         results.write(&out).map_err(|e| TrainError::Io {
             path: out.clone(),

@@ -92,6 +92,8 @@ fn sync_messages(
                     params: encode_f32(&state.params),
                     adam_m: encode_f32(&state.adam.m),
                     adam_v: encode_f32(&state.adam.v),
+                    // A plain struct of numbers and enums always serialises.
+                    adam_config_json: serde_json::to_string(&state.adam.config).unwrap_or_default(),
                 })
             }
         }]
@@ -429,6 +431,10 @@ impl ClusterEngine {
                 rendezvous(&mut self.pool, self.settings.nccl_timeout)?;
             }
             self.started = true;
+        } else {
+            // Another state on replicas that hold one already (the selected weights, tested
+            // at the end): every one of them loads it.
+            self.pool.unready_all();
         }
         self.pool.ready_all(&sync);
         Ok(())

@@ -277,6 +277,12 @@ impl WorkerPool {
         }
     }
 
+    /// Marks every member out of date, so that the next [`WorkerPool::ready_all`] brings all of
+    /// them to a state the trainer loaded (not the one they stepped to).
+    pub fn unready_all(&mut self) {
+        self.members.iter_mut().for_each(|m| m.ready = false);
+    }
+
     /// Brings every member that is not yet up to date.
     pub fn ready_all(&mut self, sync: Sync<'_>) {
         let mut w = 0;

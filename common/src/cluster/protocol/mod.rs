@@ -11,4 +11,4 @@ pub mod wire;
 pub use crate::model::MODEL_VERSION;
 
 /// Version of `proto/cluster.proto`; a worker of another version is refused at join.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;

@@ -351,7 +351,9 @@ async fn session(
     let optimizer = run
         .lr
         .map(|lr| OptimizerState::new(vec![0.0; spec.num_params()], lr));
-    let replica = Replica::new(spec, &spec.init(0), device)?;
+    let mut replica = Replica::new(spec, &spec.init(0), device)?;
+    let (augment, seed) = run.augment;
+    replica.set_augment(augment, seed);
     let runner = TaskRunner::new(replica, device.clone(), &data, shm, (optimizer, reducer))
         .with_metrics(opts.metrics.clone());
     match runner.serve(&mut inbound, out_tx).await {

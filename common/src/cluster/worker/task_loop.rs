@@ -19,6 +19,7 @@ use crate::cluster::protocol::proto::{
 use crate::cluster::protocol::shm::{REDUCED, SharedRegion};
 use crate::cluster::protocol::wire::{decode_f32, encode_f32};
 use crate::data::Dataset;
+use crate::optim::AdamConfig;
 use crate::pairs::Pair;
 use crate::telemetry::WorkerMetrics;
 use crate::train::Replica;
@@ -270,6 +271,11 @@ impl<'a> TaskRunner<'a> {
         let params = self.decode_params(&s.params, "weights")?;
         let m = self.decode_params(&s.adam_m, "first moments")?;
         let v = self.decode_params(&s.adam_v, "second moments")?;
+        let config: AdamConfig = serde_json::from_str(&s.adam_config_json)
+            .map_err(|e| from_coordinator(format!("Adam settings: {e}")))?;
+        config
+            .check()
+            .map_err(|e| from_coordinator(format!("Adam settings: {e}")))?;
         let Some(optimizer) = &mut self.optimizer else {
             return Err(from_coordinator(
                 "an optimizer state for a replica whose Adam is the coordinator's",
@@ -279,6 +285,7 @@ impl<'a> TaskRunner<'a> {
         optimizer.adam.m = m;
         optimizer.adam.v = v;
         optimizer.adam.t = s.version;
+        optimizer.adam.config = config;
         self.replica.set_weights(&optimizer.params)?;
         self.version = Some(s.version);
         Ok(())

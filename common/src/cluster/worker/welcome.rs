@@ -5,6 +5,7 @@
 use crate::aggregation::Aggregation;
 use crate::cluster::protocol::proto::Welcome;
 use crate::config::TrainConfig;
+use crate::data::Augment;
 use crate::model::ModelSpec;
 
 /// The run as a Welcome describes it, once checked.
@@ -16,6 +17,8 @@ pub struct WelcomedRun {
     pub aggregation: Aggregation,
     /// The run's learning rate, for replicas that step Adam themselves.
     pub lr: Option<f64>,
+    /// Training-image augmentation and the run's seed its keys derive from.
+    pub augment: (Augment, u64),
 }
 
 /// Checks `welcome` against the images this worker holds (`channels x height x width`);
@@ -36,11 +39,11 @@ pub fn check_welcome(
     }
     let aggregation = Aggregation::from_name(&welcome.aggregation)
         .ok_or_else(|| format!("unknown aggregation {:?}", welcome.aggregation))?;
+    let cfg: TrainConfig = serde_json::from_str(&welcome.config_json)
+        .map_err(|e| format!("bad run configuration: {e}"))?;
     // Replicas that step Adam themselves need the run's learning rate.
     let lr = match aggregation.replicated() {
         true => {
-            let cfg: TrainConfig = serde_json::from_str(&welcome.config_json)
-                .map_err(|e| format!("bad run configuration: {e}"))?;
             if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
                 return Err(format!("a learning rate of {}", cfg.lr));
             }
@@ -52,5 +55,6 @@ pub fn check_welcome(
         spec,
         aggregation,
         lr,
+        augment: (cfg.recipe.augment, cfg.seed),
     })
 }

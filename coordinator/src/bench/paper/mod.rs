@@ -156,6 +156,7 @@ fn train(
         cfg.lr
     );
     let micro = cfg.micro_batch as usize;
+    let (augment, seed) = (cfg.recipe.augment, cfg.seed);
     let mut trainer = Trainer::new(cfg, data);
     let mut engine = LocalEngine::new(
         trainer.spec(),
@@ -163,7 +164,8 @@ fn train(
         dataset,
         &Device::Cpu,
         micro,
-    )?;
+    )?
+    .with_augment(augment, seed);
     let mut on_epoch = OnEpoch(|e: &EpochRecord| {
         eprintln!(
             "[{name}] epoch {}: train loss {:.4} acc {:.4}, val loss {:.4} acc {:.4}, {:.1} s",

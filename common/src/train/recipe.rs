@@ -1,0 +1,129 @@
+//! The training recipe beyond the paper's: augmentation, weight decay, a learning-rate schedule,
+//! which weights are tested and when to stop. Every default is the paper's setting (or, where
+//! the paper is silent, the plainest one), so a run without these flags is the paper's run.
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::Augment;
+use crate::optim::LrSchedule;
+
+/// Which weights the run tests (and writes as its selected model) at its end.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Selection {
+    /// The weights after the last epoch trained.
+    #[default]
+    Last,
+    /// The weights after the epoch with the highest validation pair accuracy (the earliest
+    /// such epoch on a tie); the test set is never used to choose.
+    BestVal,
+}
+
+impl Selection {
+    /// The flag value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Selection::Last => "last",
+            Selection::BestVal => "best-val",
+        }
+    }
+}
+
+/// The recipe flags, shared by training runs and `bench paper`.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Recipe {
+    /// Training-image augmentation: none (the paper), crop (pad by an eighth of the side with
+    /// black and crop back at a random offset) or crop-flip (also mirror half the images; for
+    /// CIFAR-10, not for digits). Drawn per pair from --seed, so any number of workers trains
+    /// the same bytes.
+    #[arg(long, value_enum, env = "SIAMESE_AUGMENT", default_value = "none")]
+    pub augment: Augment,
+    /// Decoupled weight decay (AdamW), 0 (the paper) to 1: each step also shrinks every weight
+    /// by lr x this.
+    #[arg(long, env = "SIAMESE_WEIGHT_DECAY", default_value_t = 0.0, value_parser = weight_decay)]
+    pub weight_decay: f64,
+    /// Learning-rate schedule: constant (the paper) or cosine (to 0 over --epochs).
+    #[arg(
+        long,
+        value_enum,
+        env = "SIAMESE_LR_SCHEDULE",
+        default_value = "constant"
+    )]
+    pub lr_schedule: LrSchedule,
+    /// Which weights are tested at the end: last (after the last epoch) or best-val (after the
+    /// epoch of highest validation accuracy, kept in the checkpoint so that a resumed run
+    /// chooses the same; also written to <checkpoint>.best.safetensors).
+    #[arg(long, value_enum, env = "SIAMESE_SELECT", default_value = "last")]
+    pub select: Selection,
+    /// Early stopping: end training once validation accuracy has not improved for N epochs
+    /// (at least 1; default: train every epoch of --epochs).
+    #[arg(long, env = "SIAMESE_PATIENCE", value_parser = clap::value_parser!(u32).range(1..))]
+    pub patience: Option<u32>,
+}
+
+impl Recipe {
+    /// The recipe in a few words, for logs and tables ("paper" when every flag is the paper's).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.augment != Augment::None {
+            parts.push(format!("augment {}", self.augment.name()));
+        }
+        if self.weight_decay != 0.0 {
+            parts.push(format!("weight decay {}", self.weight_decay));
+        }
+        if self.lr_schedule != LrSchedule::Constant {
+            parts.push(format!("{} lr", self.lr_schedule.name()));
+        }
+        if self.select != Selection::Last {
+            parts.push(format!("select {}", self.select.name()));
+        }
+        if let Some(p) = self.patience {
+            parts.push(format!("patience {p}"));
+        }
+        if parts.is_empty() {
+            "paper".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// A weight decay: finite, 0 to 1.
+pub fn weight_decay(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=1.0).contains(&v) => Ok(v),
+        Ok(v) => Err(format!("{v} is not a weight decay (finite, 0 to 1)")),
+        Err(e) => Err(format!("{s:?} is not a number: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_decay_names_its_range() {
+        assert_eq!(weight_decay("0.05"), Ok(0.05));
+        for bad in ["-0.1", "2", "NaN", "inf"] {
+            let e = weight_decay(bad).unwrap_err();
+            assert!(e.contains("weight decay"), "{bad}: {e}");
+        }
+        assert!(weight_decay("x").unwrap_err().contains("not a number"));
+    }
+
+    #[test]
+    fn describe_names_what_differs_from_the_paper() {
+        assert_eq!(Recipe::default().describe(), "paper");
+        let r = Recipe {
+            augment: Augment::CropFlip,
+            select: Selection::BestVal,
+            patience: Some(20),
+            ..Recipe::default()
+        };
+        assert_eq!(
+            r.describe(),
+            "augment crop-flip, select best-val, patience 20"
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! The training recipe beyond the paper's (augmentation, decoupled weight decay, the cosine
+//! schedule, best-validation selection and early stopping), with the real binaries: any number
+//! of workers and either aggregation trains the same bytes, a run stopped mid-epoch and resumed
+//! chooses the same weights, and settings out of range or of another run are refused by name.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use integration_tests::model_tensors as weights;
+use integration_tests::{bin, read_results, run_with_limit, shared_dataset};
+
+/// Every recipe flag away from the paper's setting. A learning rate four times the paper's
+/// makes validation accuracy peak early on this subset, so that the patience ends the run
+/// before its last epoch (the outcome is fixed: the arithmetic is deterministic).
+const RECIPE: [&str; 12] = [
+    "--augment",
+    "crop",
+    "--weight-decay",
+    "0.05",
+    "--lr-schedule",
+    "cosine",
+    "--select",
+    "best-val",
+    "--patience",
+    "2",
+    "--lr",
+    "4e-3",
+];
+
+fn coordinator(dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("coordinator"));
+    cmd.args(["--dataset", "mnist", "--epochs", "30", "--seed", "5"])
+        .args(["--train-subset", "600", "--val-pairs", "300"])
+        .args(["--test-pairs", "300", "--threads", "1"])
+        .arg("--data-dir")
+        .arg(shared_dataset("mnist"))
+        .arg("--out")
+        .arg(dir.join("run.json"))
+        .arg("--checkpoint")
+        .arg(dir.join("run.safetensors"))
+        .args(extra);
+    cmd
+}
+
+fn succeed(cmd: &mut Command, what: &str) -> String {
+    let out = run_with_limit(cmd, Duration::from_secs(300));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{what} failed:\n{err}");
+    err
+}
+
+/// What a finished run leaves: its weights, the best epoch's weights file, and its results.
+struct Outcome {
+    weights: Vec<(String, Vec<u8>)>,
+    best: Vec<(String, Vec<u8>)>,
+    results: serde_json::Value,
+}
+
+fn outcome(dir: &Path) -> Outcome {
+    let results = read_results(&dir.join("run.json"));
+    let best = results["selection"]["weights"]
+        .as_str()
+        .expect("a best-val run names its weights file");
+    Outcome {
+        weights: weights(&dir.join("run.safetensors")),
+        best: weights(Path::new(best)),
+        results,
+    }
+}
+
+/// The run in one process, uninterrupted.
+fn reference() -> &'static Outcome {
+    static REFERENCE: OnceLock<Outcome> = OnceLock::new();
+    REFERENCE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut extra = vec!["--workers", "0"];
+        extra.extend(RECIPE);
+        succeed(&mut coordinator(dir.path(), &extra), "the reference run");
+        outcome(dir.path())
+    })
+}
+
+fn epochs_of(results: &serde_json::Value) -> Vec<f64> {
+    results["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["val_accuracy"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn best_validation_and_patience_choose_and_stop_as_stated() {
+    let r = reference();
+    let sel = &r.results["selection"];
+    let vals = epochs_of(&r.results);
+    let best = sel["epoch"].as_u64().unwrap() as usize;
+    // The earliest epoch of the highest validation accuracy is the one chosen...
+    let top = vals.iter().cloned().fold(f64::MIN, f64::max);
+    assert_eq!(
+        vals.iter().position(|&v| v == top),
+        Some(best - 1),
+        "{vals:?}"
+    );
+    assert_eq!(sel["val_accuracy"].as_f64(), Some(top));
+    assert_eq!(sel["rule"], "best-val");
+    // ...and training ended two epochs after it, long before the 30 asked for.
+    assert_eq!(sel["stopped_early"], true, "{vals:?}");
+    assert_eq!(vals.len(), best + 2, "{vals:?}");
+    assert!(vals.len() < 30);
+    // The chosen weights are not the last ones: the test figures are of the best epoch.
+    assert!(
+        r.best != r.weights,
+        "the best epoch is the last; pick another recipe"
+    );
+}
+
+#[test]
+fn any_worker_count_and_either_aggregation_train_the_same_bytes() {
+    for (workers, aggregation) in [("2", "allreduce"), ("3", "coordinator")] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut extra = vec!["--workers", workers, "--aggregation", aggregation];
+        extra.extend(RECIPE);
+        succeed(&mut coordinator(dir.path(), &extra), aggregation);
+        let o = outcome(dir.path());
+        let what = format!("{workers} workers, {aggregation}");
+        assert!(o.weights == reference().weights, "{what}: other weights");
+        assert!(o.best == reference().best, "{what}: another best epoch");
+        assert_eq!(chosen(&o.results), chosen(&reference().results), "{what}");
+    }
+}
+
+/// The choice and the test figures, without the file paths.
+fn chosen(results: &serde_json::Value) -> [serde_json::Value; 4] {
+    let sel = &results["selection"];
+    [
+        sel["epoch"].clone(),
+        sel["val_accuracy"].clone(),
+        sel["stopped_early"].clone(),
+        results["test"]["pair_accuracy"].clone(),
+    ]
+}
+
+#[test]
+fn a_run_stopped_mid_epoch_and_resumed_chooses_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut extra = vec!["--workers", "0", "--resume", "auto"];
+    extra.extend(RECIPE);
+    // 10 steps a 600-image epoch: stop inside the fourth, after a best epoch was kept.
+    let mut first = extra.clone();
+    first.extend(["--max-steps", "35"]);
+    succeed(&mut coordinator(dir.path(), &first), "the first part");
+    succeed(&mut coordinator(dir.path(), &extra), "the resumed run");
+    let o = outcome(dir.path());
+    assert!(
+        o.weights == reference().weights,
+        "other weights after resuming"
+    );
+    assert!(
+        o.best == reference().best,
+        "another best epoch after resuming"
+    );
+    assert_eq!(chosen(&o.results), chosen(&reference().results));
+}
+
+#[test]
+fn resuming_with_another_recipe_is_refused_naming_the_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut extra = vec!["--workers", "0", "--max-steps", "3"];
+    extra.extend(RECIPE);
+    succeed(&mut coordinator(dir.path(), &extra), "a short run");
+    let out = run_with_limit(
+        &mut coordinator(
+            dir.path(),
+            &["--workers", "0", "--lr", "4e-3", "--resume", "auto"],
+        ),
+        Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for want in [
+        "--augment is none here, crop in the checkpoint",
+        "--weight-decay is 0 here, 0.05 in the checkpoint",
+        "--lr-schedule is constant here, cosine in the checkpoint",
+        "--epochs (the schedule spans them) is none here, 30 in the checkpoint",
+    ] {
+        assert!(err.contains(want), "missing {want:?}:\n{err}");
+    }
+}
+
+#[test]
+fn recipe_flags_out_of_range_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, value, want) in [
+        (
+            "--weight-decay",
+            "2",
+            "2 is not a weight decay (finite, 0 to 1)",
+        ),
+        ("--weight-decay", "NaN", "not a weight decay"),
+        ("--patience", "0", "0 is not in 1.."),
+        ("--augment", "rotate", "invalid value 'rotate'"),
+        ("--lr-schedule", "step", "invalid value 'step'"),
+        ("--select", "best-test", "invalid value 'best-test'"),
+    ] {
+        let out = run_with_limit(
+            &mut coordinator(dir.path(), &["--workers", "0", flag, value]),
+            Duration::from_secs(30),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(
+            err.contains(want) && err.contains(flag),
+            "{flag} {value}: {err}"
+        );
+        assert!(!dir.path().join("run.json").exists());
+    }
+}
