@@ -160,6 +160,7 @@ fn bench_paper_writes_every_table_and_figure_with_sane_figures() {
         Command::new(bin("coordinator"))
             .args(["bench", "paper", "--dataset", "mnist", "--epochs", "1"])
             .args(["--train-subset", "1000", "--quick", "--threads", "1"])
+            .args(["--augment", "crop", "--select", "best-val"])
             .arg("--mnist-dir")
             .arg(shared_dataset("mnist"))
             .arg("--out")
@@ -179,6 +180,11 @@ fn bench_paper_writes_every_table_and_figure_with_sane_figures() {
     ] {
         assert!(stdout.contains(header), "{header} missing:\n{stdout}");
     }
+    // The recipe is named above the tables and reaches every run.
+    assert!(
+        stdout.contains("Recipe: augment crop, select best-val"),
+        "{stdout}"
+    );
     // The paper's figures ride beside ours: MNIST test 99.11, batch 32 at 34.76 s/epoch.
     assert!(
         stdout.contains("99.11") && stdout.contains("34.76"),
@@ -195,6 +201,8 @@ fn bench_paper_writes_every_table_and_figure_with_sane_figures() {
     assert_eq!(mnist["dataset"], "mnist");
     let run = &mnist["results"];
     assert_eq!(run["epochs"].as_array().unwrap().len(), 1, "{run}");
+    assert_eq!(run["config"]["augment"], "crop", "{run}");
+    assert_eq!(run["selection"]["rule"], "best-val", "{run}");
     let epoch = &run["epochs"][0];
     for key in ["train_accuracy", "val_accuracy"] {
         fraction(&epoch[key]);

@@ -135,6 +135,7 @@ fn config(args: &PaperArgs, kind: DatasetKind, name: &str) -> Result<TrainConfig
         test_pairs: quick,
         data_dir: Some(args.data_dir(kind)),
         out: Some(args.out.join("runs").join(format!("{name}.json"))),
+        recipe: args.recipe.clone(),
         ..TrainConfig::defaults(kind)?
     })
 }

@@ -156,9 +156,22 @@ fn last_accuracies(r: &RunResults) -> (f64, f64) {
         .map_or((0.0, 0.0), |e| (e.train_accuracy, e.val_accuracy))
 }
 
+/// ", tested after epoch N" where the tested weights are not the last epoch's.
+fn tested_epoch(r: &RunResults) -> String {
+    let last = r.epochs.last().map_or(0, |e| e.epoch);
+    match r.selection.epoch {
+        e if e != last && e > 0 => format!(", tested after {e}"),
+        _ => String::new(),
+    }
+}
+
 /// All tables as markdown, headed by the budget that ran.
 pub fn paper_tables(r: &PaperReport) -> String {
     let mut s = format!("{}\n\n", r.budget);
+    s.push_str(&format!(
+        "Recipe: {} (docs/spec.md 3.4); the test column is of the weights `selection` names.\n\n",
+        r.args.recipe.describe()
+    ));
     s.push_str("### Accuracy per dataset (pair accuracy, %; ours / paper)\n\n");
     s.push_str("| dataset | epochs (paper) | train | paper train | val | paper val | test | paper test | ROC AUC | nearest-class-mean | s/epoch | paper s/epoch |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -166,9 +179,10 @@ pub fn paper_tables(r: &PaperReport) -> String {
         let (train, val) = last_accuracies(&d.results);
         let p = &d.paper;
         s.push_str(&format!(
-            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {:.4} | {} | {:.2} | {:.2} |\n",
+            "| {} | {}{} ({}) | {} | {} | {} | {} | {} | {} | {:.4} | {} | {:.2} | {:.2} |\n",
             display_name(d.dataset),
             d.results.epochs.len(),
+            tested_epoch(&d.results),
             p.epochs,
             pct(train),
             pct(p.train_accuracy),

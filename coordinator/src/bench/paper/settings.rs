@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bench::BenchError;
 use siamese_common::data::{DatasetKind, resolve_data_dir};
+use siamese_common::train::Recipe;
 
 /// Validation and test pairs kept with --quick (a test-pair prefix stays balanced).
 pub const QUICK_PAIRS: usize = 1_000;
@@ -54,6 +55,11 @@ pub struct PaperArgs {
     /// Folder for paper.json, paper.md, the PNG figures and each run's results in runs/.
     #[arg(long, default_value = "results/paper")]
     pub out: PathBuf,
+    /// The training recipe of every run (the paper's unless these flags say otherwise); the
+    /// tables name it beside the paper's figures.
+    #[command(flatten)]
+    #[serde(default)]
+    pub recipe: Recipe,
 }
 
 impl PaperArgs {
