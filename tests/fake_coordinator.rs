@@ -12,6 +12,8 @@ use siamese_common::cluster::protocol::proto::{
     coordinator_message, worker_message,
 };
 use siamese_common::cluster::protocol::{MODEL_VERSION, PROTOCOL_VERSION};
+use siamese_common::config::TrainConfig;
+use siamese_common::data::DatasetKind;
 use siamese_common::model::ModelSpec;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -45,7 +47,10 @@ impl Script {
                 rank: 0,
                 world_size: 1,
                 model_spec_json: serde_json::to_string(spec).unwrap(),
-                config_json: "{}".into(),
+                config_json: serde_json::to_string(
+                    &TrainConfig::defaults(DatasetKind::Mnist).unwrap(),
+                )
+                .unwrap(),
                 shm: false,
                 aggregation: "coordinator".into(),
                 nccl_timeout_s: 10,

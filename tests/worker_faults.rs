@@ -1,5 +1,6 @@
 //! What a real worker refuses from a coordinator that lies: a bad `RunInfo`, a bad `Welcome`,
-//! a forged shared-memory header, weights that are not numbers, tasks naming what is not there.
+//! a forged shared-memory header, weights that are not numbers, Adam settings no run makes,
+//! tasks naming what is not there.
 //! Each ends in an error naming what was wrong, with no panic, within the worker's deadlines.
 
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use integration_tests::fake_coordinator::{FakeCoordinator, Script, message};
 use integration_tests::{bin, run_with_limit, shared_dataset};
 use siamese_common::cluster::protocol::proto::coordinator_message::Body;
-use siamese_common::cluster::protocol::proto::{GradientTask, Task, Weights, task};
+use siamese_common::cluster::protocol::proto::{GradientTask, ReplicaState, Task, Weights, task};
 use siamese_common::cluster::protocol::wire::encode_f32;
 use siamese_common::data::DatasetKind;
 use siamese_common::model::ModelSpec;
@@ -211,4 +212,35 @@ fn a_task_naming_images_past_the_end_is_answered_with_an_error() {
         None,
     );
     assert!(err.contains("4000000000"), "{err}");
+}
+
+#[test]
+fn adam_settings_that_no_run_makes_are_refused() {
+    let n = spec().num_params();
+    for (json, want) in [
+        (
+            r#"{"lr":-1.0,"beta1":0.9,"beta2":0.999,"eps":1e-8}"#,
+            "a learning rate of -1",
+        ),
+        (
+            r#"{"lr":0.001,"beta1":0.9,"beta2":0.999,"eps":1e-8,"weight_decay":5.0}"#,
+            "weight decay 5",
+        ),
+        (r#"{"lr":"fast"}"#, "Adam settings"),
+    ] {
+        let mut script = Script::honest(&spec());
+        script.welcome.as_mut().unwrap().aggregation = "allreduce".into();
+        script.then = vec![message(Body::State(ReplicaState {
+            version: 0,
+            params: encode_f32(&spec().init(1)),
+            adam_m: encode_f32(&vec![0.0; n]),
+            adam_v: encode_f32(&vec![0.0; n]),
+            adam_config_json: json.into(),
+        }))];
+        let err = refused(script);
+        assert!(
+            err.contains("Adam settings") && err.contains(want),
+            "{json}: {err}"
+        );
+    }
 }
