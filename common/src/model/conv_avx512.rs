@@ -271,23 +271,51 @@ unsafe fn input_grad_rows<const C: usize, const CI: usize>(
     winners: &Winners<'_>,
     dx: &mut [f32],
 ) {
-    let (k, row) = (g.k, p.row);
+    let row = p.row;
     assert!(g.pad + g.w <= 16 * C && row <= 64 && g.cout <= 16 && g.cin.is_multiple_of(CI));
     // Each winner's row, and the lanes of the padded row its run covers (columns col..col + 8,
     // within `row`; bits past 16 C are right of the border, where no register is kept), computed
     // once rather than per row.
-    let placed: Vec<(f32, usize, u64)> = winners
-        .all
-        .iter()
-        .map(|&(gv, at)| (gv, at / row, 0xFFu64 << (at % row)))
-        .collect();
+    PLACED.with_borrow_mut(|placed| {
+        placed.clear();
+        placed.extend(
+            winners
+                .all
+                .iter()
+                .map(|&(gv, at)| (gv, at / row, 0xFFu64 << (at % row))),
+        );
+        // SAFETY: this function's features, which the closure may not inherit.
+        unsafe { add_rows::<C, CI>(g, p, winners.starts, placed, dx) }
+    })
+}
+
+thread_local! {
+    /// [`input_grad_rows`]' winners with their rows and run masks, kept so that an image costs
+    /// no allocation.
+    static PLACED: std::cell::RefCell<Vec<(f32, usize, u64)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The body of [`input_grad_rows`], given each winner's (gradient, row, run mask) by channel.
+///
+/// # Safety
+/// The CPU must have AVX-512F, AVX-512VL, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn add_rows<const C: usize, const CI: usize>(
+    g: &ConvGeom,
+    p: &Prepared,
+    starts: &[usize],
+    placed: &[(f32, usize, u64)],
+    dx: &mut [f32],
+) {
+    let k = g.k;
     let mut cursor = [0usize; 16];
     for ci0 in (0..g.cin).step_by(CI) {
         cursor.fill(0);
         for y in g.pad..g.pad + g.h {
             let mut acc = [[_mm512_setzero_ps(); C]; CI];
             for (c, first) in cursor.iter_mut().enumerate().take(g.cout) {
-                let ws = &placed[winners.starts[c]..winners.starts[c + 1]];
+                let ws = &placed[starts[c]..starts[c + 1]];
                 // Windows only move down along a channel (a winner's row is 2 oy or 2 oy + 1,
                 // and oy never decreases), so those that end above this row can be dropped.
                 while *first < ws.len() && (ws[*first].1 | 1) + k <= y {
