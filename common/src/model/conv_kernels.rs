@@ -397,6 +397,9 @@ pub(super) fn backward_generic<S: Lanes8, D: InputGrad>(
         for c in 0..g.cout {
             starts.push(winners.len());
             let first = winners.len();
+            // The bias gradient's running sum in a register, in the same order as adding to
+            // `db[c]` in memory (which waited on a store per winner: 8% of the backward).
+            let mut db = gr.db[c];
             for oy in 0..ho {
                 for ox in 0..wo {
                     let idx = (c * ho + oy) * wo + ox;
@@ -406,10 +409,11 @@ pub(super) fn backward_generic<S: Lanes8, D: InputGrad>(
                         let win = a[idx] as usize;
                         let at = (2 * oy + win / 2) * p.row + 2 * ox + win % 2;
                         winners.push((gv, at));
-                        gr.db[c] += f64::from(gv);
+                        db += f64::from(gv);
                     }
                 }
             }
+            gr.db[c] = db;
             for ci in 0..g.cin {
                 let plane = ci * p.rows * p.row;
                 let rows = ((c * g.cin + ci) * k) * RUN;
