@@ -1,14 +1,25 @@
 //! Splits one SN-LeNet-5 training step into its parts and times each, on random data.
 //!
-//! `cargo run --release -p siamese-common --example step_profile -- [threads]`
+//! `cargo run --release -p siamese-common --example step_profile -- [threads] [only]`
+//!
+//! `only` runs just the parts whose label contains it (e.g. `"conv2 forward+"`), for
+//! `perf stat`, whose cycle counts a busy machine disturbs less than wall-clock times;
+//! `SIAMESE_KERNELS=avx512|avx2|portable` picks the kernels.
 
+use std::sync::OnceLock;
 use std::time::Instant;
+
+/// The second argument: only parts whose label contains it run.
+static ONLY: OnceLock<String> = OnceLock::new();
 
 use candle_core::{Device, Tensor, Var};
 use siamese_common::aggregation::tree::{DEFAULT_MICRO_BATCH, MicroBatches};
 use siamese_common::model::{ConvGeom, Grouping, ModelSpec, Network, conv_relu_pool};
 
 fn time<R>(label: &str, reps: usize, mut f: impl FnMut() -> R) {
+    if !label.contains(ONLY.get().map_or("", String::as_str)) {
+        return;
+    }
     f();
     let start = Instant::now();
     for _ in 0..reps {
@@ -25,6 +36,11 @@ fn main() -> candle_core::Result<()> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
+    ONLY.get_or_init(|| std::env::args().nth(2).unwrap_or_default());
+    println!(
+        "kernels: {:?}",
+        siamese_common::model::KernelPath::selected()
+    );
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()

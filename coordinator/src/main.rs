@@ -129,6 +129,9 @@ fn main() -> std::process::ExitCode {
         cli.output.default_level(),
         BarAwareStderr::new(console.bars().clone()),
     );
+    // Decided now, with logging up, so that a bad SIAMESE_KERNELS is reported before any work.
+    let kernels = siamese_common::model::KernelPath::selected();
+    tracing::debug!(kernels = kernels.name(), "CPU kernels");
     let result = StopFlag::on_signals()
         .context("installing the SIGINT and SIGTERM handlers")
         .and_then(|stop| match cli.command {

@@ -78,6 +78,9 @@ struct Cli {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     siamese_common::logging::init(cli.log_format, "info");
+    // Decided now, with logging up, so that a bad SIAMESE_KERNELS is reported before any work.
+    let kernels = siamese_common::model::KernelPath::selected();
+    tracing::debug!(kernels = kernels.name(), "CPU kernels");
     let threads = cli.threads.unwrap_or_else(|| default_threads(1));
     // SAFETY: nothing has started a thread yet.
     unsafe { siamese_common::threads::pin_compute_threads(threads) };

@@ -11,6 +11,8 @@
 
 use std::ops::Range;
 
+use crate::model::kernel_path::KernelPath;
+
 /// Pairs per micro-batch when a run does not choose.
 pub const DEFAULT_MICRO_BATCH: usize = 8;
 
@@ -172,21 +174,31 @@ fn reduce(
 }
 
 /// Elementwise `left += right` in f32: each sum is one IEEE addition, so the vector width the
-/// CPU offers changes the speed, never the bits.
+/// CPU offers changes the speed, never the bits. The width follows the kernels' one decision
+/// ([`KernelPath`]).
 fn add_into(left: &mut [f32], right: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx") {
-        // SAFETY: AVX was detected at run time.
-        unsafe { add_into_avx(left, right) };
-        return;
+    match KernelPath::current() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `KernelPath` chose this path only where the CPU has AVX-512F.
+        KernelPath::Avx512 => unsafe { add_into_avx512(left, right) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `KernelPath` chose this path only where the CPU has AVX2, hence AVX.
+        KernelPath::Avx2 => unsafe { add_into_avx(left, right) },
+        _ => add_lanes(left, right),
     }
-    add_lanes(left, right);
 }
 
 /// [`add_into`] compiled with 8-wide AVX registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
 unsafe fn add_into_avx(left: &mut [f32], right: &[f32]) {
+    add_lanes(left, right);
+}
+
+/// [`add_into`] compiled with 16-wide AVX-512 registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn add_into_avx512(left: &mut [f32], right: &[f32]) {
     add_lanes(left, right);
 }
 

@@ -6,29 +6,31 @@
 //! GEMMs over the whole conv output it walks those winners and updates 8-wide runs of the kernel
 //! window (`k <= 8`), for the weight gradient and, when asked, the input gradient.
 //!
-//! The kernels are compiled twice: with AVX2+FMA, chosen at run time where the CPU has them,
-//! and for the baseline target.
+//! The kernels are compiled three times: for the baseline target, with AVX2+FMA, and with
+//! AVX-512, where `conv_avx512` replaces the parts that gain from 16 lanes and masks with
+//! versions that give the same bits; [`KernelPath`] chooses at run time.
 
 use super::conv_geom::ConvGeom;
+use super::kernel_path::KernelPath;
 #[cfg(target_arch = "x86_64")]
 use super::simd::Avx2;
-use super::simd::{Lanes8, Scalar, has_avx2_fma};
+use super::simd::{Lanes8, Scalar};
 
 /// Width of one kernel-row run: a k-wide window row padded with zero weights.
-const RUN: usize = 8;
+pub(super) const RUN: usize = 8;
 /// Largest kernel side the backward keeps in registers.
 const MAX_K: usize = 8;
 
 /// Weights rearranged once per call for the two kernels.
 pub(crate) struct Prepared {
     /// `[tap][lanes]`: tap = (ci, ky, kx), output channels as lanes, zero past `cout`.
-    wt: Vec<f32>,
+    pub(super) wt: Vec<f32>,
     /// `[cout][cin][k][RUN]`: kernel rows padded to runs with zeros past `k`.
-    w8: Vec<f32>,
+    pub(super) w8: Vec<f32>,
     /// Padded input row length (`w + 2 pad + RUN`), so every run stays in bounds.
-    row: usize,
+    pub(super) row: usize,
     /// Padded input height.
-    rows: usize,
+    pub(super) rows: usize,
 }
 
 impl Prepared {
@@ -53,7 +55,7 @@ impl Prepared {
     }
 
     /// Copies one image into a zero-bordered buffer so no kernel needs bounds logic.
-    fn pad_into(&self, g: &ConvGeom, img: &[f32], xp: &mut [f32]) {
+    pub(super) fn pad_into(&self, g: &ConvGeom, img: &[f32], xp: &mut [f32]) {
         xp.fill(0.0);
         for ci in 0..g.cin {
             for y in 0..g.h {
@@ -63,7 +65,7 @@ impl Prepared {
         }
     }
 
-    fn padded_len(&self, g: &ConvGeom) -> usize {
+    pub(super) fn padded_len(&self, g: &ConvGeom) -> usize {
         g.cin * self.rows * self.row
     }
 }
@@ -86,13 +88,15 @@ pub(crate) fn forward(
     out: &mut [f32],
     arg: &mut [u8],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
+    match KernelPath::current() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `KernelPath` chose this path only where the CPU has AVX-512F/VL, AVX2 and FMA.
+        KernelPath::Avx512 => unsafe { super::conv_avx512::forward(g, p, x, b, out, arg) },
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU reports AVX2 and FMA, the only features the function enables.
-        unsafe { forward_avx2(g, p, x, b, out, arg) };
-        return;
+        KernelPath::Avx2 => unsafe { forward_avx2(g, p, x, b, out, arg) },
+        _ => forward_dispatch::<Scalar>(g, p, x, b, out, arg),
     }
-    forward_dispatch::<Scalar>(g, p, x, b, out, arg);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -109,7 +113,7 @@ unsafe fn forward_avx2(
 }
 
 #[inline(always)]
-fn forward_dispatch<S: Lanes8>(
+pub(super) fn forward_dispatch<S: Lanes8>(
     g: &ConvGeom,
     p: &Prepared,
     x: &[f32],
@@ -134,24 +138,11 @@ fn forward_generic<S: Lanes8, const V: usize, const P: usize>(
     arg: &mut [u8],
 ) {
     let lanes = 8 * V;
-    let (hc, wc, k) = (g.conv_h(), g.conv_w(), g.k);
-    let (ho, wo) = (g.out_h(), g.out_w());
-    let in_len = g.cin * g.h * g.w;
-    let out_len = g.cout * ho * wo;
+    let (in_len, out_len) = (g.cin * g.h * g.w, g.out_len());
     let mut xp = vec![0.0f32; p.padded_len(g)];
     // Conv output of one image, pixel-major with channels as lanes.
-    let mut z = vec![0.0f32; hc * wc * lanes];
-    // Blocks of P pixels (P x V accumulators: enough independent FMA chains to hide latency); the last block of a row overlaps the one before (recomputing a few
-    // pixels is cheaper than a scalar tail).
-    let starts: Vec<usize> = if wc >= P {
-        (0..wc - P)
-            .step_by(P)
-            .chain(std::iter::once(wc - P))
-            .collect()
-    } else {
-        vec![0]
-    };
-    let width = P.min(wc);
+    let mut z = vec![0.0f32; g.conv_h() * g.conv_w() * lanes];
+    let starts = block_starts(g.conv_w(), P);
     let mut bias_lanes = vec![0.0f32; lanes];
     bias_lanes[..g.cout].copy_from_slice(b);
     for ((img, o), a) in x
@@ -160,58 +151,102 @@ fn forward_generic<S: Lanes8, const V: usize, const P: usize>(
         .zip(arg.chunks_exact_mut(out_len))
     {
         p.pad_into(g, img, &mut xp);
-        for zy in 0..hc {
-            for &zx in &starts {
-                let mut acc = [[S::zero(); V]; P];
-                for ci in 0..g.cin {
-                    for ky in 0..k {
-                        let xrow = &xp[(ci * p.rows + zy + ky) * p.row + zx..][..P + k];
-                        let wrows = &p.wt[(ci * k + ky) * k * lanes..][..k * lanes];
-                        for kx in 0..k {
-                            let mut wv = [S::zero(); V];
-                            for (v, w) in wv.iter_mut().enumerate() {
-                                *w = S::load(&wrows[kx * lanes + 8 * v..]);
-                            }
-                            for (j, accj) in acc.iter_mut().enumerate() {
-                                let xv = S::splat(xrow[j + kx]);
-                                for v in 0..V {
-                                    accj[v] = S::madd(xv, wv[v], accj[v]);
-                                }
+        conv_pixels::<S, V, P>(g, p, &xp, &starts, &mut z);
+        pool::<S, V>(g, &z, &bias_lanes, o, a);
+    }
+}
+
+/// First pixel of every block of `width` pixels along a conv-output row of `wc`; the last block
+/// of a row overlaps the one before (recomputing a few pixels is cheaper than a scalar tail, and
+/// gives the same values).
+pub(super) fn block_starts(wc: usize, width: usize) -> Vec<usize> {
+    if wc >= width {
+        (0..wc - width)
+            .step_by(width)
+            .chain(std::iter::once(wc - width))
+            .collect()
+    } else {
+        vec![0]
+    }
+}
+
+/// The conv output of the padded image `xp` into `z` (`[pixel][8 V lanes]`), in blocks of P
+/// pixels (P x V accumulators: enough independent FMA chains to hide latency). Every output
+/// accumulates its taps in (ci, ky, kx) order, one FMA each, from zero.
+#[inline(always)]
+fn conv_pixels<S: Lanes8, const V: usize, const P: usize>(
+    g: &ConvGeom,
+    p: &Prepared,
+    xp: &[f32],
+    starts: &[usize],
+    z: &mut [f32],
+) {
+    let lanes = 8 * V;
+    let (hc, wc, k) = (g.conv_h(), g.conv_w(), g.k);
+    let width = P.min(wc);
+    for zy in 0..hc {
+        for &zx in starts {
+            let mut acc = [[S::zero(); V]; P];
+            for ci in 0..g.cin {
+                for ky in 0..k {
+                    let xrow = &xp[(ci * p.rows + zy + ky) * p.row + zx..][..P + k];
+                    let wrows = &p.wt[(ci * k + ky) * k * lanes..][..k * lanes];
+                    for kx in 0..k {
+                        let mut wv = [S::zero(); V];
+                        for (v, w) in wv.iter_mut().enumerate() {
+                            *w = S::load(&wrows[kx * lanes + 8 * v..]);
+                        }
+                        for (j, accj) in acc.iter_mut().enumerate() {
+                            let xv = S::splat(xrow[j + kx]);
+                            for v in 0..V {
+                                accj[v] = S::madd(xv, wv[v], accj[v]);
                             }
                         }
                     }
                 }
-                for (j, accj) in acc.iter().enumerate().take(width) {
-                    for v in 0..V {
-                        S::store(&mut z[((zy * wc + zx + j) * V + v) * 8..], accj[v]);
-                    }
+            }
+            for (j, accj) in acc.iter().enumerate().take(width) {
+                for v in 0..V {
+                    S::store(&mut z[((zy * wc + zx + j) * V + v) * 8..], accj[v]);
                 }
             }
         }
-        // 2x2 pool over all channel lanes at once; the first maximum wins, as in the scalar
-        // definition the tests hold this to.
-        let mut vals = [0.0f32; 16];
-        let mut wins = [0.0f32; 16];
-        let (zero, idx_of) = (S::zero(), [S::splat(1.0), S::splat(2.0), S::splat(3.0)]);
-        for oy in 0..ho {
-            for ox in 0..wo {
-                for v in 0..V {
-                    let at = |dy: usize, dx: usize| {
-                        S::load(&z[(((2 * oy + dy) * wc + 2 * ox + dx) * V + v) * 8..])
-                    };
-                    let (mut best, mut win) = (at(0, 0), zero);
-                    for (i, cand) in [at(0, 1), at(1, 0), at(1, 1)].into_iter().enumerate() {
-                        (best, win) = S::take_greater(cand, best, idx_of[i], win);
-                    }
-                    let bias = S::load(&bias_lanes[8 * v..]);
-                    S::store(&mut vals[8 * v..], S::max(S::add(best, bias), zero));
-                    S::store(&mut wins[8 * v..], win);
+    }
+}
+
+/// 2x2 pool of `z` (`[pixel][8 V lanes]`) over all channel lanes at once, then bias and ReLU,
+/// into one image's outputs `o` and winners `a`. The first maximum wins, as in the scalar
+/// definition the tests hold this to.
+#[inline(always)]
+pub(super) fn pool<S: Lanes8, const V: usize>(
+    g: &ConvGeom,
+    z: &[f32],
+    bias_lanes: &[f32],
+    o: &mut [f32],
+    a: &mut [u8],
+) {
+    let (wc, ho, wo) = (g.conv_w(), g.out_h(), g.out_w());
+    let mut vals = [0.0f32; 16];
+    let mut wins = [0.0f32; 16];
+    let (zero, idx_of) = (S::zero(), [S::splat(1.0), S::splat(2.0), S::splat(3.0)]);
+    for oy in 0..ho {
+        for ox in 0..wo {
+            for v in 0..V {
+                let at = |dy: usize, dx: usize| {
+                    S::load(&z[(((2 * oy + dy) * wc + 2 * ox + dx) * V + v) * 8..])
+                };
+                let (mut best, mut win) = (at(0, 0), zero);
+                for (i, cand) in [at(0, 1), at(1, 0), at(1, 1)].into_iter().enumerate() {
+                    (best, win) = S::take_greater(cand, best, idx_of[i], win);
                 }
-                for c in 0..g.cout {
-                    let idx = (c * ho + oy) * wo + ox;
-                    o[idx] = vals[c];
-                    a[idx] = wins[c] as u8;
-                }
+                let bias = S::load(&bias_lanes[8 * v..]);
+                S::store(&mut vals[8 * v..], S::max(S::add(best, bias), zero));
+                S::store(&mut wins[8 * v..], win);
+            }
+            for c in 0..g.cout {
+                let idx = (c * ho + oy) * wo + ox;
+                o[idx] = vals[c];
+                a[idx] = wins[c] as u8;
             }
         }
     }
@@ -262,29 +297,71 @@ pub(crate) struct Scratch {
     xp: Vec<f32>,
     /// Its gradient, zero-bordered likewise.
     dxp: Vec<f32>,
-    /// One channel's pool winners: (gradient, offset in `xp`).
+    /// The image's pool winners, channel after channel: (gradient, offset in a plane of `xp`).
     winners: Vec<(f32, usize)>,
+    /// Where each channel's winners start in `winners`, and their end.
+    starts: Vec<usize>,
+}
+
+/// The pool winners of one image, by channel: the only non-zeros of its conv-output gradient.
+pub(super) struct Winners<'a> {
+    /// (gradient, offset in a plane of the padded input), channel after channel, each channel's
+    /// in (oy, ox) order.
+    pub all: &'a [(f32, usize)],
+    /// Where each channel's winners start in `all`, and their end (`cout + 1` entries).
+    pub starts: &'a [usize],
+}
+
+impl Winners<'_> {
+    /// Channel `c`'s winners.
+    pub fn of(&self, c: usize) -> &[(f32, usize)] {
+        &self.all[self.starts[c]..self.starts[c + 1]]
+    }
 }
 
 /// Backward over a run of images, adding into `gr`.
 pub(crate) fn backward(g: &ConvGeom, p: &Prepared, run: Run<'_>, gr: Grads<'_>, s: &mut Scratch) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
+    match KernelPath::current() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `KernelPath` chose this path only where the CPU has AVX-512F/VL, AVX2 and FMA.
+        KernelPath::Avx512 => unsafe { super::conv_avx512::backward(g, p, run, gr, s) },
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU reports AVX2 and FMA, the only features the function enables.
-        unsafe { backward_avx2(g, p, run, gr, s) };
-        return;
+        KernelPath::Avx2 => unsafe { backward_avx2(g, p, run, gr, s) },
+        _ => backward_generic::<Scalar, EightLanes<Scalar>>(g, p, run, gr, s),
     }
-    backward_generic::<Scalar>(g, p, run, gr, s);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn backward_avx2(g: &ConvGeom, p: &Prepared, run: Run<'_>, gr: Grads<'_>, s: &mut Scratch) {
-    backward_generic::<Avx2>(g, p, run, gr, s);
+    backward_generic::<Avx2, EightLanes<Avx2>>(g, p, run, gr, s);
 }
 
+/// How a backward computes one image's input gradient.
+///
+/// A trait rather than a closure or function pointer: its method is inlined into the caller
+/// compiled with the path's target features, where a `Fn` shim would be compiled without them
+/// (and call every intrinsic out of line).
+pub(super) trait InputGrad {
+    /// Writes one image's input gradient into `dx` from its winners; `dxp` is scratch of the
+    /// padded input's size.
+    fn dx_of(g: &ConvGeom, p: &Prepared, w: &Winners<'_>, dx: &mut [f32], dxp: &mut [f32]);
+}
+
+/// [`input_grad`] with lanes `S`.
+pub(super) struct EightLanes<S>(std::marker::PhantomData<S>);
+
+impl<S: Lanes8> InputGrad for EightLanes<S> {
+    #[inline(always)]
+    fn dx_of(g: &ConvGeom, p: &Prepared, w: &Winners<'_>, dx: &mut [f32], dxp: &mut [f32]) {
+        input_grad::<S>(g, p, w, dx, dxp)
+    }
+}
+
+/// The backward for lanes `S`, with `D` writing each image's input gradient.
 #[inline(always)]
-fn backward_generic<S: Lanes8>(
+pub(super) fn backward_generic<S: Lanes8, D: InputGrad>(
     g: &ConvGeom,
     p: &Prepared,
     run: Run<'_>,
@@ -292,12 +369,17 @@ fn backward_generic<S: Lanes8>(
     scratch: &mut Scratch,
 ) {
     let Run { x, out, grad, arg } = run;
-    let Scratch { xp, dxp, winners } = scratch;
+    let Scratch {
+        xp,
+        dxp,
+        winners,
+        starts,
+    } = scratch;
     let (ho, wo, k) = (g.out_h(), g.out_w(), g.k);
     let in_len = g.cin * g.h * g.w;
     let out_len = g.cout * ho * wo;
     let want_dx = !gr.dx.is_empty();
-    // `pad_into` rewrites all of `xp` and `dxp` is cleared per image, so stale values are harmless.
+    // `pad_into` rewrites all of `xp`, and `D` clears what it uses.
     xp.resize(p.padded_len(g), 0.0);
     if want_dx {
         dxp.resize(p.padded_len(g), 0.0);
@@ -305,17 +387,19 @@ fn backward_generic<S: Lanes8>(
     let n = x.len() / in_len;
     for i in 0..n {
         p.pad_into(g, &x[i * in_len..(i + 1) * in_len], xp);
-        if want_dx {
-            dxp.fill(0.0);
-        }
         let (o, gs, a) = (
             &out[i * out_len..][..out_len],
             &grad[i * out_len..][..out_len],
             &arg[i * out_len..][..out_len],
         );
+        winners.clear();
+        starts.clear();
         for c in 0..g.cout {
-            // This channel's winners: the only non-zeros of its conv-output gradient.
-            winners.clear();
+            starts.push(winners.len());
+            let first = winners.len();
+            // The bias gradient's running sum in a register, in the same order as adding to
+            // `db[c]` in memory (which waited on a store per winner: 8% of the backward).
+            let mut db = gr.db[c];
             for oy in 0..ho {
                 for ox in 0..wo {
                     let idx = (c * ho + oy) * wo + ox;
@@ -325,17 +409,18 @@ fn backward_generic<S: Lanes8>(
                         let win = a[idx] as usize;
                         let at = (2 * oy + win / 2) * p.row + 2 * ox + win % 2;
                         winners.push((gv, at));
-                        gr.db[c] += f64::from(gv);
+                        db += f64::from(gv);
                     }
                 }
             }
+            gr.db[c] = db;
             for ci in 0..g.cin {
                 let plane = ci * p.rows * p.row;
                 let rows = ((c * g.cin + ci) * k) * RUN;
                 // The weight gradient of one (channel, input channel) stays in registers across
                 // all winners: a load and store per update would serialise on store forwarding.
                 let mut acc = [S::zero(); MAX_K];
-                for &(gv, at) in winners.iter() {
+                for &(gv, at) in winners[first..].iter() {
                     let gsplat = S::splat(gv);
                     for (ky, accy) in acc.iter_mut().enumerate().take(k) {
                         *accy = S::madd(gsplat, S::load(&xp[plane + at + ky * p.row..]), *accy);
@@ -351,27 +436,52 @@ fn backward_generic<S: Lanes8>(
                         *d += f64::from(v);
                     }
                 }
-                if want_dx {
-                    for &(gv, at) in winners.iter() {
-                        let gsplat = S::splat(gv);
-                        for ky in 0..k {
-                            let d = &mut dxp[plane + at + ky * p.row..];
-                            let w = S::load(&p.w8[rows + ky * RUN..]);
-                            let sum = S::madd(gsplat, w, S::load(d));
-                            S::store(d, sum);
-                        }
-                    }
+            }
+        }
+        starts.push(winners.len());
+        if want_dx {
+            let w = Winners {
+                all: winners,
+                starts,
+            };
+            D::dx_of(g, p, &w, &mut gr.dx[i * in_len..(i + 1) * in_len], dxp);
+        }
+    }
+}
+
+/// One image's input gradient from its winners: every winner adds its gradient times the kernel
+/// to the 8-wide runs under its window, channel after channel, in `dxp`, which is then copied
+/// to `dx` without its border. Each element thus sums, from zero, one FMA per (channel, winner)
+/// whose run covers it, in that order: the AVX-512 version keeps exactly this.
+#[inline(always)]
+pub(super) fn input_grad<S: Lanes8>(
+    g: &ConvGeom,
+    p: &Prepared,
+    winners: &Winners<'_>,
+    dx: &mut [f32],
+    dxp: &mut [f32],
+) {
+    let k = g.k;
+    dxp.fill(0.0);
+    for c in 0..g.cout {
+        for ci in 0..g.cin {
+            let plane = ci * p.rows * p.row;
+            let rows = ((c * g.cin + ci) * k) * RUN;
+            for &(gv, at) in winners.of(c) {
+                let gsplat = S::splat(gv);
+                for ky in 0..k {
+                    let d = &mut dxp[plane + at + ky * p.row..];
+                    let w = S::load(&p.w8[rows + ky * RUN..]);
+                    let sum = S::madd(gsplat, w, S::load(d));
+                    S::store(d, sum);
                 }
             }
         }
-        if want_dx {
-            let dx = &mut gr.dx[i * in_len..(i + 1) * in_len];
-            for ci in 0..g.cin {
-                for y in 0..g.h {
-                    let src = (ci * p.rows + y + g.pad) * p.row + g.pad;
-                    dx[(ci * g.h + y) * g.w..][..g.w].copy_from_slice(&dxp[src..src + g.w]);
-                }
-            }
+    }
+    for ci in 0..g.cin {
+        for y in 0..g.h {
+            let src = (ci * p.rows + y + g.pad) * p.row + g.pad;
+            dx[(ci * g.h + y) * g.w..][..g.w].copy_from_slice(&dxp[src..src + g.w]);
         }
     }
 }

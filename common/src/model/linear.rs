@@ -15,7 +15,8 @@ use rayon::prelude::*;
 
 use super::cpu_view::{storage_slice, tensor_slice};
 use super::grouping::Grouping;
-use super::simd::{Lanes8, Scalar, has_avx2_fma, sum_lanes};
+use super::kernel_path::KernelPath;
+use super::simd::{Lanes8, Scalar, sum_lanes};
 use crate::aggregation::tree::sum_leaves;
 
 /// Dot product with a fixed association: four independent eight-lane chains (one chain would
@@ -125,34 +126,57 @@ fn weight_grad_leaf(
     out[k] = bias as f32;
 }
 
+/// The kernels compiled with the features `$features` enabled. The eight-lane code compiled with
+/// AVX-512 enabled does the same operations (so gives the same bits) and lets the compiler widen
+/// the f64 weight-gradient loops; these layers are a few percent of a step, too little to pay for
+/// 16-lane versions of their own.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    //! The kernels compiled with AVX2 and FMA enabled.
-    use super::super::simd::Avx2;
+macro_rules! compiled_with {
+    ($name:ident, $features:literal) => {
+        mod $name {
+            use super::super::simd::Avx2;
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn forward_rows(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], k: usize) {
-        super::forward_rows::<Avx2>(x, w, b, y, k)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn forward_rows(
+                x: &[f32],
+                w: &[f32],
+                b: &[f32],
+                y: &mut [f32],
+                k: usize,
+            ) {
+                super::forward_rows::<Avx2>(x, w, b, y, k)
+            }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn input_grad_rows(g: &[f32], w: &[f32], dx: &mut [f32], k: usize, m: usize) {
-        super::input_grad_rows::<Avx2>(g, w, dx, k, m)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn input_grad_rows(
+                g: &[f32],
+                w: &[f32],
+                dx: &mut [f32],
+                k: usize,
+                m: usize,
+            ) {
+                super::input_grad_rows::<Avx2>(g, w, dx, k, m)
+            }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn weight_grad_leaf(
-        g: &[f32],
-        x: &[f32],
-        o: usize,
-        mk: (usize, usize),
-        runs: [std::ops::Range<usize>; 2],
-        acc: &mut [f64],
-        out: &mut [f32],
-    ) {
-        super::weight_grad_leaf(g, x, o, mk, runs, acc, out)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn weight_grad_leaf(
+                g: &[f32],
+                x: &[f32],
+                o: usize,
+                mk: (usize, usize),
+                runs: [std::ops::Range<usize>; 2],
+                acc: &mut [f64],
+                out: &mut [f32],
+            ) {
+                super::weight_grad_leaf(g, x, o, mk, runs, acc, out)
+            }
+        }
+    };
 }
+#[cfg(target_arch = "x86_64")]
+compiled_with!(avx2, "avx2,fma");
+#[cfg(target_arch = "x86_64")]
+compiled_with!(avx512, "avx512f,avx512vl,avx2,fma");
 
 /// The op's name in errors.
 const OP: &str = "batch_invariant_linear";
@@ -193,18 +217,17 @@ impl CustomOp3 for BatchInvariantLinear {
             storage_slice(s3, l3, OP, "bias")?,
         );
         let mut y = vec![0.0f32; n * m];
-        let avx2 = has_avx2_fma();
+        let path = KernelPath::current();
         y.par_chunks_mut(m * 16)
             .zip(x.par_chunks(k * 16))
-            .for_each(|(yc, xc)| {
+            .for_each(|(yc, xc)| match path {
                 #[cfg(target_arch = "x86_64")]
-                if avx2 {
-                    // SAFETY: AVX2 and FMA were detected at run time.
-                    unsafe { avx2::forward_rows(xc, w, b, yc, k) };
-                    return;
-                }
-                let _ = avx2;
-                forward_rows::<Scalar>(xc, w, b, yc, k);
+                // SAFETY: `KernelPath` chose this path only where the CPU has its features.
+                KernelPath::Avx512 => unsafe { avx512::forward_rows(xc, w, b, yc, k) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                KernelPath::Avx2 => unsafe { avx2::forward_rows(xc, w, b, yc, k) },
+                _ => forward_rows::<Scalar>(xc, w, b, yc, k),
             });
         Ok((CpuStorage::F32(y), Shape::from((n, m))))
     }
@@ -228,18 +251,18 @@ impl CustomOp3 for BatchInvariantLinear {
             tensor_slice(&wg, wl, OP)?,
             tensor_slice(&gg, gl, OP)?,
         );
-        let avx2 = has_avx2_fma();
+        let path = KernelPath::current();
         let mut dx = vec![0.0f32; n * k];
         dx.par_chunks_mut(k * 16)
             .zip(gs.par_chunks(m * 16))
-            .for_each(|(dxc, gc)| {
+            .for_each(|(dxc, gc)| match path {
                 #[cfg(target_arch = "x86_64")]
-                if avx2 {
-                    // SAFETY: AVX2 and FMA were detected at run time.
-                    unsafe { avx2::input_grad_rows(gc, ws, dxc, k, m) };
-                    return;
-                }
-                input_grad_rows::<Scalar>(gc, ws, dxc, k, m);
+                // SAFETY: `KernelPath` chose this path only where the CPU has its features.
+                KernelPath::Avx512 => unsafe { avx512::input_grad_rows(gc, ws, dxc, k, m) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                KernelPath::Avx2 => unsafe { avx2::input_grad_rows(gc, ws, dxc, k, m) },
+                _ => input_grad_rows::<Scalar>(gc, ws, dxc, k, m),
             });
         let groups = self.groups;
         groups.check(n, OP)?;
@@ -258,14 +281,21 @@ impl CustomOp3 for BatchInvariantLinear {
                         return;
                     }
                     for (leaf, out) in sums.chunks_exact_mut(k + 1).enumerate() {
-                        let runs = groups.runs(leaf);
-                        #[cfg(target_arch = "x86_64")]
-                        if avx2 {
-                            // SAFETY: AVX2 and FMA were detected at run time.
-                            unsafe { avx2::weight_grad_leaf(gs, xs, o, (m, k), runs, acc, out) };
-                            continue;
+                        let (runs, mk) = (groups.runs(leaf), (m, k));
+                        match path {
+                            #[cfg(target_arch = "x86_64")]
+                            // SAFETY: `KernelPath` chose this path only where the CPU has its
+                            // features.
+                            KernelPath::Avx512 => unsafe {
+                                avx512::weight_grad_leaf(gs, xs, o, mk, runs, acc, out)
+                            },
+                            #[cfg(target_arch = "x86_64")]
+                            // SAFETY: as above.
+                            KernelPath::Avx2 => unsafe {
+                                avx2::weight_grad_leaf(gs, xs, o, mk, runs, acc, out)
+                            },
+                            _ => weight_grad_leaf(gs, xs, o, mk, runs, acc, out),
                         }
-                        weight_grad_leaf(gs, xs, o, (m, k), runs, acc, out);
                     }
                     let root = sum_leaves(sums, k + 1);
                     row.copy_from_slice(&root[..k]);
@@ -300,6 +330,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, groups: Grouping) -> Result<Te
 mod tests {
     use super::*;
     use crate::aggregation::tree::MicroBatches;
+    use crate::model::kernel_path::{forced_pool, simd_paths};
     use crate::model::simd::portable_pool;
     use candle_core::{Device, Module, Var};
 
@@ -359,7 +390,9 @@ mod tests {
             Grouping::stacked(MicroBatches::new(19, 4).unwrap()),
         ];
         for groups in groupings {
-            matches_candle(groups);
+            for path in simd_paths() {
+                forced_pool(path, 2).install(|| matches_candle(groups));
+            }
             portable_pool(2).install(|| matches_candle(groups));
         }
     }

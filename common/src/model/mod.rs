@@ -2,11 +2,14 @@
 //! similarity unit and the paper's contrastive loss, in Candle; and the plain LeNet-5
 //! classifier the paper compares it with.
 
+#[cfg(target_arch = "x86_64")]
+mod conv_avx512;
 pub mod conv_block;
 pub mod conv_geom;
 pub mod conv_kernels;
 mod cpu_view;
 pub mod grouping;
+pub mod kernel_path;
 pub mod lenet;
 pub mod linear;
 pub mod loss;
@@ -26,6 +29,7 @@ pub const MODEL_VERSION: &str = "sn-lenet5/2";
 pub use conv_block::{conv_relu_pool, conv_relu_pool_reference};
 pub use conv_geom::ConvGeom;
 pub use grouping::Grouping;
+pub use kernel_path::{KERNELS_ENV, KernelPath};
 pub use loss::{contrastive_loss, cross_entropy_sum, pair_loss};
 pub use network::{ClassStep, Network, PairStep};
 pub use params::{Head, MAX_EMBEDDING, ModelSpec, ParamInfo};

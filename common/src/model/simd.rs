@@ -1,5 +1,5 @@
-//! Eight-lane `f32` vectors for the hand-written kernels, with an AVX2 implementation chosen
-//! at run time and a portable fallback.
+//! Eight-lane `f32` vectors for the hand-written kernels, with an AVX2 implementation and a
+//! portable fallback (which one runs is [`KernelPath`](super::kernel_path::KernelPath)'s choice).
 
 /// Eight `f32` lanes: AVX2 registers where the CPU has them, plain arrays elsewhere.
 ///
@@ -131,37 +131,11 @@ impl Lanes8 for Avx2 {
     }
 }
 
-#[cfg(test)]
-thread_local! {
-    /// Set on the threads of [`portable_pool`], where the kernels take the portable path.
-    static PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 /// A rayon pool of `threads` threads on which the kernels run their portable path, so that the
-/// tests reach it on a CPU with AVX2 (per thread, so other tests running meanwhile keep theirs).
+/// tests reach it on a CPU with AVX2 (see [`forced_pool`](super::kernel_path::forced_pool)).
 #[cfg(test)]
 pub(crate) fn portable_pool(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .start_handler(|_| PORTABLE.with(|p| p.set(true)))
-        .build()
-        .expect("a rayon pool")
-}
-
-/// Whether this CPU can run the AVX2+FMA kernels.
-pub(crate) fn has_avx2_fma() -> bool {
-    #[cfg(test)]
-    if PORTABLE.with(|p| p.get()) {
-        return false;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::kernel_path::forced_pool(super::kernel_path::KernelPath::Portable, threads)
 }
 
 /// Horizontal sum of the lanes in a fixed order.

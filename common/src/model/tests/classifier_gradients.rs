@@ -9,6 +9,7 @@ use super::finite_differences::assert_matches_finite_differences;
 use super::inputs::images;
 use crate::data::DatasetKind;
 use crate::model::conv_block::conv_relu_pool_reference;
+use crate::model::kernel_path::{forced_pool, simd_paths};
 use crate::model::loss::cross_entropy_sum;
 use crate::model::network::Network;
 use crate::model::params::ModelSpec;
@@ -47,6 +48,12 @@ fn tensors(spec: ModelSpec, weights: &[f32], dtype: DType) -> Vec<Tensor> {
 
 #[test]
 fn classifier_gradient_matches_candle_ops_and_finite_differences() {
+    for path in simd_paths() {
+        forced_pool(path, 2).install(classifier_gradient_against_candle_and_finite_differences);
+    }
+}
+
+fn classifier_gradient_against_candle_and_finite_differences() {
     let spec = ModelSpec::classifier(DatasetKind::Mnist);
     let mut rng = ChaCha8Rng::seed_from_u64(13);
     let weights = spec.init(7);

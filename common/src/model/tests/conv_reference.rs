@@ -9,7 +9,8 @@ use crate::aggregation::tree::MicroBatches;
 use crate::model::conv_block::{conv_relu_pool, conv_relu_pool_reference};
 use crate::model::conv_geom::ConvGeom;
 use crate::model::grouping::Grouping;
-use crate::model::simd::{has_avx2_fma, portable_pool};
+use crate::model::kernel_path::{KernelPath, forced_pool, simd_paths};
+use crate::model::simd::portable_pool;
 
 /// Runs both implementations on the same data and compares outputs and all three gradients.
 fn compare_with_reference(geom: ConvGeom, n: usize, input_grad: bool) {
@@ -73,8 +74,19 @@ fn compare_with_reference(geom: ConvGeom, n: usize, input_grad: bool) {
     }
 }
 
+/// Runs `f` on 2 threads taking each SIMD path this CPU has (AVX-512 and AVX2).
+fn on_every_simd_path(f: impl Fn() + Sync) {
+    for path in simd_paths() {
+        forced_pool(path, 2).install(&f);
+    }
+}
+
 #[test]
 fn fused_stage_matches_candle_ops_mnist_first_layer() {
+    on_every_simd_path(mnist_first_layer);
+}
+
+fn mnist_first_layer() {
     compare_with_reference(
         ConvGeom {
             cin: 1,
@@ -103,6 +115,10 @@ fn fused_stage_matches_candle_ops_mnist_first_layer() {
 
 #[test]
 fn fused_stage_matches_candle_ops_second_layer_and_cifar() {
+    on_every_simd_path(second_layer_and_cifar);
+}
+
+fn second_layer_and_cifar() {
     compare_with_reference(
         ConvGeom {
             cin: 6,
@@ -133,7 +149,7 @@ fn fused_stage_matches_candle_ops_second_layer_and_cifar() {
 fn portable_path_matches_candle_ops() {
     let pool = portable_pool(2);
     assert!(
-        !pool.install(has_avx2_fma),
+        pool.install(KernelPath::current) == KernelPath::Portable,
         "the pool must select the portable kernels"
     );
     let first = ConvGeom {

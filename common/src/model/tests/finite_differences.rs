@@ -6,6 +6,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
 use super::inputs::images;
+use crate::model::kernel_path::{forced_pool, simd_paths};
 use crate::model::network::Network;
 use crate::model::params::{Head, ModelSpec};
 
@@ -78,6 +79,12 @@ pub(super) fn assert_matches_finite_differences(
 
 #[test]
 fn model_gradient_matches_finite_differences() {
+    for path in simd_paths() {
+        forced_pool(path, 2).install(model_gradient_against_finite_differences);
+    }
+}
+
+fn model_gradient_against_finite_differences() {
     let spec = ModelSpec {
         channels: 1,
         size: 28,

@@ -6,4 +6,5 @@ mod classifier_gradients;
 mod conv_reference;
 mod finite_differences;
 mod inputs;
+mod kernel_paths;
 mod split_invariance;

@@ -11,6 +11,7 @@ use super::inputs::images;
 use crate::aggregation::tree::tests::balanced;
 use crate::aggregation::tree::{MicroBatches, blocks, combine};
 use crate::data::DatasetKind;
+use crate::model::kernel_path::{forced_pool, simd_paths};
 use crate::model::network::Network;
 use crate::model::params::ModelSpec;
 use crate::model::simd::portable_pool;
@@ -136,6 +137,15 @@ fn cifar_gradient_is_the_same_for_every_split() {
 fn portable_kernels_give_the_same_gradient_for_every_split() {
     let spec = ModelSpec::siamese(DatasetKind::Mnist, 10);
     portable_pool(2).install(|| splits_combine_to_the_whole(spec, 60, 8));
+}
+
+/// The default path is the fastest this CPU has (AVX-512 here); AVX2 must hold as well.
+#[test]
+fn every_simd_path_gives_the_same_gradient_for_every_split() {
+    let spec = ModelSpec::siamese(DatasetKind::Mnist, 10);
+    for path in simd_paths() {
+        forced_pool(path, 2).install(|| splits_combine_to_the_whole(spec, 60, 8));
+    }
 }
 
 /// The whole batch's gradient inside rayon pools of 1, 2 and 3 threads.
