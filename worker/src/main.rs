@@ -76,6 +76,7 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
+    siamese_common::heap::keep_freed_memory();
     let cli = Cli::parse();
     siamese_common::logging::init(cli.log_format, "info");
     let threads = cli.threads.unwrap_or_else(|| default_threads(1));
