@@ -110,7 +110,7 @@ run() {
   local batch=$((64 * workers))
   local sized=("${common[@]}" --workers "$workers" --batch-size "$batch"
     --train-subset $((batch * steps)) --out "$out" --checkpoint "$work/ckpt.safetensors")
-  rm -f "$addr" "$out" "$work/ckpt.safetensors"
+  rm -f "$addr" "$out" "$work/ckpt.safetensors" "$work/coordinator.err"
   case $path in
     shm)
       "$bin/coordinator" "${sized[@]}"
@@ -122,7 +122,7 @@ run() {
     netns)
       # RUST_LOG=error: no warning that it listens beyond loopback without TLS on every run.
       RUST_LOG=error ip netns exec snb-c "$bin/coordinator" "${sized[@]}" --no-spawn --no-shm \
-        --listen "$net.2:$port" --address-file "$addr" &
+        --listen "$net.2:$port" --address-file "$addr" 2>"$work/coordinator.err" &
       ;;
   esac
   local coordinator=$!
@@ -140,7 +140,11 @@ run() {
       --threads 1 --data-dir "$data" --connect-timeout 30 &
     pids+=($!)
   done
-  wait "$coordinator"
+  wait "$coordinator" || {
+    echo "bench-netns.sh: the $path coordinator with $workers workers failed" >&2
+    cat "$work/coordinator.err" >&2 2>/dev/null || true
+    exit 1
+  }
   wait "${pids[@]}"
 }
 
