@@ -15,8 +15,10 @@
 #
 #   cargo build --release -p coordinator -p worker
 #   sudo bash scripts/bench-netns.sh [--rounds R] [--steps S] [--paths "shm loopback netns"]
-#                                    [--delay MS] [--rate RATE] [--keep-json DIR]
+#                                    [--delay MS] [--rate RATE] [--keep-json DIR] [--baseline DIR]
 #
+# --baseline DIR also runs every path with the coordinator and worker binaries in DIR (another
+# build, copied aside), in the same rounds, labelled path/base: a change measured side by side.
 # --delay and --rate model a real network with netem on every namespace's interface (egress):
 # --delay 0.05 adds 50 us each way (100 us round trip), --rate 10gbit caps each link; they
 # apply to the netns path only. Needs root, iproute2 (ip, tc; netem in the kernel for --delay
@@ -32,6 +34,7 @@ paths="shm loopback netns"
 delay=""
 rate=""
 keep=""
+baseline=""
 cleanup_only=false
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -41,6 +44,7 @@ while [[ $# -gt 0 ]]; do
     --delay) delay=$2; shift 2 ;;
     --rate) rate=$2; shift 2 ;;
     --keep-json) keep=$2; shift 2 ;;
+    --baseline) baseline=$(cd "$2" && pwd); shift 2 ;;
     --cleanup) cleanup_only=true; shift ;;
     *) echo "bench-netns.sh: unknown argument $1 (see the header of this script)" >&2; exit 2 ;;
   esac
@@ -71,8 +75,10 @@ if $cleanup_only; then
   exit 0
 fi
 [[ $(id -u) -eq 0 ]] || { echo "bench-netns.sh: needs root (network namespaces)" >&2; exit 1; }
-for b in coordinator worker; do
-  [[ -x $bin/$b ]] || { echo "bench-netns.sh: $bin/$b missing: cargo build --release" >&2; exit 1; }
+for dir in "$bin" ${baseline:+"$baseline"}; do
+  for b in coordinator worker; do
+    [[ -x $dir/$b ]] || { echo "bench-netns.sh: $dir/$b missing: cargo build --release" >&2; exit 1; }
+  done
 done
 
 work=$(mktemp -d)
@@ -104,9 +110,10 @@ export SIAMESE_TOKEN=bench-netns-token-0123456789
 common=(--quiet --dataset mnist --data-dir "$data" --threads 1 --epochs 1
   --val-pairs 100 --test-pairs 100)
 
-# One run: $1 = path, $2 = workers; writes $work/$1-$2.json.
+# One run: $1 = path, $2 = workers, $3 = label, $4 = folder of the binaries; writes
+# $work/$3-$2.json.
 run() {
-  local path=$1 workers=$2 out="$work/$1-$2.json" addr="$work/addr"
+  local path=$1 workers=$2 out="$work/$3-$2.json" addr="$work/addr" bin=$4
   local batch=$((64 * workers))
   local sized=("${common[@]}" --workers "$workers" --batch-size "$batch"
     --train-subset $((batch * steps)) --out "$out" --checkpoint "$work/ckpt.safetensors")
@@ -148,9 +155,9 @@ run() {
   wait "${pids[@]}"
 }
 
-# Prints one run's line: path, workers, pairs/s and the split in ms per step.
+# Prints one run's line: round, label, workers, pairs/s and the split in ms per step.
 report() {
-  python3 - "$1" "$2" "$3" "$work/$2-$3.json" <<'EOF'
+  python3 - "$1" "$2" "$3" "$work/$4-$3.json" <<'EOF'
 import json, sys
 rnd, path, workers, f = sys.argv[1:]
 r = json.load(open(f))
@@ -160,26 +167,33 @@ steps = max((w["steps"] for w in t["per_worker"]), default=1) or 1
 ms = lambda k: 1000 * t[k] / steps
 outside = sum(t[k] for k in ("waiting_s", "transfer_s", "aggregation_s"))
 share = 100 * outside / (outside + t["compute_s"]) if outside + t["compute_s"] else 0
-print(f"{rnd:>5}  {path:<8}  {workers:>7}  {pps:8.0f}  {ms('compute_s'):7.2f}  {ms('waiting_s'):7.2f}"
+print(f"{rnd:>5}  {path:<13}  {workers:>7}  {pps:8.0f}  {ms('compute_s'):7.2f}  {ms('waiting_s'):7.2f}"
       f"  {ms('transfer_s'):8.2f}  {ms('aggregation_s'):11.2f}  {share:6.1f}%")
 EOF
 }
 
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg), $rounds rounds of $steps steps, paths: $paths${delay:+, netem delay ${delay}ms}${rate:+, rate $rate}"
-printf 'round  path      workers  pairs/s  comp ms  wait ms  trans ms  aggreg. ms  outside\n'
+printf 'round  path           workers  pairs/s  comp ms  wait ms  trans ms  aggreg. ms  outside\n'
 effs="$work/efficiency"
+builds=("$bin")
+[[ -n $baseline ]] && builds+=("$baseline")
 for round in $(seq "$rounds"); do
   for path in $paths; do
-    for workers in 1 2; do
-      run "$path" "$workers"
-      report "$round" "$path" "$workers"
-      if [[ -n $keep ]]; then
-        mkdir -p "$keep"
-        cp "$work/$path-$workers.json" "$keep/r$round-$path-$workers.json"
-      fi
+    for build in "${builds[@]}"; do
+      label=$path
+      [[ $build == "$bin" ]] || label=$path/base
+      file=${label/\//-}
+      for workers in 1 2; do
+        run "$path" "$workers" "$file" "$build"
+        report "$round" "$label" "$workers" "$file"
+        if [[ -n $keep ]]; then
+          mkdir -p "$keep"
+          cp "$work/$file-$workers.json" "$keep/r$round-$file-$workers.json"
+        fi
+      done
+      python3 -c 'import json,sys; a,b=(json.load(open(f))["epochs"][0]["pairs_per_s"] for f in sys.argv[3:5]); print(sys.argv[1], sys.argv[2], b/(2*a), b)' \
+        "$round" "$label" "$work/$file-1.json" "$work/$file-2.json" >>"$effs"
     done
-    python3 -c 'import json,sys; a,b=(json.load(open(f))["epochs"][0]["pairs_per_s"] for f in sys.argv[3:5]); print(sys.argv[1], sys.argv[2], b/(2*a), b)' \
-      "$round" "$path" "$work/$path-1.json" "$work/$path-2.json" >>"$effs"
   done
 done
 
@@ -192,7 +206,7 @@ paths = list(dict.fromkeys(r[1] for r in rows))
 by = {p: [(int(r[0]), float(r[2]), float(r[3])) for r in rows if r[1] == p] for p in paths}
 for p in paths:
     effs = [e for _, e, _ in by[p]]
-    line = f"{p:<8}  " + "  ".join(f"{100*e:5.1f}%" for e in effs)
+    line = f"{p:<13}  " + "  ".join(f"{100*e:5.1f}%" for e in effs)
     line += f"   median {100*statistics.median(effs):5.1f}%"
     if "shm" in by and p != "shm":
         rel = [b / s for (_, _, b), (_, _, s) in zip(by[p], by["shm"])]
