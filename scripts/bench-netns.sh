@@ -106,6 +106,12 @@ for ns in "${namespaces[@]}"; do
   fi
 done
 
+# The link's own latency and bandwidth (no gRPC), for the cost model in docs/scaling.md.
+ip netns exec snb-c python3 scripts/netns-link-probe.py serve "$net.2" $((port + 1)) &
+probe_server=$!
+echo "# link snb-w1 -> snb-c: $(ip netns exec snb-w1 python3 scripts/netns-link-probe.py probe "$net.2" $((port + 1)))"
+wait "$probe_server"
+
 export SIAMESE_TOKEN=bench-netns-token-0123456789
 common=(--quiet --dataset mnist --data-dir "$data" --threads 1 --epochs 1
   --val-pairs 100 --test-pairs 100)
@@ -172,9 +178,10 @@ print(f"{rnd:>5}  {path:<13}  {workers:>7}  {pps:8.0f}  {ms('compute_s'):7.2f}  
 EOF
 }
 
-echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg), $rounds rounds of $steps steps, paths: $paths${delay:+, netem delay ${delay}ms}${rate:+, rate $rate}"
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $rounds rounds of $steps steps, paths: $paths${delay:+, netem delay ${delay}ms}${rate:+, rate $rate}"
 printf 'round  path           workers  pairs/s  comp ms  wait ms  trans ms  aggreg. ms  outside\n'
 effs="$work/efficiency"
+: >"$effs"
 builds=("$bin")
 [[ -n $baseline ]] && builds+=("$baseline")
 for round in $(seq "$rounds"); do
