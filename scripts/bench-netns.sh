@@ -102,7 +102,10 @@ for ns in "${namespaces[@]}"; do
   ip -n "$ns" link set lo up
   if [[ -n $delay || -n $rate ]]; then
     ip netns exec "$ns" tc qdisc add dev eth0 root netem \
-      ${delay:+delay "${delay}ms"} ${rate:+rate "$rate"}
+      ${delay:+delay "${delay}ms"} ${rate:+rate "$rate"} || {
+      echo "bench-netns.sh: tc netem failed: --delay and --rate need sch_netem in the kernel" >&2
+      exit 1
+    }
   fi
 done
 
