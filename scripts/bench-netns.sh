@@ -208,7 +208,7 @@ for round in $(seq "$rounds"); do
 done
 
 echo
-echo "weak scaling at 2 workers, per round and median (2-worker pairs/s relative to shm in the same round)"
+echo "weak scaling at 2 workers, per round and median; 2-worker pairs/s against shm of the same build (median of the rounds' ratios)"
 python3 - "$effs" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
@@ -218,8 +218,10 @@ for p in paths:
     effs = [e for _, e, _ in by[p]]
     line = f"{p:<13}  " + "  ".join(f"{100*e:5.1f}%" for e in effs)
     line += f"   median {100*statistics.median(effs):5.1f}%"
-    if "shm" in by and p != "shm":
-        rel = [b / s for (_, _, b), (_, _, s) in zip(by[p], by["shm"])]
-        line += f"   vs shm {statistics.median(rel):.3f}"
+    # Against the shared-memory path of the same build, round by round.
+    ref = "shm/base" if p.endswith("/base") else "shm"
+    if ref in by and p != ref:
+        rel = [b / s for (_, _, b), (_, _, s) in zip(by[p], by[ref])]
+        line += f"   2 workers vs {ref} {statistics.median(rel):.3f}"
     print(line)
 EOF
