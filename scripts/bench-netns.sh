@@ -62,7 +62,7 @@ cleanup() {
   local ns pid
   for ns in "${namespaces[@]}"; do
     if ip netns list | grep -qw "^$ns"; then
-      for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
+      for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
       ip netns del "$ns" 2>/dev/null || true
     fi
     ip link del "$ns-h" 2>/dev/null || true
@@ -82,7 +82,15 @@ for dir in "$bin" ${baseline:+"$baseline"}; do
 done
 
 work=$(mktemp -d)
-trap 'cleanup; rm -rf "$work"' EXIT
+# On any exit: this script's own background processes (by pid), then the network, then files.
+on_exit() {
+  local pid
+  for pid in $(jobs -p); do kill -KILL "$pid" 2>/dev/null || true; done
+  cleanup
+  rm -rf "$work"
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
 cleanup
 
 # The bridge in the root namespace, one namespace per process with eth0 on the bridge:
