@@ -2,7 +2,8 @@
 # Installs what the operations tests need (tests/operations.rs, tests/inference.rs,
 # tests/interop.rs): a Prometheus server to scrape the cluster, tmux to run a terminal, and a
 # Python virtual environment (.venv-ops, git-ignored) with numpy and safetensors (the independent
-# forward pass) and grpcio (a stock client of `coordinator serve`).
+# forward pass) and grpcio (a stock client of `coordinator serve`); and iproute2 (`ip netns`,
+# veth, bridges) for tests/netns.rs, which also needs root.
 #
 # Idempotent: a second run installs nothing new. CI runs it as root on a fresh Debian 12.
 set -euo pipefail
@@ -11,6 +12,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v tmux >/dev/null || need_apt+=(tmux)
+command -v ip >/dev/null || need_apt+=(iproute2)
 python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive

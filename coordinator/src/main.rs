@@ -105,6 +105,7 @@ fn bench(b: Bench, stop: StopFlag) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    siamese_common::heap::keep_freed_memory();
     let cli = Cli::parse();
     // The coordinator of a cluster computes only Adam; in this process it trains; the scaling
     // bench computes in its worker processes.

@@ -76,6 +76,7 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
+    siamese_common::heap::keep_freed_memory();
     let cli = Cli::parse();
     siamese_common::logging::init(cli.log_format, "info");
     // Decided now, with logging up, so that a bad SIAMESE_KERNELS is reported before any work.

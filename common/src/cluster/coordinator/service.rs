@@ -21,7 +21,9 @@ use crate::cluster::protocol::proto::{
     CoordinatorMessage, FILE_DESCRIPTOR_SET, RunInfo, RunRequest, WorkerMessage, worker_message,
 };
 use crate::cluster::protocol::tls::ServerTls;
-use crate::cluster::protocol::transport::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
+use crate::cluster::protocol::transport::{
+    CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, STREAM_WINDOW_BYTES,
+};
 
 /// What the server lets peers do.
 #[derive(Clone, Copy, Debug)]
@@ -148,6 +150,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(2 * limits.keepalive))
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)

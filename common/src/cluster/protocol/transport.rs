@@ -30,3 +30,6 @@ pub fn message_limit(spec: &ModelSpec, batch: usize) -> usize {
 pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
 /// Connection-level window: room for several streams' windows.
 pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+/// Largest HTTP/2 frame either side accepts (h2's default is 16 KiB, the protocol's minimum): a
+/// 247 KB weights or gradient message then goes in one DATA frame rather than sixteen.
+pub const MAX_FRAME_BYTES: u32 = 1 << 20;

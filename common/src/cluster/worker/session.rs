@@ -28,7 +28,8 @@ use crate::cluster::protocol::proto::{
 use crate::cluster::protocol::shm::SharedRegion;
 use crate::cluster::protocol::tls::{ClientTls, is_tls_failure};
 use crate::cluster::protocol::transport::{
-    CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES, WORKER_MAX_MESSAGE_BYTES, WORKER_MAX_SEND_BYTES,
+    CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, STREAM_WINDOW_BYTES, WORKER_MAX_MESSAGE_BYTES,
+    WORKER_MAX_SEND_BYTES,
 };
 use crate::cluster::protocol::{MODEL_VERSION, PROTOCOL_VERSION};
 use crate::data::{Dataset, DatasetKind, obtain_dataset};
@@ -165,6 +166,7 @@ async fn connect(opts: &WorkerOptions) -> Result<Channel, ClusterError> {
     let endpoint = endpoint
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
         .http2_keep_alive_interval(opts.keepalive)
         .keep_alive_timeout(2 * opts.keepalive)
         .keep_alive_while_idle(true)
