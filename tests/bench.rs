@@ -251,3 +251,47 @@ fn bench_paper_writes_every_table_and_figure_with_sane_figures() {
     }
     assert!(out.join("paper.md").exists());
 }
+
+#[test]
+fn bench_paper_stops_on_sigterm_instead_of_finishing_its_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("paper");
+    // A budget of many minutes: only the signal can end it within the limit below.
+    let mut child = Command::new(bin("coordinator"))
+        .args(["bench", "paper", "--dataset", "mnist", "--epochs", "200"])
+        .args(["--quick", "--threads", "1"])
+        .arg("--mnist-dir")
+        .arg(shared_dataset("mnist"))
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !out.join("runs").exists() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let stopped = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if stopped.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("bench paper was still running 60 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        !out.join("paper.json").exists(),
+        "a report of runs that did not finish"
+    );
+}

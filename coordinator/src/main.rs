@@ -98,7 +98,7 @@ fn bench(b: Bench, stop: StopFlag) -> anyhow::Result<()> {
         }
         Bench::Paper(args) => {
             tracing::info!(args = %serde_json::to_string(&args)?, "bench paper");
-            run_paper(args)?;
+            run_paper(args, &stop)?;
         }
     }
     Ok(())

@@ -110,6 +110,8 @@ pub struct Trainer {
     last_saved: Option<Checkpoint>,
     /// The best epoch so far by validation accuracy.
     best: Option<BestWeights>,
+    /// The weights the finished run tested (`--select`), once it has.
+    tested: Option<OptimizerState>,
 }
 
 /// Regroups a run may go through before it gives up.
@@ -150,6 +152,7 @@ impl Trainer {
             stop: StopFlag::new(),
             last_saved: None,
             best: None,
+            tested: None,
         }
     }
 
@@ -213,6 +216,11 @@ impl Trainer {
     /// Weights and Adam's state.
     pub fn state(&self) -> &OptimizerState {
         &self.state
+    }
+
+    /// The weights the finished run tested (`--select`); the current ones before it finished.
+    pub fn tested(&self) -> &OptimizerState {
+        self.tested.as_ref().unwrap_or(&self.state)
     }
 
     /// Where the run stands.
@@ -613,6 +621,7 @@ impl Trainer {
             ds.test.labels(),
             (&self.data.train_pool, ds.train.labels()),
         )?;
+        self.tested = Some(tested);
         observer.test_scored(&TestScores {
             pairs: &self.data.test_pairs,
             scores: &scores,

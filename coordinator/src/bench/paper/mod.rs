@@ -38,7 +38,7 @@ use siamese_common::train::{
 /// Test pairs drawn in the grid figure: 4 rows of 4.
 const GRID_PAIRS: usize = 16;
 /// Runs everything, prints the tables and writes the JSON, markdown and PNG files.
-pub fn run_paper(mut args: PaperArgs) -> Result<PaperReport, BenchError> {
+pub fn run_paper(mut args: PaperArgs, stop: &StopFlag) -> Result<PaperReport, BenchError> {
     args.check()?;
     let start = Instant::now();
     std::fs::create_dir_all(args.out.join("runs")).map_err(io_error(&args.out))?;
@@ -61,7 +61,7 @@ pub fn run_paper(mut args: PaperArgs) -> Result<PaperReport, BenchError> {
                 continue;
             }
         };
-        let run = pool.install(|| train_dataset(&args, dataset.clone()))?;
+        let run = pool.install(|| train_dataset(&args, dataset.clone(), stop))?;
         runs += 1;
         if kind == SENSITIVITY_DATASET {
             mnist_data = Some((dataset, run.results.clone()));
@@ -71,7 +71,7 @@ pub fn run_paper(mut args: PaperArgs) -> Result<PaperReport, BenchError> {
     let (mut lr_table, mut batch_table) = (Vec::new(), Vec::new());
     match mnist_data {
         Some((dataset, base)) => {
-            let tables = pool.install(|| sensitivity(&args, dataset, &base))?;
+            let tables = pool.install(|| sensitivity(&args, dataset, &base, stop))?;
             runs += 4;
             (lr_table, batch_table) = tables;
         }
@@ -145,6 +145,7 @@ fn train(
     cfg: TrainConfig,
     dataset: Arc<Dataset>,
     name: &str,
+    stop: &StopFlag,
 ) -> Result<(RunResults, Trainer, LocalEngine), TrainError> {
     let data = TrainingData::prepare(&cfg, dataset.clone())?;
     eprintln!(
@@ -175,7 +176,7 @@ fn train(
     });
     let control = RunControl {
         observer: &mut on_epoch,
-        stop: StopFlag::new(),
+        stop: stop.clone(),
     };
     let results = trainer.run(&mut engine, control)?;
     eprintln!(
@@ -191,13 +192,17 @@ fn seconds_per_epoch(r: &RunResults) -> f64 {
 }
 
 /// Trains on one dataset at the paper's settings and draws its curves and pair grid.
-fn train_dataset(args: &PaperArgs, dataset: Arc<Dataset>) -> Result<DatasetRun, BenchError> {
+fn train_dataset(
+    args: &PaperArgs,
+    dataset: Arc<Dataset>,
+    stop: &StopFlag,
+) -> Result<DatasetRun, BenchError> {
     let kind = dataset.kind;
     let cfg = config(args, kind, kind.name())?;
-    let (results, trainer, mut engine) = train(cfg, dataset.clone(), kind.name())?;
+    let (results, trainer, mut engine) = train(cfg, dataset.clone(), kind.name(), stop)?;
     let data = trainer.data();
     let shown = &data.test_pairs[..GRID_PAIRS.min(data.test_pairs.len())];
-    let scored = score_pairs(&mut engine, trainer.state(), ImageSplit::Test, shown)?;
+    let scored = score_pairs(&mut engine, trainer.tested(), ImageSplit::Test, shown)?;
     let test = &dataset.test;
     let grid = shown
         .iter()
@@ -238,6 +243,7 @@ fn sensitivity(
     args: &PaperArgs,
     dataset: Arc<Dataset>,
     base: &RunResults,
+    stop: &StopFlag,
 ) -> Result<(Vec<SensitivityRow>, Vec<SensitivityRow>), BenchError> {
     let kind = dataset.kind;
     let base_file = args.out.join("runs").join(format!("{}.json", kind.name()));
@@ -268,7 +274,7 @@ fn sensitivity(
                 ..config(args, kind, &name)?
             };
             let file = cfg.out_path();
-            let (results, ..) = train(cfg, dataset.clone(), &name)?;
+            let (results, ..) = train(cfg, dataset.clone(), &name, stop)?;
             row(&results, lr, defaults.batch_size, &file)
         };
         lr_table.push(SensitivityRow {
@@ -287,7 +293,7 @@ fn sensitivity(
                 ..config(args, kind, &name)?
             };
             let file = cfg.out_path();
-            let (results, ..) = train(cfg, dataset.clone(), &name)?;
+            let (results, ..) = train(cfg, dataset.clone(), &name, stop)?;
             row(&results, defaults.lr, batch, &file)
         };
         batch_table.push(SensitivityRow {
