@@ -355,3 +355,36 @@ fn a_checkpoint_of_another_run_is_refused_naming_what_differs() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn sigterm_while_waiting_for_a_replacement_checkpoints_at_once_and_resumes_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("run.safetensors");
+    // Two workers needed, none respawned, and a join timeout far beyond the test's limits: only
+    // the signal can end the wait for a replacement.
+    let extra = [
+        "--workers",
+        "2",
+        "--min-workers",
+        "2",
+        "--join-timeout",
+        "600",
+        "--resume",
+        "auto",
+    ];
+    let mut c = spawned(&mut coordinator(dir.path(), &extra));
+    wait_for(&checkpoint, &mut c);
+    let workers = children_of(c.id());
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    signal(workers[1], "KILL");
+    std::thread::sleep(Duration::from_secs(2));
+    signal(c.id(), "TERM");
+    let out = wait_with_limit(c, Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    succeed(
+        &mut coordinator(dir.path(), &["--workers", "0", "--resume", "auto"]),
+        "the resumed run",
+    );
+    assert!(weights(&checkpoint) == *reference());
+}

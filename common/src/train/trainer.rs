@@ -398,7 +398,16 @@ impl Trainer {
             }
             let index = self.position.step_in_epoch;
             let current = chunks[index];
-            let c = engine.gradient(current, &self.state)?;
+            let c = match engine.gradient(current, &self.state) {
+                // Asked to stop mid-step (a cluster short of workers): the step was not
+                // applied, so the state is still this step boundary's.
+                Err(TrainError::Interrupted) if !self.stale => {
+                    self.progress.seconds += start.elapsed().as_secs_f64();
+                    self.checkpoint(engine, observer)?;
+                    return Err(TrainError::Interrupted);
+                }
+                other => other?,
+            };
             let last = self
                 .cfg
                 .max_steps

@@ -679,7 +679,13 @@ impl WorkerPool {
                         last_lost,
                     });
                 }
-                deadline = deadline.min(until);
+                // A preempted run waiting for replacements stops now, not after the join
+                // timeout: this step was not applied, so the trainer checkpoints the state
+                // before it.
+                if self.stop.requested() {
+                    return Err(ClusterError::Interrupted);
+                }
+                deadline = deadline.min(until).min(now + Duration::from_millis(200));
             } else {
                 *short_since = None;
             }
