@@ -15,9 +15,10 @@
 //!   16 lanes would only pair rows that are not contiguous in memory.
 
 use std::arch::x86_64::{
-    __m256, __m512, _mm256_storeu_ps, _mm512_castps512_ps256, _mm512_extractf32x8_ps,
-    _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask3_fmadd_ps, _mm512_maskz_loadu_ps,
-    _mm512_permutex2var_ps, _mm512_set1_ps, _mm512_setr_epi32, _mm512_setzero_ps, _mm512_storeu_ps,
+    __m512, _mm256_castpd_ps, _mm256_storeu_ps, _mm512_castps_pd, _mm512_castps512_ps256,
+    _mm512_extractf64x4_pd, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask3_fmadd_ps,
+    _mm512_maskz_loadu_ps, _mm512_permutex2var_ps, _mm512_set1_ps, _mm512_setr_epi32,
+    _mm512_setzero_ps, _mm512_storeu_ps,
 };
 
 use super::conv_geom::ConvGeom;
@@ -27,8 +28,13 @@ use super::conv_kernels::{
 };
 use super::simd::{Avx2, Lanes8};
 
-/// Pixels per block of the 16-channel forward (eight independent FMA chains).
+/// Pixels per block of the 16-channel forward where the row is not a multiple of
+/// [`ROW_PIXELS`] (eight independent FMA chains).
 const PIXELS: usize = 8;
+/// Pixels per block where the conv row is a multiple of ten (LeNet-5's second layer on both
+/// image sizes): a whole row per block, so no pixel is computed twice, where blocks of eight
+/// would compute 16 pixels for 10.
+const ROW_PIXELS: usize = 10;
 
 /// Sixteen floats from the start of `s`.
 #[inline(always)]
@@ -62,7 +68,11 @@ pub(super) unsafe fn forward(
 ) {
     let taps = g.cin * g.k * g.k;
     if p.wt.len() == taps * 16 {
-        forward16(g, p, x, b, out, arg);
+        if g.conv_w() % ROW_PIXELS == 0 {
+            forward16::<ROW_PIXELS>(g, p, x, b, out, arg);
+        } else {
+            forward16::<PIXELS>(g, p, x, b, out, arg);
+        }
     } else if g.cout == 6 && g.conv_w() >= 16 {
         forward_pixels::<6>(g, p, x, b, out, arg);
     } else {
@@ -71,15 +81,22 @@ pub(super) unsafe fn forward(
 }
 
 /// Up to 16 output channels, one register per pixel: the AVX2 kernel's two 8-lane halves side
-/// by side, so the same FMAs in the same order.
+/// by side, so the same FMAs in the same order; `P` pixels of a conv row per block.
 #[inline(always)]
-fn forward16(g: &ConvGeom, p: &Prepared, x: &[f32], b: &[f32], out: &mut [f32], arg: &mut [u8]) {
+fn forward16<const P: usize>(
+    g: &ConvGeom,
+    p: &Prepared,
+    x: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    arg: &mut [u8],
+) {
     let (hc, wc, k) = (g.conv_h(), g.conv_w(), g.k);
     let (in_len, out_len) = (g.in_len(), g.out_len());
     let mut xp = vec![0.0f32; p.padded_len(g)];
     let mut z = vec![0.0f32; hc * wc * 16];
-    let starts = block_starts(wc, PIXELS);
-    let width = PIXELS.min(wc);
+    let starts = block_starts(wc, P);
+    let width = P.min(wc);
     let mut bias_lanes = [0.0f32; 16];
     bias_lanes[..g.cout].copy_from_slice(b);
     for ((img, o), a) in x
@@ -91,10 +108,10 @@ fn forward16(g: &ConvGeom, p: &Prepared, x: &[f32], b: &[f32], out: &mut [f32], 
         for zy in 0..hc {
             for &zx in &starts {
                 // SAFETY (all intrinsics below): compiled with AVX-512F, after detection.
-                let mut acc = [unsafe { _mm512_setzero_ps() }; PIXELS];
+                let mut acc = [unsafe { _mm512_setzero_ps() }; P];
                 for ci in 0..g.cin {
                     for ky in 0..k {
-                        let xrow = &xp[(ci * p.rows + zy + ky) * p.row + zx..][..PIXELS + k];
+                        let xrow = &xp[(ci * p.rows + zy + ky) * p.row + zx..][..P + k];
                         let wrows = &p.wt[(ci * k + ky) * k * 16..][..k * 16];
                         for kx in 0..k {
                             let wv = load16(&wrows[kx * 16..]);
@@ -184,21 +201,20 @@ fn forward_pixels<const C: usize>(
                             _mm512_permutex2var_ps(acc[0][c], odd, acc[1][c]),
                         )
                     };
-                    let half = |v: __m512, hi: bool| -> __m256 {
-                        // SAFETY: as above.
-                        unsafe {
-                            if hi {
-                                _mm512_extractf32x8_ps::<1>(v)
-                            } else {
-                                _mm512_castps512_ps256(v)
-                            }
-                        }
+                    // SAFETY: as above. (Plain calls, not a closure: a closure is not
+                    // compiled with this function's target features, so its intrinsics would
+                    // become calls. The upper half through f64: `extractf32x8` needs
+                    // AVX-512DQ, which neither this function nor `KernelPath` asks for.)
+                    let (e_lo, e_hi, od_lo, od_hi) = unsafe {
+                        (
+                            _mm512_castps512_ps256(e),
+                            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(e))),
+                            _mm512_castps512_ps256(od),
+                            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(od))),
+                        )
                     };
-                    let (mut best, mut win) = (half(e, false), zero);
-                    for (i, cand) in [half(od, false), half(e, true), half(od, true)]
-                        .into_iter()
-                        .enumerate()
-                    {
+                    let (mut best, mut win) = (e_lo, zero);
+                    for (i, cand) in [od_lo, e_hi, od_hi].into_iter().enumerate() {
                         (best, win) = Avx2::take_greater(cand, best, idx_of[i], win);
                     }
                     let val = Avx2::max(Avx2::add(best, Avx2::splat(b[c])), zero);

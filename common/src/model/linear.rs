@@ -19,27 +19,60 @@ use super::kernel_path::KernelPath;
 use super::simd::{Lanes8, Scalar, sum_lanes};
 use crate::aggregation::tree::sum_leaves;
 
-/// Dot product with a fixed association: four independent eight-lane chains (one chain would
-/// wait on the FMA latency), an eight-lane tail, a scalar tail, then a fixed tree.
+/// Dot products of `R` rows of `x` with `O` weight rows, each with a fixed association: four
+/// independent eight-lane chains (one chain would wait on the FMA latency), an eight-lane tail, a
+/// scalar tail, then a fixed tree. Blocking rows and outputs only shares loads between the
+/// products (each of the `R x O` sums keeps its own chains), so every result has the same bits
+/// whatever `R` and `O` are.
 #[inline(always)]
-fn dot<S: Lanes8>(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (mut acc, mut i) = ([S::zero(); 4], 0);
+fn dots<S: Lanes8, const R: usize, const O: usize>(
+    xs: [&[f32]; R],
+    ws: [&[f32]; O],
+    n: usize,
+) -> [[f32; O]; R] {
+    let (mut acc, mut i) = ([[[S::zero(); 4]; O]; R], 0);
     while i + 32 <= n {
-        for (c, acc) in acc.iter_mut().enumerate() {
-            *acc = S::madd(S::load(&a[i + 8 * c..]), S::load(&b[i + 8 * c..]), *acc);
+        for c in 0..4 {
+            let mut wv = [S::zero(); O];
+            for q in 0..O {
+                wv[q] = S::load(&ws[q][i + 8 * c..]);
+            }
+            for r in 0..R {
+                let xv = S::load(&xs[r][i + 8 * c..]);
+                for q in 0..O {
+                    acc[r][q][c] = S::madd(xv, wv[q], acc[r][q][c]);
+                }
+            }
         }
         i += 32;
     }
     while i + 8 <= n {
-        acc[0] = S::madd(S::load(&a[i..]), S::load(&b[i..]), acc[0]);
+        let mut wv = [S::zero(); O];
+        for q in 0..O {
+            wv[q] = S::load(&ws[q][i..]);
+        }
+        for r in 0..R {
+            let xv = S::load(&xs[r][i..]);
+            for q in 0..O {
+                acc[r][q][0] = S::madd(xv, wv[q], acc[r][q][0]);
+            }
+        }
         i += 8;
     }
-    let mut tail = 0.0f32;
-    for j in i..n {
-        tail += a[j] * b[j];
+    // Loops rather than `array::from_fn`: a closure is not compiled with the caller's target
+    // features, so its intrinsics would become calls.
+    let mut out = [[0.0f32; O]; R];
+    for r in 0..R {
+        for q in 0..O {
+            let mut tail = 0.0f32;
+            for j in i..n {
+                tail += xs[r][j] * ws[q][j];
+            }
+            let a = &acc[r][q];
+            out[r][q] = sum_lanes::<S>(S::add(S::add(a[0], a[1]), S::add(a[2], a[3]))) + tail;
+        }
     }
-    sum_lanes::<S>(S::add(S::add(acc[0], acc[1]), S::add(acc[2], acc[3]))) + tail
+    out
 }
 
 /// `y += alpha * x`, eight lanes at a time.
@@ -59,13 +92,46 @@ fn axpy<S: Lanes8>(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// `y[i] = x[i] . w[o] + b[o]` for a run of rows.
+/// `y[i] = x[i] . w[o] + b[o]` for a run of rows, in blocks of `R` rows and `O` outputs (as
+/// many accumulators as the target's registers hold), then single rows and outputs.
 #[inline(always)]
-fn forward_rows<S: Lanes8>(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], k: usize) {
+fn forward_rows<S: Lanes8, const R: usize, const O: usize>(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+    k: usize,
+) {
     let m = b.len();
-    for (xi, yi) in x.chunks_exact(k).zip(y.chunks_exact_mut(m)) {
-        for (o, yo) in yi.iter_mut().enumerate() {
-            *yo = dot::<S>(xi, &w[o * k..(o + 1) * k]) + b[o];
+    let rows = x.len() / k;
+    let wrow = |o: usize| &w[o * k..(o + 1) * k];
+    let mut i = 0;
+    while i < rows {
+        if i + R <= rows {
+            let xs: [&[f32]; R] = std::array::from_fn(|r| &x[(i + r) * k..(i + r + 1) * k]);
+            let mut o = 0;
+            while o + O <= m {
+                let d = dots::<S, R, O>(xs, std::array::from_fn(|q| wrow(o + q)), k);
+                for (r, dr) in d.iter().enumerate() {
+                    for (q, v) in dr.iter().enumerate() {
+                        y[(i + r) * m + o + q] = v + b[o + q];
+                    }
+                }
+                o += O;
+            }
+            for o in o..m {
+                let d = dots::<S, R, 1>(xs, [wrow(o)], k);
+                for (r, dr) in d.iter().enumerate() {
+                    y[(i + r) * m + o] = dr[0] + b[o];
+                }
+            }
+            i += R;
+        } else {
+            let xi = &x[i * k..(i + 1) * k];
+            for o in 0..m {
+                y[i * m + o] = dots::<S, 1, 1>([xi], [wrow(o)], k)[0][0] + b[o];
+            }
+            i += 1;
         }
     }
 }
@@ -129,10 +195,13 @@ fn weight_grad_leaf(
 /// The kernels compiled with the features `$features` enabled. The eight-lane code compiled with
 /// AVX-512 enabled does the same operations (so gives the same bits) and lets the compiler widen
 /// the f64 weight-gradient loops; these layers are a few percent of a step, too little to pay for
-/// 16-lane versions of their own.
+/// 16-lane versions of their own. The forward blocks `$rows x $outs` dot products: 4 chains
+/// each, so 8 accumulators fit AVX2's 16 registers and 16 fit AVX-512's 32 (each block shares
+/// its weight loads between rows and its input loads between outputs, where the forward of
+/// test scoring was bound by loads).
 #[cfg(target_arch = "x86_64")]
 macro_rules! compiled_with {
-    ($name:ident, $features:literal) => {
+    ($name:ident, $features:literal, $rows:literal, $outs:literal) => {
         mod $name {
             use super::super::simd::Avx2;
 
@@ -144,7 +213,7 @@ macro_rules! compiled_with {
                 y: &mut [f32],
                 k: usize,
             ) {
-                super::forward_rows::<Avx2>(x, w, b, y, k)
+                super::forward_rows::<Avx2, $rows, $outs>(x, w, b, y, k)
             }
 
             #[target_feature(enable = $features)]
@@ -174,9 +243,9 @@ macro_rules! compiled_with {
     };
 }
 #[cfg(target_arch = "x86_64")]
-compiled_with!(avx2, "avx2,fma");
+compiled_with!(avx2, "avx2,fma", 2, 1);
 #[cfg(target_arch = "x86_64")]
-compiled_with!(avx512, "avx512f,avx512vl,avx2,fma");
+compiled_with!(avx512, "avx512f,avx512vl,avx2,fma", 2, 2);
 
 /// The op's name in errors.
 const OP: &str = "batch_invariant_linear";
@@ -227,7 +296,7 @@ impl CustomOp3 for BatchInvariantLinear {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
                 KernelPath::Avx2 => unsafe { avx2::forward_rows(xc, w, b, yc, k) },
-                _ => forward_rows::<Scalar>(xc, w, b, yc, k),
+                _ => forward_rows::<Scalar, 1, 1>(xc, w, b, yc, k),
             });
         Ok((CpuStorage::F32(y), Shape::from((n, m))))
     }
@@ -413,8 +482,9 @@ mod tests {
     fn rows_do_not_depend_on_the_batch() {
         let dev = Device::Cpu;
         let x = Tensor::from_vec(values(64 * 84, 5), (64, 84), &dev).unwrap();
-        let w = Tensor::from_vec(values(10 * 84, 6), (10, 84), &dev).unwrap();
-        let b = Tensor::from_vec(values(10, 7), 10, &dev).unwrap();
+        // 11 outputs and odd batches: the forward's blocks of rows and outputs leave remainders.
+        let w = Tensor::from_vec(values(11 * 84, 6), (11, 84), &dev).unwrap();
+        let b = Tensor::from_vec(values(11, 7), 11, &dev).unwrap();
         let at = |n: usize| {
             linear(
                 &x.narrow(0, 0, n).unwrap(),
