@@ -13,6 +13,7 @@ pub mod recipe;
 pub mod replica;
 mod run_identity;
 pub mod trainer;
+pub mod training_data;
 
 use std::path::PathBuf;
 
@@ -25,7 +26,8 @@ pub use observer::{NoObserver, Observers, OnEpoch, RunObserver, RunPlan, StepRep
 pub use recipe::{Recipe, Selection};
 pub use replica::Replica;
 pub use run_identity::RunIdentity;
-pub use trainer::{RunControl, TimedSteps, Trainer, TrainingData};
+pub use trainer::{RunControl, TimedSteps, Trainer};
+pub use training_data::TrainingData;
 
 /// What can stop a training run.
 #[derive(Debug, thiserror::Error)]
