@@ -1,5 +1,5 @@
-//! The training recipe beyond the paper's (augmentation, decoupled weight decay, the cosine
-//! schedule, best-validation selection and early stopping), with the real binaries: any number
+//! The training recipe beyond the paper's (augmentation, dropout, decoupled weight decay, the
+//! cosine schedule, best-validation selection and early stopping), with the real binaries: any number
 //! of workers and either aggregation trains the same bytes, a run stopped mid-epoch and resumed
 //! chooses the same weights, and settings out of range or of another run are refused by name.
 
@@ -14,9 +14,11 @@ use integration_tests::{bin, read_results, run_with_limit, shared_dataset};
 /// Every recipe flag away from the paper's setting. A learning rate four times the paper's
 /// makes validation accuracy peak early on this subset, so that the patience ends the run
 /// before its last epoch (the outcome is fixed: the arithmetic is deterministic).
-const RECIPE: [&str; 12] = [
+const RECIPE: [&str; 14] = [
     "--augment",
     "crop",
+    "--dropout",
+    "0.2",
     "--weight-decay",
     "0.05",
     "--lr-schedule",
@@ -184,6 +186,7 @@ fn resuming_with_another_recipe_is_refused_naming_the_flags() {
         "--augment is none here, crop in the checkpoint",
         "--weight-decay is 0 here, 0.05 in the checkpoint",
         "--lr-schedule is constant here, cosine in the checkpoint",
+        "--dropout is 0 here, 0.2 in the checkpoint",
         "--epochs (the schedule spans them) is none here, 30 in the checkpoint",
     ] {
         assert!(err.contains(want), "missing {want:?}:\n{err}");
@@ -201,6 +204,11 @@ fn recipe_flags_out_of_range_are_refused_before_any_work() {
         ),
         ("--weight-decay", "NaN", "not a weight decay"),
         ("--patience", "0", "0 is not in 1.."),
+        (
+            "--dropout",
+            "0.95",
+            "0.95 is not a dropout probability (finite, 0 to 0.9)",
+        ),
         ("--augment", "rotate", "invalid value 'rotate'"),
         ("--lr-schedule", "step", "invalid value 'step'"),
         ("--select", "best-test", "invalid value 'best-test'"),

@@ -116,6 +116,7 @@ fn benches(c: &mut Criterion) {
             augment: Default::default(),
             weight_decay: 0.0,
             lr_schedule: Default::default(),
+            dropout: 0.0,
             schedule_epochs: None,
         },
         best: Some(BestWeights {

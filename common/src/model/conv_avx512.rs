@@ -68,7 +68,7 @@ pub(super) unsafe fn forward(
 ) {
     let taps = g.cin * g.k * g.k;
     if p.wt.len() == taps * 16 {
-        if g.conv_w() % ROW_PIXELS == 0 {
+        if g.conv_w().is_multiple_of(ROW_PIXELS) {
             forward16::<ROW_PIXELS>(g, p, x, b, out, arg);
         } else {
             forward16::<PIXELS>(g, p, x, b, out, arg);

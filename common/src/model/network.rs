@@ -143,9 +143,11 @@ impl Network {
         t: &[Tensor],
         x: &Tensor,
         groups: Grouping,
+        masks: Option<&[Tensor; 2]>,
     ) -> Result<Tensor, ModelError> {
         let n = groups.per_pair().rows();
-        let e = lenet::forward(&self.spec, LeNetWeights { t: &t[..10] }, x, groups)?;
+        let weights = LeNetWeights { t: &t[..10] };
+        let e = lenet::forward_masked(&self.spec, weights, x, groups, masks)?;
         let diff = (e.narrow(0, 0, n)? - e.narrow(0, n, n)?)?;
         let d = (diff.sqr()?.sum(1)? + DIST_EPS)?.sqrt()?;
         Ok(similarity(&d, &t[10], &t[11], groups.per_pair())?)
@@ -156,6 +158,18 @@ impl Network {
     /// micro-batch of `per` pairs and then over micro-batches by the fixed tree of
     /// `aggregation::tree`, so a batch split into canonical blocks adds up to the same bytes.
     pub fn pair_step(&self, x: &Tensor, same: &Tensor, per: usize) -> Result<PairStep, ModelError> {
+        self.pair_step_masked(x, same, per, None)
+    }
+
+    /// [`Network::pair_step`] with dropout masks for the hidden layers, one row per image of
+    /// `x` (see [`lenet::forward_masked`]).
+    pub fn pair_step_masked(
+        &self,
+        x: &Tensor,
+        same: &Tensor,
+        per: usize,
+        masks: Option<&[Tensor; 2]>,
+    ) -> Result<PairStep, ModelError> {
         if !matches!(self.spec.head, Head::Siamese { .. }) {
             return Err(candle_core::Error::Msg("pair_step needs the siamese head".into()).into());
         }
@@ -168,8 +182,20 @@ impl Network {
             ))
             .into());
         }
+        if let Some(m) = masks {
+            for (mask, width) in m.iter().zip(lenet::HIDDEN) {
+                if mask.dims() != [groups.rows(), width] {
+                    return Err(candle_core::Error::Msg(format!(
+                        "pair_step: a dropout mask of shape {:?} for {} images of {width} units",
+                        mask.dims(),
+                        groups.rows()
+                    ))
+                    .into());
+                }
+            }
+        }
         let t = self.tensors(true);
-        let s = self.pair_similarity(&t, x, groups)?;
+        let s = self.pair_similarity(&t, x, groups, masks)?;
         let loss = contrastive_loss_sum(&s, same)?;
         let grads = loss.backward()?;
         Ok(PairStep {

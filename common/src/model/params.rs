@@ -149,6 +149,7 @@ impl ModelSpec {
         let c2 = self.conv2();
         let flat = c2.cout * c2.out_h() * c2.out_w();
         let e = self.out_width();
+        let [h1, h2] = super::lenet::HIDDEN;
         let mut list: Vec<(&'static str, Vec<usize>, usize)> = vec![
             (
                 "conv1.weight",
@@ -158,12 +159,12 @@ impl ModelSpec {
             ("conv1.bias", vec![6], self.channels * 25),
             ("conv2.weight", vec![16, 6, 5, 5], 150),
             ("conv2.bias", vec![16], 150),
-            ("fc1.weight", vec![120, flat], flat),
-            ("fc1.bias", vec![120], flat),
-            ("fc2.weight", vec![84, 120], 120),
-            ("fc2.bias", vec![84], 120),
-            ("fc3.weight", vec![e, 84], 84),
-            ("fc3.bias", vec![e], 84),
+            ("fc1.weight", vec![h1, flat], flat),
+            ("fc1.bias", vec![h1], flat),
+            ("fc2.weight", vec![h2, h1], h1),
+            ("fc2.bias", vec![h2], h1),
+            ("fc3.weight", vec![e, h2], h2),
+            ("fc3.bias", vec![e], h2),
         ];
         if let Head::Siamese { .. } = self.head {
             list.push(("out.weight", vec![1], 1));

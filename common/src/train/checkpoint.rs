@@ -334,6 +334,7 @@ mod tests {
                 augment: crate::data::Augment::CropFlip,
                 weight_decay: 0.01,
                 lr_schedule: crate::optim::LrSchedule::Cosine,
+                dropout: 0.2,
                 schedule_epochs: Some(30),
             },
             best: Some(BestWeights {

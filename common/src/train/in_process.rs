@@ -4,7 +4,7 @@
 
 use candle_core::Device;
 
-use super::{LocalEngine, RunControl, TrainError, Trainer, TrainingData};
+use super::{LocalEngine, Noise, RunControl, TrainError, Trainer, TrainingData};
 use crate::config::TrainConfig;
 use crate::results::RunResults;
 
@@ -27,6 +27,6 @@ pub fn train_in_process(
         &Device::Cpu,
         cfg.micro_batch as usize,
     )?
-    .with_augment(cfg.recipe.augment, cfg.seed);
+    .with_noise(Noise::of(cfg));
     pool.install(|| trainer.run(&mut engine, control))
 }

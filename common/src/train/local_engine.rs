@@ -44,9 +44,9 @@ impl LocalEngine {
 }
 
 impl LocalEngine {
-    /// Augments the training images (`--augment`) with keys from the run's `seed`.
-    pub fn with_augment(mut self, augment: crate::data::Augment, seed: u64) -> Self {
-        self.replica.set_augment(augment, seed);
+    /// Draws `noise` (augmentation, dropout) in every training step.
+    pub fn with_noise(mut self, noise: super::Noise) -> Self {
+        self.replica.set_noise(noise);
         self
     }
 }

@@ -43,6 +43,11 @@ pub struct Recipe {
     /// by lr x this.
     #[arg(long, env = "SIAMESE_WEIGHT_DECAY", default_value_t = 0.0, value_parser = weight_decay)]
     pub weight_decay: f64,
+    /// Dropout on the two hidden fully connected layers during training, 0 (the paper) to 0.9:
+    /// each unit is dropped with this probability, the kept ones scaled up to match; drawn per
+    /// pair from --seed, like --augment.
+    #[arg(long, env = "SIAMESE_DROPOUT", default_value_t = 0.0, value_parser = dropout)]
+    pub dropout: f64,
     /// Learning-rate schedule: constant (the paper) or cosine (to 0 over --epochs).
     #[arg(
         long,
@@ -72,6 +77,9 @@ impl Recipe {
         if self.weight_decay != 0.0 {
             parts.push(format!("weight decay {}", self.weight_decay));
         }
+        if self.dropout != 0.0 {
+            parts.push(format!("dropout {}", self.dropout));
+        }
         if self.lr_schedule != LrSchedule::Constant {
             parts.push(format!("{} lr", self.lr_schedule.name()));
         }
@@ -98,6 +106,17 @@ pub fn weight_decay(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A dropout probability: finite, 0 to 0.9 (past that a layer keeps too few units to learn).
+pub fn dropout(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=0.9).contains(&v) => Ok(v),
+        Ok(v) => Err(format!(
+            "{v} is not a dropout probability (finite, 0 to 0.9)"
+        )),
+        Err(e) => Err(format!("{s:?} is not a number: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +129,11 @@ mod tests {
             assert!(e.contains("weight decay"), "{bad}: {e}");
         }
         assert!(weight_decay("x").unwrap_err().contains("not a number"));
+        assert_eq!(dropout("0.3"), Ok(0.3));
+        for bad in ["-0.1", "0.95", "1", "NaN"] {
+            let e = dropout(bad).unwrap_err();
+            assert!(e.contains("dropout probability"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use candle_core::{Device, Tensor};
 
-use super::TrainError;
-use crate::data::{Augment, ImageSet, augment_key};
+use super::{Noise, TrainError};
+use crate::data::{ImageSet, augment_key};
 use crate::model::{ClassStep, ModelSpec, Network, PairStep};
 use crate::pairs::Pair;
 
@@ -17,9 +17,9 @@ pub struct Replica {
     /// Reused across steps: a fresh 400 KB buffer per step costs page faults.
     pixels: Vec<f32>,
     indices: Vec<u32>,
-    /// Training-image augmentation and the run's seed its keys derive from.
-    augment: (Augment, u64),
-    /// One augmentation key per image of the batch being built (empty: no augmentation).
+    /// What training steps draw per pair (augmentation, dropout), from the run's seed.
+    noise: Noise,
+    /// One key per image of the batch being built (empty: nothing is drawn).
     keys: Vec<u64>,
     scratch: Vec<f32>,
 }
@@ -31,16 +31,16 @@ impl Replica {
             net: Network::new(spec, weights, device)?,
             pixels: Vec::new(),
             indices: Vec::new(),
-            augment: (Augment::None, 0),
+            noise: Noise::default(),
             keys: Vec::new(),
             scratch: Vec::new(),
         })
     }
 
-    /// Augments the training images of every later pair gradient (`--augment`), with keys
-    /// drawn from the run's `seed`; evaluation images are never augmented.
-    pub fn set_augment(&mut self, augment: Augment, seed: u64) {
-        self.augment = (augment, seed);
+    /// Augments the training images of every later pair gradient and drops hidden units as
+    /// `noise` says (`--augment`, `--dropout`); evaluation is never augmented nor dropped.
+    pub fn set_noise(&mut self, noise: Noise) {
+        self.noise = noise;
     }
 
     /// The network.
@@ -58,7 +58,7 @@ impl Replica {
         self.pixels
             .resize(self.indices.len() * images.image_len(), 0.0);
         images.fill_f32(&self.indices, &mut self.pixels);
-        let (mode, _) = self.augment;
+        let mode = self.noise.augment;
         let n = images.image_len();
         for (image, &key) in self.pixels.chunks_exact_mut(n).zip(&self.keys) {
             mode.apply(key, image, (c, h, w), &mut self.scratch);
@@ -84,9 +84,8 @@ impl Replica {
         self.indices.extend(pairs.iter().map(|p| p.a));
         self.indices.extend(pairs.iter().map(|p| p.b));
         self.keys.clear();
-        if let (mode, seed) = self.augment
-            && mode != Augment::None
-        {
+        if self.noise.any() {
+            let seed = self.noise.seed;
             for side in 0..2u8 {
                 self.keys.extend(
                     pairs
@@ -96,6 +95,7 @@ impl Replica {
             }
         }
         let x = self.batch_tensor(images)?;
+        let masks = self.noise.masks(&self.keys, self.net.device())?;
         self.keys.clear();
         let same: Vec<f32> = pairs
             .iter()
@@ -103,7 +103,7 @@ impl Replica {
             .collect();
         let y = Tensor::from_vec(same, pairs.len(), self.net.device())
             .map_err(crate::model::ModelError::from)?;
-        Ok(self.net.pair_step(&x, &y, per)?)
+        Ok(self.net.pair_step_masked(&x, &y, per, masks.as_ref())?)
     }
 
     /// Gradient of the classifier's cross-entropy summed over the images `batch` of `images`,
@@ -205,10 +205,10 @@ mod tests {
         );
     }
 
-    /// Augmentation reaches the gradient, the same for the same pairs whatever else the
-    /// replica computed in between, and never touches embeddings.
+    /// Augmentation and dropout each reach the gradient, the same for the same pairs whatever
+    /// else the replica computed in between, and never touch embeddings.
     #[test]
-    fn augmented_gradients_differ_repeat_and_spare_evaluation() {
+    fn noisy_gradients_differ_repeat_and_spare_evaluation() {
         let n = 24;
         let images: Vec<u8> = (0..n * 784).map(|i| ((i * 7919) % 251) as u8).collect();
         let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
@@ -224,12 +224,26 @@ mod tests {
         let mut r = Replica::new(spec, &spec.init(3), &Device::Cpu).unwrap();
         let plain = r.pair_gradient(&set, &pairs, 8).unwrap().grad;
         let embedded = r.embed(&set, &[0, 1, 2]).unwrap();
-        r.set_augment(crate::data::Augment::Crop, 9);
-        let first = r.pair_gradient(&set, &pairs, 8).unwrap().grad;
-        r.pair_gradient(&set, &pairs[..4], 4).unwrap();
-        let again = r.pair_gradient(&set, &pairs, 8).unwrap().grad;
-        assert_ne!(plain, first);
-        assert_eq!(first, again);
-        assert_eq!(r.embed(&set, &[0, 1, 2]).unwrap(), embedded);
+        let augment = Noise {
+            augment: crate::data::Augment::Crop,
+            seed: 9,
+            ..Noise::default()
+        };
+        let dropout = Noise {
+            dropout: 0.3,
+            seed: 9,
+            ..Noise::default()
+        };
+        let mut seen = vec![plain];
+        for noise in [augment, dropout] {
+            r.set_noise(noise);
+            let first = r.pair_gradient(&set, &pairs, 8).unwrap().grad;
+            r.pair_gradient(&set, &pairs[..4], 4).unwrap();
+            let again = r.pair_gradient(&set, &pairs, 8).unwrap().grad;
+            assert!(!seen.contains(&first), "{noise:?} changed nothing");
+            assert_eq!(first, again, "{noise:?}");
+            assert_eq!(r.embed(&set, &[0, 1, 2]).unwrap(), embedded, "{noise:?}");
+            seen.push(first);
+        }
     }
 }

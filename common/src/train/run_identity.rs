@@ -39,6 +39,9 @@ pub struct RunIdentity {
     /// `--lr-schedule`.
     #[serde(default)]
     pub lr_schedule: LrSchedule,
+    /// `--dropout`.
+    #[serde(default)]
+    pub dropout: f64,
     /// `--epochs`, where the schedule spans them (cosine); none for the constant rate.
     #[serde(default)]
     pub schedule_epochs: Option<usize>,
@@ -60,6 +63,7 @@ impl RunIdentity {
             augment: cfg.recipe.augment,
             weight_decay: cfg.recipe.weight_decay,
             lr_schedule: cfg.recipe.lr_schedule,
+            dropout: cfg.recipe.dropout,
             schedule_epochs: (cfg.recipe.lr_schedule != LrSchedule::Constant).then(|| cfg.epochs()),
         }
     }
@@ -122,6 +126,11 @@ impl RunIdentity {
             other.lr_schedule.name().into(),
         );
         field(
+            "--dropout",
+            self.dropout.to_string(),
+            other.dropout.to_string(),
+        );
+        field(
             "--epochs (the schedule spans them)",
             subset(self.schedule_epochs),
             subset(other.schedule_epochs),
@@ -148,6 +157,7 @@ mod tests {
             augment: Augment::None,
             weight_decay: 0.0,
             lr_schedule: LrSchedule::Constant,
+            dropout: 0.0,
             schedule_epochs: None,
         }
     }
@@ -162,6 +172,7 @@ mod tests {
             train_subset: Some(100),
             augment: Augment::CropFlip,
             lr_schedule: LrSchedule::Cosine,
+            dropout: 0.3,
             schedule_epochs: Some(40),
             ..identity()
         };
@@ -174,6 +185,7 @@ mod tests {
                 "--train-subset is none here, 100 in the checkpoint",
                 "--augment is none here, crop-flip in the checkpoint",
                 "--lr-schedule is constant here, cosine in the checkpoint",
+                "--dropout is 0 here, 0.3 in the checkpoint",
                 "--epochs (the schedule spans them) is none here, 40 in the checkpoint"
             ]
         );

@@ -5,8 +5,8 @@
 use crate::aggregation::Aggregation;
 use crate::cluster::protocol::proto::Welcome;
 use crate::config::TrainConfig;
-use crate::data::Augment;
 use crate::model::ModelSpec;
+use crate::train::Noise;
 
 /// The run as a Welcome describes it, once checked.
 #[derive(Debug)]
@@ -17,8 +17,8 @@ pub struct WelcomedRun {
     pub aggregation: Aggregation,
     /// The run's learning rate, for replicas that step Adam themselves.
     pub lr: Option<f64>,
-    /// Training-image augmentation and the run's seed its keys derive from.
-    pub augment: (Augment, u64),
+    /// What training steps draw per pair (augmentation, dropout) and the seed of their keys.
+    pub noise: Noise,
 }
 
 /// Checks `welcome` against the images this worker holds (`channels x height x width`);
@@ -55,6 +55,6 @@ pub fn check_welcome(
         spec,
         aggregation,
         lr,
-        augment: (cfg.recipe.augment, cfg.seed),
+        noise: Noise::of(&cfg),
     })
 }

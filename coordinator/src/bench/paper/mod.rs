@@ -32,7 +32,7 @@ use siamese_common::results::{EpochRecord, RunResults};
 use siamese_common::stop::StopFlag;
 use siamese_common::train::eval::score_pairs;
 use siamese_common::train::{
-    ImageSplit, LocalEngine, OnEpoch, RunControl, TrainError, Trainer, TrainingData,
+    ImageSplit, LocalEngine, Noise, OnEpoch, RunControl, TrainError, Trainer, TrainingData,
 };
 
 /// Test pairs drawn in the grid figure: 4 rows of 4.
@@ -158,7 +158,7 @@ fn train(
         cfg.lr
     );
     let micro = cfg.micro_batch as usize;
-    let (augment, seed) = (cfg.recipe.augment, cfg.seed);
+    let noise = Noise::of(&cfg);
     let mut trainer = Trainer::new(cfg, data);
     let mut engine = LocalEngine::new(
         trainer.spec(),
@@ -167,7 +167,7 @@ fn train(
         &Device::Cpu,
         micro,
     )?
-    .with_augment(augment, seed);
+    .with_noise(noise);
     let mut on_epoch = OnEpoch(|e: &EpochRecord| {
         eprintln!(
             "[{name}] epoch {}: train loss {:.4} acc {:.4}, val loss {:.4} acc {:.4}, {:.1} s",
