@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use siamese_common::cluster::protocol::auth::{TOKEN_ENV, TOKEN_FILE_ENV};
+use siamese_common::cluster::protocol::tls::ServerTlsArgs;
 use siamese_common::inference::Adapt;
 
 /// The trained model and what may be done to images that do not fit it.
@@ -103,16 +104,9 @@ pub struct ServeArgs {
     /// Serve without a token: anyone who reaches the address may call.
     #[arg(long)]
     pub no_auth: bool,
-    /// TLS: the server's certificate (PEM); with --tls-key every connection is TLS. Without it,
-    /// the token and the images are plaintext.
-    #[arg(long, env = "SIAMESE_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// TLS: the private key of --tls-cert (PEM).
-    #[arg(long, env = "SIAMESE_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// Mutual TLS: clients must show a certificate issued by this CA (PEM).
-    #[arg(long, env = "SIAMESE_TLS_CLIENT_CA")]
-    pub tls_client_ca: Option<PathBuf>,
+    /// The server's TLS flags (--tls-cert, --tls-key, --tls-client-ca).
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
     /// Most images one forward pass batches from concurrent requests.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_batch: u32,

@@ -113,11 +113,7 @@ pub fn run_serve(args: ServeArgs, threads: usize, stop: &StopFlag) -> anyhow::Re
         ),
     };
     // Certificates are checked before the model and gallery take their time.
-    let tls = ServerTls::load(
-        args.tls_cert.as_deref(),
-        args.tls_key.as_deref(),
-        args.tls_client_ca.as_deref(),
-    )?;
+    let tls = ServerTls::from_args(&args.tls)?;
     let model = Arc::new(TrainedModel::load(&args.model.weights)?);
     let gallery = match &args.gallery {
         Some(dir) => {

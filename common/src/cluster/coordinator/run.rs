@@ -78,11 +78,11 @@ fn check(args: &ClusterArgs) -> Result<(), TrainError> {
     if args.keepalive == 0 {
         return bad("--keepalive must be at least 1 second".into());
     }
-    let tls = args.tls_cert.is_some();
+    let tls = args.tls.tls_cert.is_some();
     if tls && !args.no_spawn && args.workers > 0 && args.tls_ca.is_none() {
         return bad("TLS with local workers needs --tls-ca, the CA that issued --tls-cert, for them to trust (or start the workers yourself with --no-spawn)".into());
     }
-    if args.tls_client_ca.is_some() && !args.no_spawn {
+    if args.tls.tls_client_ca.is_some() && !args.no_spawn {
         return bad("mutual TLS (--tls-client-ca) needs a client certificate for every worker: start them yourself with --no-spawn".into());
     }
     Ok(())
@@ -121,11 +121,7 @@ pub fn with_cluster<T>(
             what: "starting the async runtime".into(),
             source,
         })?;
-    let tls = ServerTls::load(
-        args.tls_cert.as_deref(),
-        args.tls_key.as_deref(),
-        args.tls_client_ca.as_deref(),
-    )?;
+    let tls = ServerTls::from_args(&args.tls)?;
     if tls.is_none() && !args.listen.ip().is_loopback() {
         let warning = format!(
             "listening on {} WITHOUT TLS: the token and all training data cross the network in plaintext; give --tls-cert and --tls-key",

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::aggregation::Aggregation;
 use crate::cluster::protocol::auth::{TOKEN_ENV, TOKEN_FILE_ENV};
+use crate::cluster::protocol::tls::ServerTlsArgs;
 use crate::config::{at_least, within};
 
 /// The cluster's settings on the coordinator.
@@ -28,16 +29,10 @@ pub struct ClusterArgs {
     /// File holding the token (a mounted Secret, say), instead of --token.
     #[arg(long, env = TOKEN_FILE_ENV)]
     pub token_file: Option<PathBuf>,
-    /// TLS: this coordinator's certificate (PEM); with --tls-key, every connection is TLS and
-    /// workers connect to https://. Without it, traffic (the token included) is plaintext.
-    #[arg(long, env = "SIAMESE_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// TLS: the private key of --tls-cert (PEM).
-    #[arg(long, env = "SIAMESE_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// Mutual TLS: workers must show a client certificate issued by this CA (PEM).
-    #[arg(long, env = "SIAMESE_TLS_CLIENT_CA")]
-    pub tls_client_ca: Option<PathBuf>,
+    /// The server's TLS flags (--tls-cert, --tls-key, --tls-client-ca).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub tls: ServerTlsArgs,
     /// TLS with local workers: the CA that issued --tls-cert, which they are told to trust (the
     /// certificate must name 127.0.0.1, where they connect).
     #[arg(long, env = "SIAMESE_TLS_CA")]

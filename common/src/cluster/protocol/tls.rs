@@ -2,7 +2,7 @@
 //! for mutual TLS, the CA its workers' client certificates must chain to; on the worker, the CA
 //! the coordinator's certificate must chain to and its own client certificate.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
@@ -40,6 +40,23 @@ fn identity(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<Identity>,
     }
 }
 
+/// The TLS flags of a server (the coordinator's cluster, and the inference service): one
+/// declaration, so both read the same flags and environment variables.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ServerTlsArgs {
+    /// TLS: the server's certificate (PEM); with --tls-key every connection is TLS (workers
+    /// connect to https://). Without it, traffic, the token included, is plaintext.
+    #[arg(long, env = "SIAMESE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert (PEM).
+    #[arg(long, env = "SIAMESE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: clients (workers, or callers of the service) must show a certificate issued
+    /// by this CA (PEM).
+    #[arg(long, env = "SIAMESE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
 /// The coordinator's TLS settings.
 #[derive(Clone, Debug)]
 pub struct ServerTls {
@@ -49,6 +66,15 @@ pub struct ServerTls {
 }
 
 impl ServerTls {
+    /// Loads what `args` names; `None` when no certificate is given.
+    pub fn from_args(args: &ServerTlsArgs) -> Result<Option<Self>, ClusterError> {
+        Self::load(
+            args.tls_cert.as_deref(),
+            args.tls_key.as_deref(),
+            args.tls_client_ca.as_deref(),
+        )
+    }
+
     /// Loads `--tls-cert` and `--tls-key` and, for mutual TLS, `--tls-client-ca`; `None` when
     /// no certificate is given.
     pub fn load(
