@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use integration_tests::model_tensors as weights;
-use integration_tests::{bin, children_of, read_results, run_with_limit, shared_dataset};
+use integration_tests::{
+    bin, children_of, mnist_run_files, read_results, run_with_limit, shared_dataset,
+};
 
 /// The run every test repeats: 3 epochs of 94 steps on 6,000 MNIST images, seed 3, batch 64.
 fn configure(cmd: &mut Command, dir: &Path) {
@@ -26,13 +28,8 @@ fn configure_run(cmd: &mut Command, dir: &Path, seed: &str, batch: &str) {
             "--test-pairs",
             "300",
         ])
-        .args(["--seed", seed, "--batch-size", batch, "--threads", "1"])
-        .arg("--data-dir")
-        .arg(shared_dataset("mnist"))
-        .arg("--out")
-        .arg(dir.join("run.json"))
-        .arg("--checkpoint")
-        .arg(dir.join("run.safetensors"));
+        .args(["--seed", seed, "--batch-size", batch, "--threads", "1"]);
+    mnist_run_files(cmd, dir);
 }
 
 fn coordinator(dir: &Path, extra: &[&str]) -> Command {

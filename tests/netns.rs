@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use integration_tests::model_tensors;
-use integration_tests::{bin, read_results, run_with_limit, shared_dataset};
+use integration_tests::{bin, mnist_run_files, read_results, run_with_limit, shared_dataset};
 
 /// The coordinator's address on the bridge; worker k gets 10.78.0.(10 + k).
 const COORDINATOR_IP: &str = "10.78.0.2";
@@ -127,13 +127,8 @@ fn configure(cmd: &mut Command, dir: &Path, workers: &str) {
             "200",
             "--threads",
             "1",
-        ])
-        .arg("--data-dir")
-        .arg(shared_dataset("mnist"))
-        .arg("--out")
-        .arg(dir.join("run.json"))
-        .arg("--checkpoint")
-        .arg(dir.join("run.safetensors"));
+        ]);
+    mnist_run_files(cmd, dir);
 }
 
 fn assert_success(out: &Output, what: &str) {

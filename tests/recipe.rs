@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use integration_tests::model_tensors as weights;
-use integration_tests::{bin, read_results, run_with_limit, shared_dataset};
+use integration_tests::{bin, mnist_run_files, read_results, run_with_limit};
 
 /// Every recipe flag away from the paper's setting. A learning rate four times the paper's
 /// makes validation accuracy peak early on this subset, so that the patience ends the run
@@ -35,14 +35,8 @@ fn coordinator(dir: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(bin("coordinator"));
     cmd.args(["--dataset", "mnist", "--epochs", "30", "--seed", "5"])
         .args(["--train-subset", "600", "--val-pairs", "300"])
-        .args(["--test-pairs", "300", "--threads", "1"])
-        .arg("--data-dir")
-        .arg(shared_dataset("mnist"))
-        .arg("--out")
-        .arg(dir.join("run.json"))
-        .arg("--checkpoint")
-        .arg(dir.join("run.safetensors"))
-        .args(extra);
+        .args(["--test-pairs", "300", "--threads", "1"]);
+    mnist_run_files(&mut cmd, dir).args(extra);
     cmd
 }
 

@@ -122,6 +122,17 @@ pub fn read_results(path: &Path) -> serde_json::Value {
     serde_json::from_str(&text).expect("results file is JSON")
 }
 
+/// The files of a run on real MNIST kept in `dir`: the data, `run.json` and the checkpoint
+/// `run.safetensors` (what the tests that compare a run's bytes read back).
+pub fn mnist_run_files<'a>(cmd: &'a mut Command, dir: &Path) -> &'a mut Command {
+    cmd.arg("--data-dir")
+        .arg(shared_dataset("mnist"))
+        .arg("--out")
+        .arg(dir.join("run.json"))
+        .arg("--checkpoint")
+        .arg(dir.join("run.safetensors"))
+}
+
 /// Common flags of a quick run on a subset of real MNIST.
 pub fn quick_run(cmd: &mut Command, dir: &Path, name: &str) {
     cmd.args([

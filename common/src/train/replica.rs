@@ -164,14 +164,18 @@ mod tests {
     use crate::model::ModelSpec;
     use crate::pairs::shard_ranges;
 
+    /// `n` synthetic 28x28 digits with labels 0-9 in turn.
+    fn digits(n: usize) -> ImageSet {
+        let images: Vec<u8> = (0..n * 784).map(|i| ((i * 7919) % 251) as u8).collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        ImageSet::new(images, labels, 1, 28, 28).unwrap()
+    }
+
     /// The data-parallel identity the cluster rests on: shard gradients of the summed loss add
     /// up to the whole batch's.
     #[test]
     fn weighted_shard_gradients_equal_the_batch_gradient() {
-        let n = 40;
-        let images: Vec<u8> = (0..n * 784).map(|i| ((i * 7919) % 251) as u8).collect();
-        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-        let set = ImageSet::new(images, labels, 1, 28, 28).unwrap();
+        let set = digits(40);
         let pairs: Vec<Pair> = (0..16u32)
             .map(|i| Pair {
                 a: i,
@@ -209,10 +213,7 @@ mod tests {
     /// else the replica computed in between, and never touch embeddings.
     #[test]
     fn noisy_gradients_differ_repeat_and_spare_evaluation() {
-        let n = 24;
-        let images: Vec<u8> = (0..n * 784).map(|i| ((i * 7919) % 251) as u8).collect();
-        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-        let set = ImageSet::new(images, labels, 1, 28, 28).unwrap();
+        let set = digits(24);
         let pairs: Vec<Pair> = (0..8u32)
             .map(|i| Pair {
                 a: i,

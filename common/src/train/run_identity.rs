@@ -70,73 +70,40 @@ impl RunIdentity {
 
     /// Every field that differs, as "name: this run's value here, the other's there".
     pub fn differences(&self, other: &RunIdentity) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut field = |name: &str, here: String, there: String| {
-            if here != there {
-                out.push(format!("{name} is {here} here, {there} in the checkpoint"));
-            }
-        };
-        field(
-            "model version",
-            self.model_version.clone(),
-            other.model_version.clone(),
-        );
-        field("dataset", self.dataset.clone(), other.dataset.clone());
-        field(
-            "data digest",
-            self.data_digest.clone(),
-            other.data_digest.clone(),
-        );
-        field("--seed", self.seed.to_string(), other.seed.to_string());
-        field(
-            "--batch-size",
-            self.batch_size.to_string(),
-            other.batch_size.to_string(),
-        );
-        field(
-            "--micro-batch",
-            self.micro_batch.to_string(),
-            other.micro_batch.to_string(),
-        );
-        field(
-            "--embedding",
-            self.embedding.to_string(),
-            other.embedding.to_string(),
-        );
-        field("--lr", self.lr.to_string(), other.lr.to_string());
-        let subset = |s: Option<usize>| s.map_or_else(|| "none".into(), |n| n.to_string());
-        field(
-            "--train-subset",
-            subset(self.train_subset),
-            subset(other.train_subset),
-        );
-        field(
-            "--augment",
-            self.augment.name().into(),
-            other.augment.name().into(),
-        );
-        field(
-            "--weight-decay",
-            self.weight_decay.to_string(),
-            other.weight_decay.to_string(),
-        );
-        field(
-            "--lr-schedule",
-            self.lr_schedule.name().into(),
-            other.lr_schedule.name().into(),
-        );
-        field(
-            "--dropout",
-            self.dropout.to_string(),
-            other.dropout.to_string(),
-        );
-        field(
-            "--epochs (the schedule spans them)",
-            subset(self.schedule_epochs),
-            subset(other.schedule_epochs),
-        );
-        out
+        let fields: [(&str, Shown); 14] = [
+            ("model version", |r| r.model_version.clone()),
+            ("dataset", |r| r.dataset.clone()),
+            ("data digest", |r| r.data_digest.clone()),
+            ("--seed", |r| r.seed.to_string()),
+            ("--batch-size", |r| r.batch_size.to_string()),
+            ("--micro-batch", |r| r.micro_batch.to_string()),
+            ("--embedding", |r| r.embedding.to_string()),
+            ("--lr", |r| r.lr.to_string()),
+            ("--train-subset", |r| optional(r.train_subset)),
+            ("--augment", |r| r.augment.name().into()),
+            ("--weight-decay", |r| r.weight_decay.to_string()),
+            ("--lr-schedule", |r| r.lr_schedule.name().into()),
+            ("--dropout", |r| r.dropout.to_string()),
+            ("--epochs (the schedule spans them)", |r| {
+                optional(r.schedule_epochs)
+            }),
+        ];
+        fields
+            .iter()
+            .filter_map(|(name, value)| {
+                let (here, there) = (value(self), value(other));
+                (here != there).then(|| format!("{name} is {here} here, {there} in the checkpoint"))
+            })
+            .collect()
     }
+}
+
+/// One field of an identity, as the message shows it.
+type Shown = fn(&RunIdentity) -> String;
+
+/// An optional count as a flag shows it.
+fn optional(n: Option<usize>) -> String {
+    n.map_or_else(|| "none".into(), |n| n.to_string())
 }
 
 #[cfg(test)]

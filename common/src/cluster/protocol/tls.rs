@@ -66,22 +66,11 @@ pub struct ServerTls {
 }
 
 impl ServerTls {
-    /// Loads what `args` names; `None` when no certificate is given.
-    pub fn from_args(args: &ServerTlsArgs) -> Result<Option<Self>, ClusterError> {
-        Self::load(
-            args.tls_cert.as_deref(),
-            args.tls_key.as_deref(),
-            args.tls_client_ca.as_deref(),
-        )
-    }
-
     /// Loads `--tls-cert` and `--tls-key` and, for mutual TLS, `--tls-client-ca`; `None` when
     /// no certificate is given.
-    pub fn load(
-        cert: Option<&Path>,
-        key: Option<&Path>,
-        client_ca: Option<&Path>,
-    ) -> Result<Option<Self>, ClusterError> {
+    pub fn from_args(args: &ServerTlsArgs) -> Result<Option<Self>, ClusterError> {
+        let (cert, key) = (args.tls_cert.as_deref(), args.tls_key.as_deref());
+        let client_ca = args.tls_client_ca.as_deref();
         let Some(identity) = identity(cert, key)? else {
             return match client_ca {
                 Some(_) => Err(ClusterError::Setup(
