@@ -21,8 +21,9 @@
 # build, copied aside), in the same rounds, labelled path/base: a change measured side by side.
 # --delay and --rate model a real network with netem on every namespace's interface (egress):
 # --delay 0.05 adds 50 us each way (100 us round trip), --rate 10gbit caps each link; they
-# apply to the netns path only. Needs root, iproute2 (ip, tc; netem in the kernel for --delay
-# and --rate), python3 and the MNIST files in ../shared/datasets/mnist (or SIAMESE_DATA_DIR).
+# apply to the netns path only. Without netem in the kernel, --rate alone uses the token bucket
+# filter (tbf) instead. Needs root, iproute2 (ip, tc; netem or tbf in the kernel for --delay and
+# --rate), python3 and the MNIST files in ../shared/datasets/mnist (or SIAMESE_DATA_DIR).
 # Everything it creates is named snb-*; leftovers of a killed run are removed on the next start,
 # and `bash scripts/bench-netns.sh --cleanup` removes them alone.
 set -euo pipefail
@@ -109,11 +110,16 @@ for ns in "${namespaces[@]}"; do
   ip -n "$ns" link set eth0 up
   ip -n "$ns" link set lo up
   if [[ -n $delay || -n $rate ]]; then
-    ip netns exec "$ns" tc qdisc add dev eth0 root netem \
-      ${delay:+delay "${delay}ms"} ${rate:+rate "$rate"} || {
-      echo "bench-netns.sh: tc netem failed: --delay and --rate need sch_netem in the kernel" >&2
-      exit 1
-    }
+    if ! ip netns exec "$ns" tc qdisc add dev eth0 root netem \
+      ${delay:+delay "${delay}ms"} ${rate:+rate "$rate"} 2>/dev/null; then
+      # Kernels without sch_netem may still have the token bucket filter, which caps the rate
+      # (a 64 KiB burst, one TSO segment) but cannot delay.
+      [[ -z $delay ]] && ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$rate" \
+        burst 64kb latency 50ms || {
+        echo "bench-netns.sh: tc netem failed: --delay needs sch_netem in the kernel (--rate alone also works with sch_tbf)" >&2
+        exit 1
+      }
+    fi
   fi
 done
 
