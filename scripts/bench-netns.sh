@@ -110,17 +110,18 @@ for ns in "${namespaces[@]}"; do
   ip -n "$ns" link set eth0 up
   ip -n "$ns" link set lo up
   if [[ -n $delay || -n $rate ]]; then
-    if ip netns exec "$ns" tc qdisc add dev eth0 root netem \
+    if ! ip netns exec "$ns" tc qdisc add dev eth0 root netem \
       ${delay:+delay "${delay}ms"} ${rate:+rate "$rate"} 2>/dev/null; then
-      :
-    elif [[ -n $delay ]]; then
-      echo "bench-netns.sh: tc netem failed: --delay needs sch_netem in the kernel (--rate alone also works with sch_tbf)" >&2
-      exit 1
-    # Kernels without sch_netem may still have the token bucket filter, which caps the rate
-    # (a 64 KiB burst, one TSO segment) but cannot delay.
-    elif ! ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$rate" burst 64kb latency 50ms; then
-      echo "bench-netns.sh: neither netem nor tbf could cap the rate (sch_netem, sch_tbf)" >&2
-      exit 1
+      # Kernels without sch_netem may still have the token bucket filter, which caps the rate
+      # (a 64 KiB burst, one TSO segment) but cannot delay.
+      [[ -z $delay ]] || {
+        echo "bench-netns.sh: tc netem failed: --delay needs sch_netem in the kernel (--rate alone also works with sch_tbf)" >&2
+        exit 1
+      }
+      ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$rate" burst 64kb latency 50ms || {
+        echo "bench-netns.sh: neither netem nor tbf could cap the rate (sch_netem, sch_tbf)" >&2
+        exit 1
+      }
     fi
   fi
 done
