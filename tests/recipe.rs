@@ -1,7 +1,8 @@
 //! The training recipe beyond the paper's (augmentation, dropout, decoupled weight decay, the
-//! cosine schedule, best-validation selection and early stopping), with the real binaries: any number
-//! of workers and either aggregation trains the same bytes, a run stopped mid-epoch and resumed
-//! chooses the same weights, and settings out of range or of another run are refused by name.
+//! cosine schedule, best-validation selection, drops of the rate on a plateau and early
+//! stopping), with the real binaries: any number of workers and either aggregation trains the
+//! same bytes, a run stopped mid-epoch and resumed chooses the same weights, and settings out of
+//! range or of another run are refused by name.
 
 use std::path::Path;
 use std::process::Command;
@@ -12,9 +13,10 @@ use integration_tests::model_tensors as weights;
 use integration_tests::{bin, mnist_run_files, read_results, run_with_limit};
 
 /// Every recipe flag away from the paper's setting. A learning rate four times the paper's
-/// makes validation accuracy peak early on this subset, so that the patience ends the run
-/// before its last epoch (the outcome is fixed: the arithmetic is deterministic).
-const RECIPE: [&str; 14] = [
+/// keeps validation accuracy flat from the first epoch on this subset, so that the patience
+/// divides the rate early, and twice; after the second the patience ends the run before its
+/// last epoch (the outcome is fixed: the arithmetic is deterministic).
+const RECIPE: [&str; 16] = [
     "--augment",
     "crop",
     "--dropout",
@@ -29,7 +31,13 @@ const RECIPE: [&str; 14] = [
     "2",
     "--lr",
     "4e-3",
+    "--lr-drops",
+    "2",
 ];
+
+/// Patience and drops of the rate in [`RECIPE`].
+const PATIENCE: usize = 2;
+const DROPS: usize = 2;
 
 fn coordinator(dir: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(bin("coordinator"));
@@ -102,15 +110,47 @@ fn best_validation_and_patience_choose_and_stop_as_stated() {
     );
     assert_eq!(sel["val_accuracy"].as_f64(), Some(top));
     assert_eq!(sel["rule"], "best-val");
-    // ...and training ended two epochs after it, long before the 30 asked for.
+    // The rate was divided, and training ended, where the validation curve says...
+    let (drops, end) = plateaus(&vals);
+    let recorded: Vec<usize> = sel["lr_drops"]
+        .as_array()
+        .expect("the drops of the rate are recorded")
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(recorded, drops, "{vals:?}");
+    assert_eq!(drops.len(), DROPS, "{vals:?}");
+    assert_eq!(Some(vals.len()), end, "{vals:?}");
     assert_eq!(sel["stopped_early"], true, "{vals:?}");
-    assert_eq!(vals.len(), best + 2, "{vals:?}");
     assert!(vals.len() < 30);
+    // ...and the lower rate is what got the model off the plateau of the first epochs.
+    let before = vals[..drops[0]].iter().cloned().fold(f64::MIN, f64::max);
+    assert!(top > before + 0.05, "{vals:?}");
     // The chosen weights are not the last ones: the test figures are of the best epoch.
     assert!(
         r.best != r.weights,
         "the best epoch is the last; pick another recipe"
     );
+}
+
+/// The epochs after which `--patience` epochs without a better validation accuracy (counted
+/// from the best one or the last drop) divide the rate, and the epoch that ends the run.
+fn plateaus(vals: &[f64]) -> (Vec<usize>, Option<usize>) {
+    let (mut best, mut top, mut drops) = (0, f64::MIN, Vec::new());
+    for (i, &v) in vals.iter().enumerate() {
+        let epoch = i + 1;
+        if v > top {
+            (best, top) = (epoch, v);
+        }
+        let since = drops.last().map_or(best, |&d: &usize| d.max(best));
+        if epoch >= since + PATIENCE {
+            if drops.len() == DROPS {
+                return (drops, Some(epoch));
+            }
+            drops.push(epoch);
+        }
+    }
+    (drops, None)
 }
 
 #[test]
@@ -162,6 +202,33 @@ fn a_run_stopped_mid_epoch_and_resumed_chooses_the_same_weights() {
 }
 
 #[test]
+fn a_run_ended_by_its_patience_and_resumed_with_more_drops_trains_on_as_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = vec!["--workers", "0", "--resume", "auto"];
+    first.extend(&RECIPE[..RECIPE.len() - 2]);
+    succeed(
+        &mut coordinator(dir.path(), &first),
+        "the run without drops",
+    );
+    let ended = read_results(&dir.path().join("run.json"));
+    assert_eq!(ended["selection"]["stopped_early"], true);
+    let mut more = vec!["--workers", "2", "--resume", "auto"];
+    more.extend(RECIPE);
+    succeed(
+        &mut coordinator(dir.path(), &more),
+        "the run resumed with drops",
+    );
+    let o = outcome(dir.path());
+    assert!(o.weights == reference().weights, "other weights");
+    assert!(o.best == reference().best, "another best epoch");
+    assert_eq!(chosen(&o.results), chosen(&reference().results));
+    assert_eq!(
+        o.results["selection"]["lr_drops"],
+        reference().results["selection"]["lr_drops"]
+    );
+}
+
+#[test]
 fn resuming_with_another_recipe_is_refused_naming_the_flags() {
     let dir = tempfile::tempdir().unwrap();
     let mut extra = vec!["--workers", "0", "--max-steps", "3"];
@@ -205,6 +272,13 @@ fn recipe_flags_out_of_range_are_refused_before_any_work() {
         ),
         ("--augment", "rotate", "invalid value 'rotate'"),
         ("--lr-schedule", "step", "invalid value 'step'"),
+        ("--lr-drops", "7", "7 is not in 0..=6"),
+        // Drops of the rate happen on a plateau, which only --patience defines.
+        (
+            "--lr-drops",
+            "1",
+            "required arguments were not provided:\n  --patience",
+        ),
         ("--select", "best-test", "invalid value 'best-test'"),
     ] {
         let out = run_with_limit(

@@ -130,6 +130,7 @@ fn benches(c: &mut Criterion) {
         progress: EpochProgress::default(),
         epochs: Vec::new(),
         membership: Vec::new(),
+        lr_drops: Vec::new(),
     };
     let dir = std::env::temp_dir().join(format!("siamese-bench-{}", std::process::id()));
     let path = dir.join("checkpoint.safetensors");

@@ -220,6 +220,10 @@ pub struct SelectionRecord {
     pub stopped_early: bool,
     /// The tested weights as a weights-only file, where they are not the checkpoint's own.
     pub weights: Option<String>,
+    /// Epochs after which a plateau of `--patience` epochs divided the learning rate by 10
+    /// (`--lr-drops`).
+    #[serde(default)]
+    pub lr_drops: Vec<usize>,
 }
 
 impl RunResults {

@@ -5,7 +5,8 @@
 //! format version, the run's identity, the model layout, the position (optimizer steps, epoch,
 //! step within it), the running sums of the epoch in progress, Adam's settings and step count,
 //! the finished epochs' records and the membership events so far. The best epoch's weights (for
-//! `--select best-val` and `--patience`) sit beside them as `best.<name>`.
+//! `--select best-val` and `--patience`) sit beside them as `best.<name>`, and the epochs after
+//! which a plateau divided the learning rate (`--lr-drops`) are in the header.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -87,6 +88,8 @@ pub struct Checkpoint {
     pub membership: Vec<MembershipEvent>,
     /// The best epoch's weights so far (none before the first epoch ends).
     pub best: Option<BestWeights>,
+    /// Epochs after which a plateau divided the learning rate by 10 (`--lr-drops`).
+    pub lr_drops: Vec<usize>,
 }
 
 /// Why a checkpoint cannot be written, read or used.
@@ -155,6 +158,8 @@ struct Header {
     membership: Vec<MembershipEvent>,
     #[serde(default)]
     best: Option<BestHeader>,
+    #[serde(default)]
+    lr_drops: Vec<usize>,
 }
 
 fn le_bytes(values: &[f32]) -> Vec<u8> {
@@ -178,6 +183,7 @@ impl Checkpoint {
                 epoch: b.epoch,
                 val_accuracy: b.val_accuracy,
             }),
+            lr_drops: self.lr_drops.clone(),
         };
         let adam = &self.state.adam;
         let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
@@ -304,6 +310,7 @@ impl Checkpoint {
                 val_accuracy: h.val_accuracy,
                 params,
             }),
+            lr_drops: header.lr_drops,
         })
     }
 }
@@ -357,6 +364,7 @@ mod tests {
             },
             epochs: Vec::new(),
             membership: Vec::new(),
+            lr_drops: vec![12, 40],
         }
     }
 

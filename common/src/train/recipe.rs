@@ -65,6 +65,18 @@ pub struct Recipe {
     /// (at least 1; default: train every epoch of --epochs).
     #[arg(long, env = "SIAMESE_PATIENCE", value_parser = clap::value_parser!(u32).range(1..))]
     pub patience: Option<u32>,
+    /// Drops of the learning rate on a plateau, 0 to 6 (needs --patience): when validation
+    /// accuracy has not improved for --patience epochs, divide the rate by 10 and go on, up to
+    /// N times; the run ends when the patience runs out after the last. 0 (default): the
+    /// patience ends the run at once.
+    #[arg(
+        long,
+        env = "SIAMESE_LR_DROPS",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u32).range(0..=6),
+        requires = "patience"
+    )]
+    pub lr_drops: u32,
 }
 
 impl Recipe {
@@ -88,6 +100,9 @@ impl Recipe {
         }
         if let Some(p) = self.patience {
             parts.push(format!("patience {p}"));
+        }
+        if self.lr_drops > 0 {
+            parts.push(format!("lr /10 on plateau up to {}x", self.lr_drops));
         }
         if parts.is_empty() {
             "paper".into()
@@ -143,11 +158,12 @@ mod tests {
             augment: Augment::CropFlip,
             select: Selection::BestVal,
             patience: Some(20),
+            lr_drops: 2,
             ..Recipe::default()
         };
         assert_eq!(
             r.describe(),
-            "augment crop-flip, select best-val, patience 20"
+            "augment crop-flip, select best-val, patience 20, lr /10 on plateau up to 2x"
         );
     }
 }

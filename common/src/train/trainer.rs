@@ -58,6 +58,8 @@ pub struct Trainer {
     last_saved: Option<Checkpoint>,
     /// The best epoch so far by validation accuracy.
     best: Option<BestWeights>,
+    /// Epochs after which a plateau divided the learning rate by 10 (`--lr-drops`).
+    lr_drops: Vec<usize>,
     /// The weights the finished run tested (`--select`), once it has.
     tested: Option<OptimizerState>,
 }
@@ -100,6 +102,7 @@ impl Trainer {
             stop: StopFlag::new(),
             last_saved: None,
             best: None,
+            lr_drops: Vec::new(),
             tested: None,
         }
     }
@@ -143,6 +146,7 @@ impl Trainer {
         trainer.epochs = checkpoint.epochs;
         trainer.membership = checkpoint.membership;
         trainer.best = checkpoint.best;
+        trainer.lr_drops = checkpoint.lr_drops;
         Ok(trainer)
     }
 
@@ -232,6 +236,7 @@ impl Trainer {
             epochs: self.epochs.clone(),
             membership,
             best: self.best.clone(),
+            lr_drops: self.lr_drops.clone(),
         }
     }
 
@@ -258,6 +263,7 @@ impl Trainer {
         self.progress = saved.progress;
         self.epochs = saved.epochs;
         self.best = saved.best;
+        self.lr_drops = saved.lr_drops;
         engine.regroup(&self.state)
     }
 
@@ -265,13 +271,43 @@ impl Trainer {
         self.cfg.max_steps.is_none_or(|m| self.position.steps < m)
     }
 
-    /// Whether `--patience` epochs have passed since the best one (training ends).
-    fn patience_exhausted(&self) -> bool {
+    /// Whether `--patience` epochs have passed without a better validation accuracy, counted
+    /// from the best epoch or from the last drop of the rate after it.
+    fn plateaued(&self) -> bool {
         let (Some(patience), Some(best)) = (self.cfg.recipe.patience, &self.best) else {
             return false;
         };
+        let since = self
+            .lr_drops
+            .last()
+            .map_or(best.epoch, |&d| d.max(best.epoch));
         let last = self.position.epoch.saturating_sub(1);
-        last >= best.epoch + patience as usize
+        last >= since + patience as usize
+    }
+
+    /// Whether training ends: a plateau with no drop of the rate left (`--lr-drops`).
+    fn patience_exhausted(&self) -> bool {
+        self.plateaued() && self.lr_drops.len() >= self.cfg.recipe.lr_drops as usize
+    }
+
+    /// On a plateau with a drop left, divides the learning rate by 10 and gives the replicas
+    /// the new rate (those that step Adam themselves need it before the next step).
+    fn drop_rate_on_plateau(&mut self, engine: &mut dyn Engine) -> Result<(), TrainError> {
+        if !self.plateaued() || self.patience_exhausted() {
+            return Ok(());
+        }
+        self.refresh(engine)?;
+        self.state.adam.config.lr /= 10.0;
+        let epoch = self.position.epoch.saturating_sub(1);
+        self.lr_drops.push(epoch);
+        tracing::info!(
+            epoch,
+            lr = self.state.adam.config.lr,
+            drop = self.lr_drops.len(),
+            of = self.cfg.recipe.lr_drops,
+            "validation has not improved for --patience epochs: learning rate divided by 10"
+        );
+        engine.load_state(&self.state)
     }
 
     /// Keeps the weights after a finished epoch when its validation accuracy beats every
@@ -484,6 +520,9 @@ impl Trainer {
         self.stop = control.stop;
         let observer = control.observer;
         engine.load_state(&self.state)?;
+        // A checkpoint that ended on a plateau (run before with fewer --lr-drops) goes on at
+        // the rate an uninterrupted run would have dropped to after that epoch.
+        self.drop_rate_on_plateau(engine)?;
         self.last_saved = Some(self.snapshot(engine));
         observer.run_started(&self.plan());
         let mut regroups = 0;
@@ -527,6 +566,7 @@ impl Trainer {
         self.position.epoch += 1;
         self.position.step_in_epoch = 0;
         self.progress = EpochProgress::default();
+        self.drop_rate_on_plateau(engine)?;
         self.checkpoint(engine, observer)?;
         Ok(true)
     }
@@ -546,6 +586,7 @@ impl Trainer {
             val_accuracy: last.map_or(0.0, |e| e.val_accuracy),
             stopped_early,
             weights: None,
+            lr_drops: self.lr_drops.clone(),
         };
         let best = match (rule, &self.best) {
             (Selection::BestVal, Some(best)) => best,
