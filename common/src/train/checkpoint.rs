@@ -261,6 +261,20 @@ impl Checkpoint {
         if header.format != CHECKPOINT_FORMAT {
             return Err(bad(format!("it is format {}", header.format)));
         }
+        // The header steers the training that resumes from it: settings no run writes are
+        // refused here rather than trained on.
+        header
+            .adam
+            .check()
+            .map_err(|why| bad(format!("its Adam settings are {why}")))?;
+        let finished = header.position.epoch.saturating_sub(1);
+        let increasing = header.lr_drops.windows(2).all(|w| w[0] < w[1]);
+        if !increasing || header.lr_drops.iter().any(|&d| d == 0 || d > finished) {
+            return Err(bad(format!(
+                "its drops of the rate {:?} are not increasing epochs from 1 to the last finished, {finished}",
+                header.lr_drops
+            )));
+        }
         let tensors = SafeTensors::deserialize(bytes).map_err(|e| unreadable(e.into()))?;
         let n = header.spec.num_params();
         let (mut params, mut m, mut v) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
@@ -364,7 +378,7 @@ mod tests {
             },
             epochs: Vec::new(),
             membership: Vec::new(),
-            lr_drops: vec![12, 40],
+            lr_drops: vec![1],
         }
     }
 
@@ -425,5 +439,26 @@ mod tests {
         assert!(Checkpoint::read(&junk).is_err());
         let missing = Checkpoint::read(&dir.path().join("none")).unwrap_err();
         assert!(matches!(missing, CheckpointError::Missing { .. }));
+    }
+
+    #[test]
+    fn a_header_no_run_writes_is_refused_naming_the_field() {
+        let path = Path::new("c.safetensors");
+        let read = |c: Checkpoint| Checkpoint::from_bytes(&c.to_bytes(), path).unwrap_err();
+        for drops in [vec![2], vec![0], vec![1, 1]] {
+            let e = read(Checkpoint {
+                lr_drops: drops.clone(),
+                ..sample()
+            })
+            .to_string();
+            assert!(
+                e.contains("drops of the rate") && e.contains("c.safetensors"),
+                "{drops:?}: {e}"
+            );
+        }
+        let mut c = sample();
+        c.state.adam.config.lr = -1.0;
+        let e = read(c).to_string();
+        assert!(e.contains("Adam settings are"), "{e}");
     }
 }
