@@ -285,15 +285,20 @@ impl Trainer {
         last >= since + patience as usize
     }
 
+    /// Whether `--lr-drops` allows another drop of the rate.
+    fn drops_left(&self) -> bool {
+        self.lr_drops.len() < self.cfg.recipe.lr_drops as usize
+    }
+
     /// Whether training ends: a plateau with no drop of the rate left (`--lr-drops`).
     fn patience_exhausted(&self) -> bool {
-        self.plateaued() && self.lr_drops.len() >= self.cfg.recipe.lr_drops as usize
+        self.plateaued() && !self.drops_left()
     }
 
     /// On a plateau with a drop left, divides the learning rate by 10 and gives the replicas
     /// the new rate (those that step Adam themselves need it before the next step).
     fn drop_rate_on_plateau(&mut self, engine: &mut dyn Engine) -> Result<(), TrainError> {
-        if !self.plateaued() || self.patience_exhausted() {
+        if !(self.plateaued() && self.drops_left()) {
             return Ok(());
         }
         self.refresh(engine)?;
