@@ -15,6 +15,8 @@ pub enum Augment {
     Crop,
     /// The crop, and a horizontal mirror of half the images.
     CropFlip,
+    /// A horizontal mirror of half the images, no shift: a milder regulariser than the crop.
+    Flip,
 }
 
 /// SplitMix64's finaliser: a well-spread 64-bit hash of one word.
@@ -40,6 +42,7 @@ impl Augment {
             Augment::None => "none",
             Augment::Crop => "crop",
             Augment::CropFlip => "crop-flip",
+            Augment::Flip => "flip",
         }
     }
 
@@ -55,12 +58,15 @@ impl Augment {
         if self == Augment::None || image.len() != channels * height * width {
             return;
         }
-        let pad = (height.min(width) / 8) as i64;
-        let span = (2 * pad + 1) as u64;
         // Separate bit fields of one hash: the two offsets and the mirror bit.
+        let pad = match self {
+            Augment::Flip => 0,
+            _ => (height.min(width) / 8) as i64,
+        };
+        let span = (2 * pad + 1) as u64;
         let dy = ((key & 0xFFFF) % span) as i64 - pad;
         let dx = (((key >> 16) & 0xFFFF) % span) as i64 - pad;
-        let flip = self == Augment::CropFlip && (key >> 40) & 1 == 1;
+        let flip = matches!(self, Augment::CropFlip | Augment::Flip) && (key >> 40) & 1 == 1;
         if dx == 0 && dy == 0 && !flip {
             return;
         }
@@ -147,6 +153,28 @@ mod tests {
         let mut img = orig.clone();
         Augment::Crop.apply(key, &mut img, (c, s, s), &mut Vec::new());
         assert_eq!(img, orig);
+    }
+
+    #[test]
+    fn flip_mirrors_half_the_images_and_never_shifts() {
+        let (c, s) = (3, 8);
+        let orig = ramp(c, s);
+        let mirrored: Vec<f32> = (0..c * s * s)
+            .map(|i| orig[i - i % s + (s - 1 - i % s)])
+            .collect();
+        let mut flipped = 0;
+        for i in 0..1000u32 {
+            let key = augment_key(3, i, i + 7, i % 2 == 0, 0);
+            let mut img = orig.clone();
+            Augment::Flip.apply(key, &mut img, (c, s, s), &mut Vec::new());
+            // Either untouched or exactly mirrored: no offset is ever drawn.
+            if img == mirrored {
+                flipped += 1;
+            } else {
+                assert_eq!(img, orig, "key {key:#x}");
+            }
+        }
+        assert!((400..600).contains(&flipped), "{flipped} of 1000 mirrored");
     }
 
     #[test]

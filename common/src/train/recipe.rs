@@ -34,9 +34,9 @@ impl Selection {
 #[serde(default)]
 pub struct Recipe {
     /// Training-image augmentation: none (the paper), crop (pad by an eighth of the side with
-    /// black and crop back at a random offset) or crop-flip (also mirror half the images; for
-    /// CIFAR-10, not for digits). Drawn per pair from --seed, so any number of workers trains
-    /// the same bytes.
+    /// black and crop back at a random offset), crop-flip (also mirror half the images; for
+    /// CIFAR-10, not for digits) or flip (only the mirror). Drawn per pair from --seed, so any
+    /// number of workers trains the same bytes.
     #[arg(long, value_enum, env = "SIAMESE_AUGMENT", default_value = "none")]
     pub augment: Augment,
     /// Decoupled weight decay (AdamW), 0 (the paper) to 1: each step also shrinks every weight
