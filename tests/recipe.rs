@@ -168,6 +168,33 @@ fn any_worker_count_and_either_aggregation_train_the_same_bytes() {
     }
 }
 
+#[test]
+fn every_augmentation_trains_the_same_bytes_on_any_worker_count() {
+    let run = |augment: &str, workers: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let extra = [
+            "--workers",
+            workers,
+            "--augment",
+            augment,
+            "--max-steps",
+            "20",
+        ];
+        succeed(&mut coordinator(dir.path(), &extra), augment);
+        weights(&dir.path().join("run.safetensors"))
+    };
+    let plain = run("none", "0");
+    // RECIPE covers crop; these are the other modes.
+    for augment in ["flip", "crop-flip", "crop-flip-cutout", "crop-flip-jitter"] {
+        let one = run(augment, "0");
+        assert!(one != plain, "{augment} trained as if it were none");
+        assert!(
+            run(augment, "2") == one,
+            "{augment}: 2 workers, other weights"
+        );
+    }
+}
+
 /// The choice and the test figures, without the file paths.
 fn chosen(results: &serde_json::Value) -> [serde_json::Value; 4] {
     let sel = &results["selection"];

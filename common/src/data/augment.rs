@@ -1,6 +1,7 @@
 //! Training-image augmentation: a random shift (padding with black and cropping back, the
-//! usual "random crop with padding") and a horizontal mirror, decided by a 64-bit key so that
-//! whoever computes a pair's gradient draws the same transformation.
+//! usual "random crop with padding"), a horizontal mirror, and on top of those either a black
+//! square (cutout) or a change of brightness and contrast (colour jitter), decided by a 64-bit
+//! key so that whoever computes a pair's gradient draws the same transformation.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +18,10 @@ pub enum Augment {
     CropFlip,
     /// A horizontal mirror of half the images, no shift: a milder regulariser than the crop.
     Flip,
+    /// Crop-flip, then a black square of a quarter of the side at a random centre (cutout).
+    CropFlipCutout,
+    /// Crop-flip, then brightness and contrast each scaled by a random factor in [0.8, 1.2].
+    CropFlipJitter,
 }
 
 /// SplitMix64's finaliser: a well-spread 64-bit hash of one word.
@@ -43,6 +48,8 @@ impl Augment {
             Augment::Crop => "crop",
             Augment::CropFlip => "crop-flip",
             Augment::Flip => "flip",
+            Augment::CropFlipCutout => "crop-flip-cutout",
+            Augment::CropFlipJitter => "crop-flip-jitter",
         }
     }
 
@@ -58,6 +65,21 @@ impl Augment {
         if self == Augment::None || image.len() != channels * height * width {
             return;
         }
+        self.shift_and_mirror(key, image, (channels, height, width), scratch);
+        match self {
+            Augment::CropFlipCutout => cutout(key, image, (channels, height, width)),
+            Augment::CropFlipJitter => jitter(key, image),
+            _ => {}
+        }
+    }
+
+    fn shift_and_mirror(
+        self,
+        key: u64,
+        image: &mut [f32],
+        (channels, height, width): (usize, usize, usize),
+        scratch: &mut Vec<f32>,
+    ) {
         // Separate bit fields of one hash: the two offsets and the mirror bit.
         let pad = match self {
             Augment::Flip => 0,
@@ -66,7 +88,7 @@ impl Augment {
         let span = (2 * pad + 1) as u64;
         let dy = ((key & 0xFFFF) % span) as i64 - pad;
         let dx = (((key >> 16) & 0xFFFF) % span) as i64 - pad;
-        let flip = matches!(self, Augment::CropFlip | Augment::Flip) && (key >> 40) & 1 == 1;
+        let flip = self != Augment::Crop && (key >> 40) & 1 == 1; // None never gets here
         if dx == 0 && dy == 0 && !flip {
             return;
         }
@@ -90,6 +112,37 @@ impl Augment {
                 }
             }
         }
+    }
+}
+
+/// Blacks out a square of a quarter of the side in every channel. Its centre is anywhere in
+/// the image, so the square is sometimes clipped by an edge (DeVries and Taylor's cutout).
+fn cutout(key: u64, image: &mut [f32], (channels, height, width): (usize, usize, usize)) {
+    // A second hash, so that the centre is independent of the shift and the mirror.
+    let k = mix(key ^ 0xC0_70_07);
+    let half = (height.min(width) / 8) as i64;
+    let cy = ((k & 0xFFFF) % height as u64) as i64;
+    let cx = (((k >> 16) & 0xFFFF) % width as u64) as i64;
+    let rows = (cy - half).max(0) as usize..(cy + half).min(height as i64) as usize;
+    let cols = (cx - half).max(0) as usize..(cx + half).min(width as i64) as usize;
+    for c in 0..channels {
+        for y in rows.clone() {
+            let row = (c * height + y) * width;
+            image[row + cols.start..row + cols.end].fill(0.0);
+        }
+    }
+}
+
+/// Scales contrast (about the image's mean) and then brightness, each by its own factor in
+/// [0.8, 1.2], and clips to [0, 1], the range of the stored pixels.
+fn jitter(key: u64, image: &mut [f32]) {
+    let k = mix(key ^ 0x717_7E2);
+    let factor = |bits: u64| 0.8 + 0.4 * ((bits & 0xFFFF) as f32 / 65535.0);
+    let (contrast, brightness) = (factor(k), factor(k >> 16));
+    // The mean over all channels keeps the colours' balance, as a grey-level contrast would.
+    let mean = image.iter().sum::<f32>() / image.len().max(1) as f32;
+    for v in image.iter_mut() {
+        *v = (((*v - mean) * contrast + mean) * brightness).clamp(0.0, 1.0);
     }
 }
 
@@ -175,6 +228,96 @@ mod tests {
             }
         }
         assert!((400..600).contains(&flipped), "{flipped} of 1000 mirrored");
+    }
+
+    #[test]
+    fn cutout_blacks_a_clipped_square_of_the_crop_flip_image() {
+        let (c, s) = (3, 32);
+        let (mut clipped, mut whole) = (0, 0);
+        for i in 0..500u32 {
+            let key = augment_key(9, i, i + 3, true, 1);
+            let mut base = ramp(c, s);
+            Augment::CropFlip.apply(key, &mut base, (c, s, s), &mut Vec::new());
+            let mut img = ramp(c, s);
+            Augment::CropFlipCutout.apply(key, &mut img, (c, s, s), &mut Vec::new());
+            // Pixels the cutout changed: black now, not black in the crop-flip image.
+            let cut: Vec<usize> = (0..s * s).filter(|&p| img[p] != base[p]).collect();
+            for ch in 0..c {
+                for p in 0..s * s {
+                    let (i, want) = (
+                        ch * s * s + p,
+                        if cut.contains(&p) {
+                            0.0
+                        } else {
+                            base[ch * s * s + p]
+                        },
+                    );
+                    assert_eq!(img[i], want, "key {key:#x}, channel {ch}, pixel {p}");
+                }
+            }
+            if cut.is_empty() {
+                // The square fell on the crop's border, black already.
+                clipped += 1;
+                continue;
+            }
+            let (ys, xs): (Vec<usize>, Vec<usize>) = cut.iter().map(|p| (p / s, p % s)).unzip();
+            let (h, w) = (
+                ys.iter().max().unwrap() - ys.iter().min().unwrap() + 1,
+                xs.iter().max().unwrap() - xs.iter().min().unwrap() + 1,
+            );
+            // A full rectangle (the crop's black border is never counted: it stays black).
+            assert!(
+                h <= 8 && w <= 8 && cut.len() <= h * w,
+                "{h}x{w}, {}",
+                cut.len()
+            );
+            if cut.len() == 64 {
+                whole += 1;
+            } else {
+                clipped += 1;
+            }
+        }
+        assert!(
+            whole > 200 && clipped > 50,
+            "{whole} whole, {clipped} clipped"
+        );
+    }
+
+    #[test]
+    fn jitter_scales_contrast_and_brightness_within_range() {
+        let (c, s) = (3, 8);
+        let orig: Vec<f32> = (0..c * s * s)
+            .map(|i| (i % 17) as f32 / 20.0 + 0.05)
+            .collect();
+        let (mut brighter, mut darker) = (0, 0);
+        for i in 0..500u32 {
+            let key = augment_key(4, i, i + 1, false, 0);
+            let mut base = orig.clone();
+            Augment::CropFlip.apply(key, &mut base, (c, s, s), &mut Vec::new());
+            let mut img = orig.clone();
+            Augment::CropFlipJitter.apply(key, &mut img, (c, s, s), &mut Vec::new());
+            assert!(img.iter().all(|v| (0.0..=1.0).contains(v)), "key {key:#x}");
+            let (a, b) = (base.iter().sum::<f32>(), img.iter().sum::<f32>());
+            // Contrast keeps the sum but for clipping; brightness scales it by 0.8 to 1.2.
+            assert!(b >= 0.6 * a && b <= 1.4 * a, "key {key:#x}: {a} -> {b}");
+            // Both scalings are increasing maps: no two pixels change order.
+            for (i, j) in (1..base.len()).map(|i| (i - 1, i)) {
+                let (lo, hi) = if base[i] <= base[j] { (i, j) } else { (j, i) };
+                assert!(img[lo] <= img[hi], "key {key:#x}: pixels {i}, {j}");
+            }
+            if b > 1.05 * a {
+                brighter += 1;
+            } else if b < 0.95 * a {
+                darker += 1;
+            }
+            let mut again = orig.clone();
+            Augment::CropFlipJitter.apply(key, &mut again, (c, s, s), &mut Vec::new());
+            assert_eq!(img, again, "the key alone decides");
+        }
+        assert!(
+            brighter > 100 && darker > 100,
+            "{brighter} brighter, {darker} darker"
+        );
     }
 
     #[test]

@@ -35,8 +35,10 @@ impl Selection {
 pub struct Recipe {
     /// Training-image augmentation: none (the paper), crop (pad by an eighth of the side with
     /// black and crop back at a random offset), crop-flip (also mirror half the images; for
-    /// CIFAR-10, not for digits) or flip (only the mirror). Drawn per pair from --seed, so any
-    /// number of workers trains the same bytes.
+    /// CIFAR-10, not for digits), flip (only the mirror), crop-flip-cutout (then black out a
+    /// square of a quarter of the side) or crop-flip-jitter (then scale brightness and contrast
+    /// by 0.8 to 1.2). Drawn per pair from --seed, so any number of workers trains the same
+    /// bytes.
     #[arg(long, value_enum, env = "SIAMESE_AUGMENT", default_value = "none")]
     pub augment: Augment,
     /// Decoupled weight decay (AdamW), 0 (the paper) to 1: each step also shrinks every weight
