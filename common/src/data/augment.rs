@@ -83,7 +83,7 @@ impl Augment {
         // Separate bit fields of one hash: the two offsets and the mirror bit.
         let pad = match self {
             Augment::Flip => 0,
-            _ => (height.min(width) / 8) as i64,
+            _ => eighth_of_side(height, width),
         };
         let span = (2 * pad + 1) as u64;
         let dy = ((key & 0xFFFF) % span) as i64 - pad;
@@ -115,12 +115,17 @@ impl Augment {
     }
 }
 
+/// p of the spec (3.4): the crop's largest offset and half the cutout's side.
+fn eighth_of_side(height: usize, width: usize) -> i64 {
+    (height.min(width) / 8) as i64
+}
+
 /// Blacks out a square of a quarter of the side in every channel. Its centre is anywhere in
 /// the image, so the square is sometimes clipped by an edge (DeVries and Taylor's cutout).
 fn cutout(key: u64, image: &mut [f32], (channels, height, width): (usize, usize, usize)) {
     // A second hash, so that the centre is independent of the shift and the mirror.
     let k = mix(key ^ 0xC0_70_07);
-    let half = (height.min(width) / 8) as i64;
+    let half = eighth_of_side(height, width);
     let cy = ((k & 0xFFFF) % height as u64) as i64;
     let cx = (((k >> 16) & 0xFFFF) % width as u64) as i64;
     let rows = (cy - half).max(0) as usize..(cy + half).min(height as i64) as usize;
@@ -265,7 +270,8 @@ mod tests {
                 ys.iter().max().unwrap() - ys.iter().min().unwrap() + 1,
                 xs.iter().max().unwrap() - xs.iter().min().unwrap() + 1,
             );
-            // A full rectangle (the crop's black border is never counted: it stays black).
+            // Within one square of at most 8 on a side (pixels of the crop's black border stay
+            // black, so they are not counted).
             assert!(
                 h <= 8 && w <= 8 && cut.len() <= h * w,
                 "{h}x{w}, {}",
