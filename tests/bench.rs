@@ -160,7 +160,7 @@ fn bench_paper_writes_every_table_and_figure_with_sane_figures() {
         Command::new(bin("coordinator"))
             .args(["bench", "paper", "--dataset", "mnist", "--epochs", "1"])
             .args(["--train-subset", "1000", "--quick", "--threads", "1"])
-            .args(["--augment", "crop", "--select", "best-val"])
+            .args(["--augment", "crop", "--select", "best-val", "--lr", "5e-4"])
             .arg("--mnist-dir")
             .arg(shared_dataset("mnist"))
             .arg("--out")
@@ -180,9 +180,13 @@ fn bench_paper_writes_every_table_and_figure_with_sane_figures() {
     ] {
         assert!(stdout.contains(header), "{header} missing:\n{stdout}");
     }
-    // The recipe is named above the tables and reaches every run.
+    // The recipe, with the rate --lr set, is named above the tables and reaches every run.
     assert!(
-        stdout.contains("Recipe: augment crop, select best-val"),
+        stdout.contains("Recipe: lr 5e-4, augment crop, select best-val"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("### Batch size (MNIST, learning rate 5e-4"),
         "{stdout}"
     );
     // The paper's figures ride beside ours: MNIST test 99.11, batch 32 at 34.76 s/epoch.
@@ -202,6 +206,7 @@ fn bench_paper_writes_every_table_and_figure_with_sane_figures() {
     let run = &mnist["results"];
     assert_eq!(run["epochs"].as_array().unwrap().len(), 1, "{run}");
     assert_eq!(run["config"]["augment"], "crop", "{run}");
+    assert_eq!(run["config"]["lr"].as_f64(), Some(5e-4), "{run}");
     assert_eq!(run["selection"]["rule"], "best-val", "{run}");
     let epoch = &run["epochs"][0];
     for key in ["train_accuracy", "val_accuracy"] {
@@ -245,6 +250,15 @@ fn bench_paper_writes_every_table_and_figure_with_sane_figures() {
         r["batch_table"][0]["paper_seconds_per_epoch"].as_f64(),
         Some(34.76)
     );
+    // The batch table runs at --lr, and its batch-64 row is the dataset table's run; the
+    // learning-rate table keeps the paper's three rates, so its 1e-3 row is a run of its own.
+    let base = out.join("runs").join("mnist.json").display().to_string();
+    let file = |table: &str, i: usize| r[table][i]["results_file"].as_str().unwrap().to_string();
+    for row in r["batch_table"].as_array().unwrap() {
+        assert_eq!(row["lr"].as_f64(), Some(5e-4), "{row}");
+    }
+    assert_eq!(file("batch_table", 1), base);
+    assert_ne!(file("lr_table", 1), base);
     for key in ["curves_png", "pairs_png"] {
         let png = std::fs::read(mnist[key].as_str().unwrap()).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{key}");

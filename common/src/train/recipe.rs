@@ -84,6 +84,15 @@ pub struct Recipe {
 impl Recipe {
     /// The recipe in a few words, for logs and tables ("paper" when every flag is the paper's).
     pub fn describe(&self) -> String {
+        let parts = self.parts();
+        match parts.is_empty() {
+            true => "paper".into(),
+            false => parts.join(", "),
+        }
+    }
+
+    /// A few words for each flag that is not the paper's, in the flags' order.
+    pub fn parts(&self) -> Vec<String> {
         let mut parts = Vec::new();
         if self.augment != Augment::None {
             parts.push(format!("augment {}", self.augment.name()));
@@ -106,11 +115,7 @@ impl Recipe {
         if self.lr_drops > 0 {
             parts.push(format!("lr /10 on plateau up to {}x", self.lr_drops));
         }
-        if parts.is_empty() {
-            "paper".into()
-        } else {
-            parts.join(", ")
-        }
+        parts
     }
 }
 

@@ -118,13 +118,14 @@ pub fn budget(args: &PaperArgs, runs: usize, seconds: f64) -> String {
         Some(n) => format!("the first {n} images of each training split"),
         None => "the full training splits (48,000 / 40,000 pairs per epoch)".into(),
     };
+    let lr = args.lr();
     let pairs = match args.quick {
         true => format!("{QUICK_PAIRS} validation and {QUICK_PAIRS} test pairs (--quick)"),
         false => "all validation pairs and the 10,000 test pairs".into(),
     };
     format!(
         "## SN-LeNet-5 against the paper\n\nBudget: epochs per run {} (paper: mnist 50, fashion-mnist 100, \
-         cifar10 1,500; --full runs those); {train}; {pairs}; batch 64, lr 1e-3 unless the table \
+         cifar10 1,500; --full runs those); {train}; {pairs}; batch 64, lr {lr:e} unless the table \
          varies them; seed {}; {} thread(s) on CPU ({}); {runs} training run(s) in {:.1} min. \
          Accuracies are pair accuracies; the paper's times are TensorFlow + CUDA on its authors' \
          desktop.",
@@ -170,7 +171,7 @@ pub fn paper_tables(r: &PaperReport) -> String {
     let mut s = format!("{}\n\n", r.budget);
     s.push_str(&format!(
         "Recipe: {} (docs/spec.md 3.4); the test column is of the weights `selection` names.\n\n",
-        r.args.recipe.describe()
+        r.args.describe_recipe()
     ));
     s.push_str("### Accuracy per dataset (pair accuracy, %; ours / paper)\n\n");
     s.push_str("| dataset | epochs (paper) | train | paper train | val | paper val | test | paper test | ROC AUC | nearest-class-mean | s/epoch | paper s/epoch |\n");
@@ -228,7 +229,8 @@ pub fn paper_tables(r: &PaperReport) -> String {
         s.push_str(&sensitivity_line(&format!("{:.0e}", x.lr), x));
     }
     s.push_str(&format!(
-        "\n### Batch size ({on}, learning rate 1e-3; accuracy %)\n\n"
+        "\n### Batch size ({on}, learning rate {:e}; accuracy %)\n\n",
+        r.args.lr()
     ));
     s.push_str("| batch | epochs | train | paper train | val | test | s/epoch | paper s/epoch |\n");
     s.push_str("|---|---|---|---|---|---|---|---|\n");

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::bench::BenchError;
+use siamese_common::config::{PAPER_LR, learning_rate};
 use siamese_common::data::{DatasetKind, resolve_data_dir};
 use siamese_common::train::Recipe;
 
@@ -49,6 +50,11 @@ pub struct PaperArgs {
     /// 1,000 pairs, not the paper's 10,000).
     #[arg(long)]
     pub quick: bool,
+    /// Adam's learning rate of every run but the learning-rate table's, which tries the
+    /// paper's three (default: the paper's 1e-3; finite, above 0, at most 10).
+    #[arg(long, value_parser = learning_rate)]
+    #[serde(default)]
+    pub lr: Option<f64>,
     /// Seed of weights and training pairs, the same for every run.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -84,6 +90,22 @@ impl PaperArgs {
             (None, Some(root)) => root.join(kind.name()),
             (None, None) => resolve_data_dir(kind, None),
         }
+    }
+
+    /// The recipe in a few words, the learning rate first when --lr sets one ("paper" when
+    /// every flag is the paper's).
+    pub fn describe_recipe(&self) -> String {
+        let mut parts: Vec<String> = self.lr.map(|lr| format!("lr {lr:e}")).into_iter().collect();
+        parts.extend(self.recipe.parts());
+        match parts.is_empty() {
+            true => "paper".into(),
+            false => parts.join(", "),
+        }
+    }
+
+    /// The learning rate of every run but the learning-rate table's.
+    pub fn lr(&self) -> f64 {
+        self.lr.unwrap_or(PAPER_LR)
     }
 
     pub(super) fn check(&mut self) -> Result<(), BenchError> {
