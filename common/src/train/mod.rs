@@ -25,7 +25,7 @@ pub use in_process::train_in_process;
 pub use local_engine::LocalEngine;
 pub use noise::Noise;
 pub use observer::{NoObserver, Observers, OnEpoch, RunObserver, RunPlan, StepReport, TestScores};
-pub use recipe::{Recipe, Selection};
+pub use recipe::{Recipe, Selection, describe_parts};
 pub use replica::Replica;
 pub use run_identity::RunIdentity;
 pub use trainer::{RunControl, TimedSteps, Trainer};

@@ -84,11 +84,7 @@ pub struct Recipe {
 impl Recipe {
     /// The recipe in a few words, for logs and tables ("paper" when every flag is the paper's).
     pub fn describe(&self) -> String {
-        let parts = self.parts();
-        match parts.is_empty() {
-            true => "paper".into(),
-            false => parts.join(", "),
-        }
+        describe_parts(self.parts())
     }
 
     /// A few words for each flag that is not the paper's, in the flags' order.
@@ -116,6 +112,14 @@ impl Recipe {
             parts.push(format!("lr /10 on plateau up to {}x", self.lr_drops));
         }
         parts
+    }
+}
+
+/// Settings in a few words, joined; "paper" when none differs from the paper's.
+pub fn describe_parts(parts: Vec<String>) -> String {
+    match parts.is_empty() {
+        true => "paper".into(),
+        false => parts.join(", "),
     }
 }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::bench::BenchError;
 use siamese_common::config::{PAPER_LR, learning_rate};
 use siamese_common::data::{DatasetKind, resolve_data_dir};
-use siamese_common::train::Recipe;
+use siamese_common::train::{Recipe, describe_parts};
 
 /// Validation and test pairs kept with --quick (a test-pair prefix stays balanced).
 pub const QUICK_PAIRS: usize = 1_000;
@@ -97,10 +97,7 @@ impl PaperArgs {
     pub fn describe_recipe(&self) -> String {
         let mut parts: Vec<String> = self.lr.map(|lr| format!("lr {lr:e}")).into_iter().collect();
         parts.extend(self.recipe.parts());
-        match parts.is_empty() {
-            true => "paper".into(),
-            false => parts.join(", "),
-        }
+        describe_parts(parts)
     }
 
     /// The learning rate of every run but the learning-rate table's.
