@@ -1,6 +1,7 @@
 //! Every bench command at a tiny size: what it writes has the right shape and sane values.
 //! Speed is the benchmarks' business, never asserted here.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -264,6 +265,32 @@ fn bench_paper_writes_every_table_and_figure_with_sane_figures() {
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{key}");
     }
     assert!(out.join("paper.md").exists());
+    // A bench paper run trains the bytes the plain coordinator trains with the same settings
+    // (docs/benchmarks.md compares the two on CIFAR-10).
+    let plain = dir.path().join("plain.json");
+    let output = run_with_limit(
+        Command::new(bin("coordinator"))
+            .args(["--workers", "0", "--threads", "1", "--dataset", "mnist"])
+            .args(["--epochs", "1", "--train-subset", "1000"])
+            .args(["--val-pairs", "1000", "--test-pairs", "1000"])
+            .args(["--augment", "crop", "--select", "best-val", "--lr", "5e-4"])
+            .arg("--data-dir")
+            .arg(shared_dataset("mnist"))
+            .arg("--out")
+            .arg(&plain),
+        Duration::from_secs(300),
+    );
+    assert!(
+        output.status.success(),
+        "coordinator failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let best = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    assert!(
+        best(&out.join("runs").join("mnist.best.safetensors"))
+            == best(&dir.path().join("plain.best.safetensors")),
+        "bench paper and the coordinator trained other bytes"
+    );
 }
 
 #[test]
