@@ -1,8 +1,9 @@
 //! The workers of a run as the engine sees them: who is in, what each was given, and running a
 //! set of tasks to completion whatever happens to the workers meanwhile. A worker whose stream
-//! fails, that misses a deadline or that stops reading is declared lost: its session is closed,
-//! its rank freed, its unanswered tasks given to the others, and a late answer from it is
-//! dropped. A worker that joins mid-run is brought up to date and takes tasks from then on.
+//! fails or closes, that misses a deadline or that stops reading is declared lost: its session
+//! is closed, its rank freed, its unanswered tasks given to the others, and a late answer from
+//! it is dropped. A worker that joins mid-run is brought up to date and takes tasks from then
+//! on.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,10 @@ use crate::stop::StopFlag;
 
 /// Gradient slots of the shared file a worker on this host gets.
 pub const SLOTS_PER_WORKER: usize = 2;
+
+/// Why a worker whose outbound stream is gone is lost: its connection closed (the process died
+/// or the network dropped it) while the coordinator had something to send.
+const STREAM_CLOSED: &str = "its stream closed: the connection to it is gone";
 
 /// What to do about a lost worker's process, given its id: a local one is killed (it may be
 /// stopped or stuck) and, with `--respawn`, replaced.
@@ -363,7 +368,9 @@ impl WorkerPool {
         // The channel's own path first: entering the runtime costs more than a free slot.
         match self.members[w].tx.try_send(msg) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Closed(_)) => Err("its session is closed".into()),
+            // tonic drops a response stream whose connection is gone, before the worker's
+            // inbound side reports it: this is how a killed worker is often seen first.
+            Err(TrySendError::Closed(_)) => Err(STREAM_CLOSED.into()),
             Err(TrySendError::Full(msg)) => {
                 let tx = &self.members[w].tx;
                 let limit = self.settings.step_timeout;
@@ -373,7 +380,7 @@ impl WorkerPool {
                         SendTimeoutError::Timeout(_) => {
                             format!("it read none of its messages for {} s", limit.as_secs())
                         }
-                        SendTimeoutError::Closed(_) => "its session is closed".into(),
+                        SendTimeoutError::Closed(_) => STREAM_CLOSED.into(),
                     })
             }
         }
