@@ -321,3 +321,46 @@ fn recipe_flags_out_of_range_are_refused_before_any_work() {
         assert!(!dir.path().join("run.json").exists());
     }
 }
+
+#[test]
+fn test_time_mirror_changes_only_the_test_figures_and_scores_alike_on_any_worker_count() {
+    let run = |workers: &str, views: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let scores = dir.path().join("scores.csv");
+        let extra = [
+            "--workers",
+            workers,
+            "--augment",
+            "crop-flip",
+            "--max-steps",
+            "20",
+            "--test-augment",
+            views,
+            "--scores",
+            scores.to_str().unwrap(),
+        ];
+        succeed(&mut coordinator(dir.path(), &extra), views);
+        let results = read_results(&dir.path().join("run.json"));
+        (
+            weights(&dir.path().join("run.safetensors")),
+            epochs_of(&results),
+            std::fs::read(&scores).unwrap(),
+            results["test"]["pair_accuracy"].as_f64().unwrap(),
+        )
+    };
+    let plain = run("0", "none");
+    let mirror = run("0", "mirror");
+    // Training and validation are untouched...
+    assert!(mirror.0 == plain.0, "--test-augment changed the weights");
+    assert_eq!(mirror.1, plain.1, "--test-augment changed validation");
+    // ...the test scores are not...
+    assert!(mirror.2 != plain.2, "mirror scored as if it were none");
+    assert!((0.0..=1.0).contains(&mirror.3));
+    // ...and workers score them to the byte as one process does.
+    let two = run("2", "mirror");
+    assert!(two.0 == mirror.0, "2 workers: other weights");
+    assert!(
+        two.2 == mirror.2,
+        "2 workers: other test scores with mirror"
+    );
+}

@@ -14,7 +14,7 @@ use siamese_common::aggregation::OptimizerState;
 use siamese_common::aggregation::mean_of_sum;
 use siamese_common::aggregation::tree::{DEFAULT_MICRO_BATCH, combine};
 use siamese_common::cluster::protocol::wire::{decode_f32, encode_f32};
-use siamese_common::data::{DatasetKind, ImageSet, load_dataset};
+use siamese_common::data::{DatasetKind, ImageSet, TestAugment, load_dataset};
 use siamese_common::model::ModelSpec;
 use siamese_common::pairs::{test_pairs, training_pairs};
 use siamese_common::train::eval::similarity;
@@ -71,7 +71,9 @@ fn benches(c: &mut Criterion) {
             let mut ids: Vec<u32> = scored.iter().flat_map(|p| [p.a, p.b]).collect();
             ids.sort_unstable();
             ids.dedup();
-            let emb = replica.embed(&test, &ids).expect("embed");
+            let emb = replica
+                .embed(&test, &ids, TestAugment::None)
+                .expect("embed");
             let row = |i: u32| {
                 let r = ids.binary_search(&i).unwrap_or(0);
                 &emb[r * 10..(r + 1) * 10]

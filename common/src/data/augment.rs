@@ -24,6 +24,35 @@ pub enum Augment {
     CropFlipJitter,
 }
 
+/// How test images are seen when a run is evaluated: as they are (the paper), or each as the
+/// mean of its embedding and its mirror's (test-time augmentation). Training never sees this.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TestAugment {
+    /// Each image once, as it is (the paper).
+    #[default]
+    None,
+    /// Each image's embedding is the mean of its own and its horizontal mirror's.
+    Mirror,
+}
+
+impl TestAugment {
+    /// The flag value.
+    pub fn name(self) -> &'static str {
+        match self {
+            TestAugment::None => "none",
+            TestAugment::Mirror => "mirror",
+        }
+    }
+}
+
+/// Mirrors every row of an image (`channels x height x width` values, row-major) in place.
+pub fn mirror(image: &mut [f32], width: usize) {
+    for row in image.chunks_exact_mut(width.max(1)) {
+        row.reverse();
+    }
+}
+
 /// SplitMix64's finaliser: a well-spread 64-bit hash of one word.
 pub fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -210,6 +239,19 @@ mod tests {
         // Crop alone never mirrors, whatever the key.
         let mut img = orig.clone();
         Augment::Crop.apply(key, &mut img, (c, s, s), &mut Vec::new());
+        assert_eq!(img, orig);
+    }
+
+    #[test]
+    fn mirror_reverses_every_row_of_every_channel() {
+        let (c, s) = (3, 8);
+        let orig = ramp(c, s);
+        let mut img = orig.clone();
+        mirror(&mut img, s);
+        for i in 0..c * s * s {
+            assert_eq!(img[i], orig[i - i % s + (s - 1 - i % s)]);
+        }
+        mirror(&mut img, s);
         assert_eq!(img, orig);
     }
 

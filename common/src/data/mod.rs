@@ -13,7 +13,7 @@ mod source;
 #[cfg(test)]
 mod testutil;
 
-pub use augment::{Augment, augment_key, mix};
+pub use augment::{Augment, TestAugment, augment_key, mirror, mix};
 pub use cifar::{
     CIFAR_FOLDER, CIFAR_TEST_FILE, CIFAR_TRAIN_FILES, load_cifar_file, load_cifar10,
     parse_cifar_batch,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Replica, TrainError};
 use crate::aggregation::{OptimizerState, mean_of_sum};
-use crate::data::{Dataset, ImageSet};
+use crate::data::{Dataset, ImageSet, TestAugment};
 use crate::model::ModelSpec;
 use crate::pairs::PairRng;
 
@@ -180,7 +180,7 @@ pub fn classify(
     indices: &[u32],
 ) -> Result<Vec<u8>, TrainError> {
     let classes = replica.network().spec().out_width();
-    let logits = replica.embed(images, indices)?;
+    let logits = replica.embed(images, indices, TestAugment::None)?;
     Ok(logits
         .chunks_exact(classes)
         .map(|row| {
@@ -266,7 +266,10 @@ mod tests {
             ClassifierTrainer::new(cfg, ds.clone(), vec![0], Vec::new(), &Device::Cpu).unwrap();
         let idx: Vec<u32> = (0..12).collect();
         let predicted = classify(t.replica_mut(), &ds.train, &idx).unwrap();
-        let logits = t.replica_mut().embed(&ds.train, &idx).unwrap();
+        let logits = t
+            .replica_mut()
+            .embed(&ds.train, &idx, TestAugment::None)
+            .unwrap();
         for (row, &p) in logits.chunks_exact(10).zip(&predicted) {
             assert!(row.iter().all(|&v| v <= row[p as usize]), "{row:?} {p}");
         }

@@ -3,6 +3,7 @@
 
 use super::TrainError;
 use crate::aggregation::OptimizerState;
+use crate::data::TestAugment;
 use crate::pairs::Pair;
 use crate::results::{MembershipEvent, StepTiming};
 
@@ -67,12 +68,13 @@ pub trait Engine {
         Ok(None)
     }
     /// Subnet outputs for images of one split, row-major, at `state`'s weights (which the
-    /// replicas hold).
+    /// replicas hold), each image seen as `views` says.
     fn embed(
         &mut self,
         split: ImageSplit,
         indices: &[u32],
         state: &OptimizerState,
+        views: TestAugment,
     ) -> Result<Vec<f32>, TrainError>;
     /// Step-time split accumulated so far.
     fn timing(&self) -> StepTiming;

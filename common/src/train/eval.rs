@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use super::{Engine, ImageSplit, TrainError};
 use crate::aggregation::OptimizerState;
+use crate::data::TestAugment;
 use crate::metrics::{class_means, nearest_class_mean_accuracy, pair_accuracy, roc_auc};
 use crate::model::pair_loss;
 use crate::pairs::Pair;
@@ -34,18 +35,20 @@ pub fn similarity_unit(params: &[f32]) -> (f32, f32) {
     }
 }
 
-/// Embeds every distinct image of `pairs` once (at `state`'s weights), then scores each pair.
+/// Embeds every distinct image of `pairs` once (at `state`'s weights, seen as `views` says),
+/// then scores each pair.
 pub fn score_pairs(
     engine: &mut dyn Engine,
     state: &OptimizerState,
     split: ImageSplit,
     pairs: &[Pair],
+    views: TestAugment,
 ) -> Result<ScoredPairs, TrainError> {
     let unit = similarity_unit(&state.params);
     let mut images: Vec<u32> = pairs.iter().flat_map(|p| [p.a, p.b]).collect();
     images.sort_unstable();
     images.dedup();
-    let embeddings = engine.embed(split, &images, state)?;
+    let embeddings = engine.embed(split, &images, state, views)?;
     if images.is_empty() {
         return Ok(ScoredPairs {
             scores: Vec::new(),
@@ -102,18 +105,19 @@ pub fn pair_figures(scores: &[f32], pairs: &[Pair]) -> PairFigures {
 }
 
 /// The test figures: a warm-up pass, a timed pass over the test pairs, and nearest-class-mean
-/// accuracy against class means of the training pool's embeddings; with every pair's
-/// similarity.
+/// accuracy against class means of the training pool's embeddings, every image seen as
+/// `views` says; with every pair's similarity.
 pub fn test_record(
     engine: &mut dyn Engine,
     state: &OptimizerState,
     test_pairs: &[Pair],
     test_labels: &[u8],
     (train_pool, train_labels): (&[u32], &[u8]),
+    views: TestAugment,
 ) -> Result<(TestRecord, Vec<f32>), TrainError> {
-    score_pairs(engine, state, ImageSplit::Test, test_pairs)?;
+    score_pairs(engine, state, ImageSplit::Test, test_pairs, views)?;
     let start = Instant::now();
-    let scored = score_pairs(engine, state, ImageSplit::Test, test_pairs)?;
+    let scored = score_pairs(engine, state, ImageSplit::Test, test_pairs, views)?;
     let time_s = start.elapsed().as_secs_f64();
     let figures = pair_figures(&scored.scores, test_pairs);
 
@@ -122,7 +126,7 @@ pub fn test_record(
     } else {
         scored.embeddings.len() / scored.images.len()
     };
-    let train_emb = engine.embed(ImageSplit::Train, train_pool, state)?;
+    let train_emb = engine.embed(ImageSplit::Train, train_pool, state, views)?;
     let pool_labels: Vec<u8> = train_pool
         .iter()
         .map(|&i| train_labels[i as usize])

@@ -8,7 +8,7 @@ use candle_core::Device;
 use super::engine::{Contribution, Engine, EngineInfo, ImageSplit};
 use super::{Replica, TrainError};
 use crate::aggregation::{OptimizerState, mean_of_sum};
-use crate::data::Dataset;
+use crate::data::{Dataset, TestAugment};
 use crate::model::ModelSpec;
 use crate::pairs::Pair;
 use crate::results::StepTiming;
@@ -110,12 +110,13 @@ impl Engine for LocalEngine {
         split: ImageSplit,
         indices: &[u32],
         _state: &OptimizerState,
+        views: TestAugment,
     ) -> Result<Vec<f32>, TrainError> {
         let images = match split {
             ImageSplit::Train => &self.data.train,
             ImageSplit::Test => &self.data.test,
         };
-        self.replica.embed(images, indices)
+        self.replica.embed(images, indices, views)
     }
 
     fn timing(&self) -> StepTiming {

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::Augment;
+use crate::data::{Augment, TestAugment};
 use crate::optim::LrSchedule;
 
 /// Which weights the run tests (and writes as its selected model) at its end.
@@ -79,6 +79,11 @@ pub struct Recipe {
         requires = "patience"
     )]
     pub lr_drops: u32,
+    /// Test-time augmentation: none (the paper) or mirror (each test image's embedding is the
+    /// mean of its own and its horizontal mirror's, as are the class means' training images).
+    /// Only the test figures change: validation, and so training, are the same bytes.
+    #[arg(long, value_enum, env = "SIAMESE_TEST_AUGMENT", default_value = "none")]
+    pub test_augment: TestAugment,
 }
 
 impl Recipe {
@@ -110,6 +115,9 @@ impl Recipe {
         }
         if self.lr_drops > 0 {
             parts.push(format!("lr /10 on plateau up to {}x", self.lr_drops));
+        }
+        if self.test_augment != TestAugment::None {
+            parts.push(format!("test-time {}", self.test_augment.name()));
         }
         parts
     }

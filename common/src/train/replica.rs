@@ -4,7 +4,7 @@
 use candle_core::{Device, Tensor};
 
 use super::{Noise, TrainError};
-use crate::data::{ImageSet, augment_key};
+use crate::data::{ImageSet, TestAugment, augment_key, mirror};
 use crate::model::{ClassStep, ModelSpec, Network, PairStep};
 use crate::pairs::Pair;
 
@@ -126,15 +126,30 @@ impl Replica {
         Ok(self.net.class_step(&x, &y)?)
     }
 
-    /// Subnet outputs of the given images, `indices.len() x width`, row-major.
-    pub fn embed(&mut self, images: &ImageSet, indices: &[u32]) -> Result<Vec<f32>, TrainError> {
+    /// Subnet outputs of the given images, `indices.len() x width`, row-major; with
+    /// [`TestAugment::Mirror`] each row is the mean of the image's and its mirror's.
+    pub fn embed(
+        &mut self,
+        images: &ImageSet,
+        indices: &[u32],
+        views: TestAugment,
+    ) -> Result<Vec<f32>, TrainError> {
         check_indices(images, indices.iter().copied())?;
+        let (c, h, w) = images.shape();
         let mut out = Vec::with_capacity(indices.len() * self.net.spec().out_width());
         for chunk in indices.chunks(EMBED_BATCH) {
             self.indices.clear();
             self.indices.extend_from_slice(chunk);
             let x = self.batch_tensor(images)?;
-            let e = self.net.embed(&x)?;
+            let mut e = self.net.embed(&x)?;
+            if views == TestAugment::Mirror {
+                // Rows are contiguous across the whole batch: one pass mirrors every image.
+                mirror(&mut self.pixels, w);
+                let x = Tensor::from_slice(&self.pixels, (chunk.len(), c, h, w), self.net.device())
+                    .map_err(crate::model::ModelError::from)?;
+                let m = self.net.embed(&x)?;
+                e = ((e + m).and_then(|t| t * 0.5)).map_err(crate::model::ModelError::from)?;
+            }
             out.extend(
                 e.flatten_all()
                     .and_then(|t| t.to_vec1::<f32>())
@@ -224,7 +239,7 @@ mod tests {
         let spec = ModelSpec::siamese(crate::data::DatasetKind::Mnist, 10);
         let mut r = Replica::new(spec, &spec.init(3), &Device::Cpu).unwrap();
         let plain = r.pair_gradient(&set, &pairs, 8).unwrap().grad;
-        let embedded = r.embed(&set, &[0, 1, 2]).unwrap();
+        let embedded = r.embed(&set, &[0, 1, 2], TestAugment::None).unwrap();
         let augment = Noise {
             augment: crate::data::Augment::Crop,
             seed: 9,
@@ -243,8 +258,43 @@ mod tests {
             let again = r.pair_gradient(&set, &pairs, 8).unwrap().grad;
             assert!(!seen.contains(&first), "{noise:?} changed nothing");
             assert_eq!(first, again, "{noise:?}");
-            assert_eq!(r.embed(&set, &[0, 1, 2]).unwrap(), embedded, "{noise:?}");
+            assert_eq!(
+                r.embed(&set, &[0, 1, 2], TestAugment::None).unwrap(),
+                embedded,
+                "{noise:?}"
+            );
             seen.push(first);
         }
+    }
+
+    /// The mirror view is the mean of the image's embedding and that of its mirror image,
+    /// whatever the batch holds around it.
+    #[test]
+    fn mirror_view_is_the_mean_of_an_image_and_its_mirror() {
+        let n = 24;
+        let raw: Vec<u8> = (0..n * 784).map(|i| ((i * 7919) % 251) as u8).collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        let mut flipped = raw.clone();
+        for row in flipped.chunks_exact_mut(28) {
+            row.reverse();
+        }
+        let set = ImageSet::new(raw, labels.clone(), 1, 28, 28).unwrap();
+        let mirrored = ImageSet::new(flipped, labels, 1, 28, 28).unwrap();
+        let spec = ModelSpec::siamese(crate::data::DatasetKind::Mnist, 10);
+        let mut r = Replica::new(spec, &spec.init(3), &Device::Cpu).unwrap();
+        let ids = [5, 0, 17];
+        let plain = r.embed(&set, &ids, TestAugment::None).unwrap();
+        let other = r.embed(&mirrored, &ids, TestAugment::None).unwrap();
+        let both = r.embed(&set, &ids, TestAugment::Mirror).unwrap();
+        assert_ne!(plain, other, "the test images are mirror-symmetric");
+        for ((p, o), b) in plain.iter().zip(&other).zip(&both) {
+            assert!(
+                (b - (p + o) / 2.0).abs() <= 1e-6 * (1.0 + b.abs()),
+                "{b} {p} {o}"
+            );
+        }
+        // One image alone gets what it gets in company.
+        let alone = r.embed(&set, &[0], TestAugment::Mirror).unwrap();
+        assert_eq!(alone[..], both[10..20]);
     }
 }

@@ -13,6 +13,7 @@ use super::training_data::TrainingData;
 use super::{Engine, ImageSplit, TrainError};
 use crate::aggregation::OptimizerState;
 use crate::config::{Resume, TrainConfig};
+use crate::data::TestAugment;
 use crate::model::ModelSpec;
 use crate::optim::AdamConfig;
 use crate::pairs::{Pair, training_pairs};
@@ -434,7 +435,15 @@ impl Trainer {
     /// The epoch's record from its running sums and a validation pass.
     fn close_epoch(&mut self, engine: &mut dyn Engine) -> Result<EpochRecord, TrainError> {
         self.refresh(engine)?;
-        let scored = score_pairs(engine, &self.state, ImageSplit::Train, &self.data.val_pairs)?;
+        // Validation chooses epochs and drops the rate, so it sees the images as training does:
+        // --test-augment never changes what is trained.
+        let scored = score_pairs(
+            engine,
+            &self.state,
+            ImageSplit::Train,
+            &self.data.val_pairs,
+            TestAugment::None,
+        )?;
         let val = pair_figures(&scored.scores, &self.data.val_pairs);
         let p = self.progress;
         Ok(EpochRecord {
@@ -623,6 +632,7 @@ impl Trainer {
             &self.data.test_pairs,
             ds.test.labels(),
             (&self.data.train_pool, ds.train.labels()),
+            self.cfg.recipe.test_augment,
         )?;
         self.tested = Some(tested);
         observer.test_scored(&TestScores {

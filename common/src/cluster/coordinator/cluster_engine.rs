@@ -26,6 +26,7 @@ use crate::cluster::protocol::proto::{
 use crate::cluster::protocol::shm::{REDUCED, SharedRegion};
 use crate::cluster::protocol::transport::EMBED_CHUNK;
 use crate::cluster::protocol::wire::{decode_f32, encode_f32};
+use crate::data::TestAugment;
 use crate::model::ModelSpec;
 use crate::pairs::{Pair, shard_ranges};
 use crate::results::{MembershipEvent, StepTiming};
@@ -366,6 +367,7 @@ impl ClusterEngine {
         split: ImageSplit,
         indices: &[u32],
         state: &OptimizerState,
+        views: TestAugment,
     ) -> Result<Vec<f32>, ClusterError> {
         let set = match split {
             ImageSplit::Train => ImageSet::Train,
@@ -386,6 +388,7 @@ impl ClusterEngine {
                 kind: task::Kind::Embed(EmbedTask {
                     set: set as i32,
                     indices: indices[r.clone()].to_vec(),
+                    mirror: views == TestAugment::Mirror,
                 }),
                 version: self.version,
             })
@@ -582,8 +585,9 @@ impl Engine for ClusterEngine {
         split: ImageSplit,
         indices: &[u32],
         state: &OptimizerState,
+        views: TestAugment,
     ) -> Result<Vec<f32>, TrainError> {
-        Ok(self.embed_shared(split, indices, state)?)
+        Ok(self.embed_shared(split, indices, state, views)?)
     }
 
     fn timing(&self) -> StepTiming {

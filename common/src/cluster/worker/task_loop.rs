@@ -18,7 +18,7 @@ use crate::cluster::protocol::proto::{
 };
 use crate::cluster::protocol::shm::{REDUCED, SharedRegion};
 use crate::cluster::protocol::wire::{decode_f32, encode_f32};
-use crate::data::Dataset;
+use crate::data::{Dataset, TestAugment};
 use crate::optim::AdamConfig;
 use crate::pairs::Pair;
 use crate::telemetry::WorkerMetrics;
@@ -340,8 +340,12 @@ impl<'a> TaskRunner<'a> {
                     &self.data.train
                 };
                 let width = self.replica.network().spec().out_width() as u32;
+                let views = match e.mirror {
+                    true => TestAugment::Mirror,
+                    false => TestAugment::None,
+                };
                 self.replica
-                    .embed(images, &e.indices)
+                    .embed(images, &e.indices, views)
                     .map_err(ClusterError::from)
                     .map(|values| {
                         worker_message::Body::Embedding(EmbedResult {

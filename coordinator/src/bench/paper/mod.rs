@@ -205,7 +205,14 @@ fn train_dataset(
     let (results, trainer, mut engine) = train(cfg, dataset.clone(), kind.name(), stop)?;
     let data = trainer.data();
     let shown = &data.test_pairs[..GRID_PAIRS.min(data.test_pairs.len())];
-    let scored = score_pairs(&mut engine, trainer.tested(), ImageSplit::Test, shown)?;
+    let views = args.recipe.test_augment;
+    let scored = score_pairs(
+        &mut engine,
+        trainer.tested(),
+        ImageSplit::Test,
+        shown,
+        views,
+    )?;
     let test = &dataset.test;
     let grid = shown
         .iter()

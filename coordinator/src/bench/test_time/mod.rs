@@ -20,7 +20,7 @@ use super::machine::machine;
 use super::paper_figures::paper_figures;
 use siamese_common::aggregation::OptimizerState;
 use siamese_common::config::TrainConfig;
-use siamese_common::data::{Dataset, obtain_dataset};
+use siamese_common::data::{Dataset, TestAugment, obtain_dataset};
 use siamese_common::train::classifier::{accuracy, classify};
 use siamese_common::train::eval::{score_pairs, test_record};
 use siamese_common::train::{
@@ -118,6 +118,7 @@ fn measure(args: TestTimeArgs, dataset: Arc<Dataset>) -> Result<TestTimeReport, 
         &data.test_pairs,
         test.labels(),
         (&data.train_pool, dataset.train.labels()),
+        TestAugment::None,
     )?;
     if let Some(path) = &args.scores {
         crate::scores_file::write_scores(path, &data.test_pairs, &scores, test.labels())
@@ -130,7 +131,15 @@ fn measure(args: TestTimeArgs, dataset: Arc<Dataset>) -> Result<TestTimeReport, 
     let (mut sn_times, mut class_times, mut sn_images) = (Vec::new(), Vec::new(), 0);
     for repeat in 1..=args.repeats {
         let pairs = &data.test_pairs;
-        let (scored, sn_s) = timed(|| score_pairs(&mut engine, &state, ImageSplit::Test, pairs))?;
+        let (scored, sn_s) = timed(|| {
+            score_pairs(
+                &mut engine,
+                &state,
+                ImageSplit::Test,
+                pairs,
+                TestAugment::None,
+            )
+        })?;
         let replica = classifier.replica_mut();
         let (_, class_s) = timed(|| classify(replica, test, &test_images))?;
         eprintln!(
