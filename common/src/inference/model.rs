@@ -7,6 +7,7 @@ use candle_core::{Device, Tensor};
 use safetensors::SafeTensors;
 
 use super::InferenceError;
+use crate::data::{TestAugment, mirror};
 use crate::model::{Head, ModelError, ModelSpec, Network};
 use crate::train::eval::similarity;
 
@@ -65,6 +66,8 @@ pub struct TrainedModel {
     net: Network,
     /// The similarity unit's slope and offset, `s = sigmoid(a d + b)`.
     unit: (f32, f32),
+    /// How each image is seen: as it is, or averaged with its mirror (`--test-augment`).
+    views: TestAugment,
 }
 
 impl TrainedModel {
@@ -90,7 +93,16 @@ impl TrainedModel {
             spec,
             net,
             unit,
+            views: TestAugment::None,
         })
+    }
+
+    /// Sees every image as `views` says from now on: with [`TestAugment::Mirror`], an
+    /// embedding is the mean of the image's and its mirror's, as a run tested with
+    /// `--test-augment mirror` scores its test pairs.
+    pub fn with_views(mut self, views: TestAugment) -> Self {
+        self.views = views;
+        self
     }
 
     /// The file it was read from.
@@ -138,7 +150,19 @@ impl TrainedModel {
                 &Device::Cpu,
             )
             .map_err(ModelError::from)?;
-            let e = self.net.embed(&x)?;
+            let mut e = self.net.embed(&x)?;
+            if self.views == TestAugment::Mirror {
+                let mut flipped = chunk.to_vec();
+                mirror(&mut flipped, shape.width);
+                let x = Tensor::from_vec(
+                    flipped,
+                    (n, shape.channels, shape.height, shape.width),
+                    &Device::Cpu,
+                )
+                .map_err(ModelError::from)?;
+                let m = self.net.embed(&x)?;
+                e = (e + m).and_then(|t| t * 0.5).map_err(ModelError::from)?;
+            }
             out.extend(
                 e.flatten_all()
                     .and_then(|t| t.to_vec1::<f32>())
@@ -256,6 +280,35 @@ mod tests {
         std::fs::write(&path, b"not safetensors").unwrap();
         let e = TrainedModel::load(&path).err().unwrap().to_string();
         assert!(e.contains("not a safetensors file"), "{e}");
+    }
+
+    #[test]
+    fn the_mirror_view_averages_an_image_with_its_mirror() {
+        let spec = ModelSpec::siamese(DatasetKind::Cifar10, 10);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        spec.save(&spec.init(4), &path).unwrap();
+        let values: Vec<f32> = (0..2 * 3072)
+            .map(|i| ((i * 37) % 101) as f32 / 100.0)
+            .collect();
+        let mut flipped = values.clone();
+        for row in flipped.chunks_exact_mut(32) {
+            row.reverse();
+        }
+        let plain = TrainedModel::load(&path).unwrap();
+        let (e, m) = (
+            plain.embed_values(&values, 2).unwrap(),
+            plain.embed_values(&flipped, 2).unwrap(),
+        );
+        assert_ne!(e, m, "the test images are mirror-symmetric");
+        let both = plain.with_views(TestAugment::Mirror);
+        let b = both.embed_values(&values, 2).unwrap();
+        for ((b, e), m) in b.iter().zip(&e).zip(&m) {
+            assert!(
+                (b - (e + m) / 2.0).abs() <= 1e-6 * (1.0 + b.abs()),
+                "{b} {e} {m}"
+            );
+        }
     }
 
     #[test]

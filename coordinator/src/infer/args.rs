@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use siamese_common::cluster::protocol::auth::{TOKEN_ENV, TOKEN_FILE_ENV};
 use siamese_common::cluster::protocol::tls::ServerTlsArgs;
+use siamese_common::data::TestAugment;
 use siamese_common::inference::Adapt;
 
 /// The trained model and what may be done to images that do not fit it.
@@ -25,6 +26,10 @@ pub struct ModelArgs {
     /// Compute threads (default: all cores).
     #[arg(long, env = "SIAMESE_THREADS")]
     pub threads: Option<usize>,
+    /// How images are seen: none (as they are) or mirror (each embedding the mean of the
+    /// image's and its left-right mirror's, as a run with --test-augment mirror is tested).
+    #[arg(long, value_enum, env = "SIAMESE_TEST_AUGMENT", default_value = "none")]
+    pub test_augment: TestAugment,
 }
 
 impl ModelArgs {

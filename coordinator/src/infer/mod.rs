@@ -23,7 +23,7 @@ fn model_and_inputs(
     model: &ModelArgs,
     inputs: &[String],
 ) -> anyhow::Result<(TrainedModel, Vec<(String, Pixels)>)> {
-    let m = TrainedModel::load(&model.weights)?;
+    let m = TrainedModel::load(&model.weights)?.with_views(model.test_augment);
     let parsed = inputs
         .iter()
         .map(|s| Input::parse(s))
@@ -114,7 +114,8 @@ pub fn run_serve(args: ServeArgs, threads: usize, stop: &StopFlag) -> anyhow::Re
     };
     // Certificates are checked before the model and gallery take their time.
     let tls = ServerTls::from_args(&args.tls)?;
-    let model = Arc::new(TrainedModel::load(&args.model.weights)?);
+    let model =
+        Arc::new(TrainedModel::load(&args.model.weights)?.with_views(args.model.test_augment));
     let gallery = match &args.gallery {
         Some(dir) => {
             let g = Gallery::load(dir, &model, args.model.adapt())?;
