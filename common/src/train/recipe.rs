@@ -80,8 +80,9 @@ pub struct Recipe {
     )]
     pub lr_drops: u32,
     /// Test-time augmentation: none (the paper) or mirror (each test image's embedding is the
-    /// mean of its own and its horizontal mirror's, as are the class means' training images).
-    /// Only the test figures change: validation, and so training, are the same bytes.
+    /// mean of its own and its horizontal mirror's, as are the class means' training images;
+    /// for CIFAR-10, not digits, whose mirror is no digit). Only the test figures change:
+    /// validation, and so training, are the same bytes.
     #[arg(long, value_enum, env = "SIAMESE_TEST_AUGMENT", default_value = "none")]
     pub test_augment: TestAugment,
 }

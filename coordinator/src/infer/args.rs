@@ -27,7 +27,8 @@ pub struct ModelArgs {
     #[arg(long, env = "SIAMESE_THREADS")]
     pub threads: Option<usize>,
     /// How images are seen: none (as they are) or mirror (each embedding the mean of the
-    /// image's and its left-right mirror's, as a run with --test-augment mirror is tested).
+    /// image's and its left-right mirror's, as a run with --test-augment mirror is tested; for
+    /// CIFAR-10 models, not digits).
     #[arg(long, value_enum, env = "SIAMESE_TEST_AUGMENT", default_value = "none")]
     pub test_augment: TestAugment,
 }
