@@ -170,28 +170,37 @@ fn any_worker_count_and_either_aggregation_train_the_same_bytes() {
 
 #[test]
 fn every_augmentation_trains_the_same_bytes_on_any_worker_count() {
-    let run = |augment: &str, workers: &str| {
+    let run = |augment: &[&str], workers: &str| {
         let dir = tempfile::tempdir().unwrap();
-        let extra = [
-            "--workers",
-            workers,
-            "--augment",
-            augment,
-            "--max-steps",
-            "20",
-        ];
-        succeed(&mut coordinator(dir.path(), &extra), augment);
+        let mut extra = vec!["--workers", workers, "--max-steps", "20", "--augment"];
+        extra.extend(augment);
+        succeed(&mut coordinator(dir.path(), &extra), &augment.join(" "));
         weights(&dir.path().join("run.safetensors"))
     };
-    let plain = run("none", "0");
-    // RECIPE covers crop; these are the other modes.
-    for augment in ["flip", "crop-flip", "crop-flip-cutout", "crop-flip-jitter"] {
+    let plain = run(&["none"], "0");
+    let mut seen = vec![plain];
+    // RECIPE covers crop; these are the other modes, and crop-flip's default shift (an eighth
+    // of the side, 3 here) against named ones.
+    for augment in [
+        &["flip"][..],
+        &["crop-flip"],
+        &["crop-flip", "--crop-pad", "1"],
+        &["crop-flip", "--crop-pad", "3"],
+        &["crop-flip-cutout"],
+        &["crop-flip-jitter"],
+    ] {
+        let what = augment.join(" ");
         let one = run(augment, "0");
-        assert!(one != plain, "{augment} trained as if it were none");
-        assert!(
-            run(augment, "2") == one,
-            "{augment}: 2 workers, other weights"
-        );
+        if what == "crop-flip --crop-pad 3" {
+            assert!(one == seen[2], "{what}: not the default pad's weights");
+        } else {
+            assert!(
+                !seen.contains(&one),
+                "{what} trained as an earlier mode did"
+            );
+        }
+        assert!(run(augment, "2") == one, "{what}: 2 workers, other weights");
+        seen.push(one);
     }
 }
 
@@ -264,14 +273,26 @@ fn resuming_with_another_recipe_is_refused_naming_the_flags() {
     let out = run_with_limit(
         &mut coordinator(
             dir.path(),
-            &["--workers", "0", "--lr", "4e-3", "--resume", "auto"],
+            &[
+                "--workers",
+                "0",
+                "--lr",
+                "4e-3",
+                "--augment",
+                "crop-flip",
+                "--crop-pad",
+                "2",
+                "--resume",
+                "auto",
+            ],
         ),
         Duration::from_secs(60),
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     for want in [
-        "--augment is none here, crop in the checkpoint",
+        "--augment is crop-flip here, crop in the checkpoint",
+        "--crop-pad is 2 here, none in the checkpoint",
         "--weight-decay is 0 here, 0.05 in the checkpoint",
         "--lr-schedule is constant here, cosine in the checkpoint",
         "--dropout is 0 here, 0.2 in the checkpoint",
@@ -307,6 +328,8 @@ fn recipe_flags_out_of_range_are_refused_before_any_work() {
             "required arguments were not provided:\n  --patience",
         ),
         ("--select", "best-test", "invalid value 'best-test'"),
+        ("--crop-pad", "9", "9 is not in 1..=8"),
+        ("--crop-pad", "0", "0 is not in 1..=8"),
     ] {
         let out = run_with_limit(
             &mut coordinator(dir.path(), &["--workers", "0", flag, value]),
@@ -320,6 +343,21 @@ fn recipe_flags_out_of_range_are_refused_before_any_work() {
         );
         assert!(!dir.path().join("run.json").exists());
     }
+    // A shift for an augmentation that does not shift means nothing: refused before training.
+    let out = run_with_limit(
+        &mut coordinator(
+            dir.path(),
+            &["--workers", "0", "--augment", "flip", "--crop-pad", "2"],
+        ),
+        Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("--crop-pad 2 sets the crop's shift, but --augment flip does not crop"),
+        "{err}"
+    );
+    assert!(!dir.path().join("run.json").exists());
 }
 
 #[test]

@@ -116,6 +116,7 @@ fn benches(c: &mut Criterion) {
             lr: 1e-3,
             train_subset: None,
             augment: Default::default(),
+            crop_pad: None,
             weight_decay: 0.0,
             lr_schedule: Default::default(),
             dropout: 0.0,

@@ -82,19 +82,30 @@ impl Augment {
         }
     }
 
+    /// Whether the mode shifts images, so that `--crop-pad` means something to it.
+    pub fn crops(self) -> bool {
+        !matches!(self, Augment::None | Augment::Flip)
+    }
+
     /// Transforms one image (`channels x side x side` values, row-major, 0 = black) in place
-    /// as `key` decides; `scratch` is reused between calls.
+    /// as `key` decides; the crop shifts by at most `crop_pad` pixels (none: an eighth of the
+    /// side); `scratch` is reused between calls.
     pub fn apply(
         self,
         key: u64,
         image: &mut [f32],
         (channels, height, width): (usize, usize, usize),
+        crop_pad: Option<u32>,
         scratch: &mut Vec<f32>,
     ) {
         if self == Augment::None || image.len() != channels * height * width {
             return;
         }
-        self.shift_and_mirror(key, image, (channels, height, width), scratch);
+        let pad = match self.crops() {
+            true => crop_pad.map_or_else(|| eighth_of_side(height, width), i64::from),
+            false => 0,
+        };
+        self.shift_and_mirror(key, image, (channels, height, width), pad, scratch);
         match self {
             Augment::CropFlipCutout => cutout(key, image, (channels, height, width)),
             Augment::CropFlipJitter => jitter(key, image),
@@ -107,13 +118,10 @@ impl Augment {
         key: u64,
         image: &mut [f32],
         (channels, height, width): (usize, usize, usize),
+        pad: i64,
         scratch: &mut Vec<f32>,
     ) {
         // Separate bit fields of one hash: the two offsets and the mirror bit.
-        let pad = match self {
-            Augment::Flip => 0,
-            _ => eighth_of_side(height, width),
-        };
         let span = (2 * pad + 1) as u64;
         let dy = ((key & 0xFFFF) % span) as i64 - pad;
         let dx = (((key >> 16) & 0xFFFF) % span) as i64 - pad;
@@ -144,7 +152,7 @@ impl Augment {
     }
 }
 
-/// p of the spec (3.4): the crop's largest offset and half the cutout's side.
+/// p of the spec (3.4): the crop's default largest offset, and half the cutout's side.
 fn eighth_of_side(height: usize, width: usize) -> i64 {
     (height.min(width) / 8) as i64
 }
@@ -192,11 +200,11 @@ mod tests {
     fn none_and_a_zero_shift_leave_the_image_alone() {
         let mut img = ramp(3, 32);
         let orig = img.clone();
-        Augment::None.apply(12345, &mut img, (3, 32, 32), &mut Vec::new());
+        Augment::None.apply(12345, &mut img, (3, 32, 32), None, &mut Vec::new());
         assert_eq!(img, orig);
         // dy = (key & 0xFFFF) % 9 - 4 = 0, dx likewise from the next 16 bits, no flip.
         let key = 4 | (4 << 16);
-        Augment::CropFlip.apply(key, &mut img, (3, 32, 32), &mut Vec::new());
+        Augment::CropFlip.apply(key, &mut img, (3, 32, 32), None, &mut Vec::new());
         assert_eq!(img, orig);
     }
 
@@ -207,7 +215,7 @@ mod tests {
         let orig = img.clone();
         // pad 1: dy = (key & 0xFFFF) % 3 - 1 = +1, dx = ((key >> 16) & 0xFFFF) % 3 - 1 = -1.
         let key = 2;
-        Augment::Crop.apply(key, &mut img, (c, s, s), &mut Vec::new());
+        Augment::Crop.apply(key, &mut img, (c, s, s), None, &mut Vec::new());
         for y in 0..s {
             for x in 0..s {
                 let (sy, sx) = (y as i64 + 1, x as i64 - 1);
@@ -222,12 +230,44 @@ mod tests {
     }
 
     #[test]
+    fn crop_pad_bounds_the_shift_and_its_default_is_an_eighth_of_the_side() {
+        let (c, s) = (1, 32);
+        let orig = ramp(c, s);
+        // The image's top-left value moves to (-dy, -dx); its shift is read back from there.
+        let shift = |img: &[f32]| {
+            let at = img.iter().position(|&v| v == orig[s * 8 + 8]).unwrap();
+            ((at / s) as i64 - 8, (at % s) as i64 - 8)
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..400u32 {
+            let key = augment_key(5, i, i + 1, true, 0);
+            let mut padded = orig.clone();
+            Augment::Crop.apply(key, &mut padded, (c, s, s), Some(2), &mut Vec::new());
+            let (dy, dx) = shift(&padded);
+            assert!(dy.abs() <= 2 && dx.abs() <= 2, "key {key:#x}: {dy}, {dx}");
+            seen.insert(dy);
+            // Naming the default pad (32 / 8 = 4) is the same as naming none.
+            let (mut named, mut default) = (orig.clone(), orig.clone());
+            Augment::CropFlip.apply(key, &mut named, (c, s, s), Some(4), &mut Vec::new());
+            Augment::CropFlip.apply(key, &mut default, (c, s, s), None, &mut Vec::new());
+            assert_eq!(named, default, "key {key:#x}");
+        }
+        assert_eq!(seen.len(), 5, "every offset in -2..=2 drawn: {seen:?}");
+        // The mirror alone ignores a pad.
+        let key = augment_key(5, 1, 2, true, 0);
+        let (mut with, mut without) = (orig.clone(), orig.clone());
+        Augment::Flip.apply(key, &mut with, (c, s, s), Some(3), &mut Vec::new());
+        Augment::Flip.apply(key, &mut without, (c, s, s), None, &mut Vec::new());
+        assert_eq!(with, without);
+    }
+
+    #[test]
     fn the_flip_mirrors_every_channel() {
         let (c, s) = (3, 8);
         let mut img = ramp(c, s);
         let orig = img.clone();
         let key = 1 | (1 << 16) | (1 << 40);
-        Augment::CropFlip.apply(key, &mut img, (c, s, s), &mut Vec::new());
+        Augment::CropFlip.apply(key, &mut img, (c, s, s), None, &mut Vec::new());
         for ch in 0..c {
             for y in 0..s {
                 for x in 0..s {
@@ -238,7 +278,7 @@ mod tests {
         }
         // Crop alone never mirrors, whatever the key.
         let mut img = orig.clone();
-        Augment::Crop.apply(key, &mut img, (c, s, s), &mut Vec::new());
+        Augment::Crop.apply(key, &mut img, (c, s, s), None, &mut Vec::new());
         assert_eq!(img, orig);
     }
 
@@ -266,7 +306,7 @@ mod tests {
         for i in 0..1000u32 {
             let key = augment_key(3, i, i + 7, i % 2 == 0, 0);
             let mut img = orig.clone();
-            Augment::Flip.apply(key, &mut img, (c, s, s), &mut Vec::new());
+            Augment::Flip.apply(key, &mut img, (c, s, s), None, &mut Vec::new());
             // Either untouched or exactly mirrored: no offset is ever drawn.
             if img == mirrored {
                 flipped += 1;
@@ -284,9 +324,9 @@ mod tests {
         for i in 0..500u32 {
             let key = augment_key(9, i, i + 3, true, 1);
             let mut base = ramp(c, s);
-            Augment::CropFlip.apply(key, &mut base, (c, s, s), &mut Vec::new());
+            Augment::CropFlip.apply(key, &mut base, (c, s, s), None, &mut Vec::new());
             let mut img = ramp(c, s);
-            Augment::CropFlipCutout.apply(key, &mut img, (c, s, s), &mut Vec::new());
+            Augment::CropFlipCutout.apply(key, &mut img, (c, s, s), None, &mut Vec::new());
             // Pixels the cutout changed: black now, not black in the crop-flip image.
             let cut: Vec<usize> = (0..s * s).filter(|&p| img[p] != base[p]).collect();
             for ch in 0..c {
@@ -341,9 +381,9 @@ mod tests {
         for i in 0..500u32 {
             let key = augment_key(4, i, i + 1, false, 0);
             let mut base = orig.clone();
-            Augment::CropFlip.apply(key, &mut base, (c, s, s), &mut Vec::new());
+            Augment::CropFlip.apply(key, &mut base, (c, s, s), None, &mut Vec::new());
             let mut img = orig.clone();
-            Augment::CropFlipJitter.apply(key, &mut img, (c, s, s), &mut Vec::new());
+            Augment::CropFlipJitter.apply(key, &mut img, (c, s, s), None, &mut Vec::new());
             assert!(img.iter().all(|v| (0.0..=1.0).contains(v)), "key {key:#x}");
             let (a, b) = (base.iter().sum::<f32>(), img.iter().sum::<f32>());
             // Contrast keeps the sum but for clipping; brightness scales it by 0.8 to 1.2.
@@ -359,7 +399,7 @@ mod tests {
                 darker += 1;
             }
             let mut again = orig.clone();
-            Augment::CropFlipJitter.apply(key, &mut again, (c, s, s), &mut Vec::new());
+            Augment::CropFlipJitter.apply(key, &mut again, (c, s, s), None, &mut Vec::new());
             assert_eq!(img, again, "the key alone decides");
         }
         assert!(

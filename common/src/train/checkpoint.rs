@@ -353,6 +353,7 @@ mod tests {
                 lr: 1e-3,
                 train_subset: Some(100),
                 augment: crate::data::Augment::CropFlip,
+                crop_pad: Some(2),
                 weight_decay: 0.01,
                 lr_schedule: crate::optim::LrSchedule::Cosine,
                 dropout: 0.2,

@@ -17,6 +17,8 @@ const DROPOUT_SALT: u64 = 0xD809_0D7A_5EED_0001;
 pub struct Noise {
     /// Training-image augmentation (`--augment`).
     pub augment: Augment,
+    /// The crop's largest shift in pixels (`--crop-pad`); none for an eighth of the side.
+    pub crop_pad: Option<u32>,
     /// Probability of dropping each hidden fully connected unit (`--dropout`), 0 for none.
     pub dropout: f32,
     /// The run's seed, which every key derives from.
@@ -28,6 +30,7 @@ impl Noise {
     pub fn of(cfg: &TrainConfig) -> Self {
         Noise {
             augment: cfg.recipe.augment,
+            crop_pad: cfg.recipe.crop_pad,
             dropout: cfg.recipe.dropout as f32,
             seed: cfg.seed,
         }

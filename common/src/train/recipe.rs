@@ -41,6 +41,10 @@ pub struct Recipe {
     /// bytes.
     #[arg(long, value_enum, env = "SIAMESE_AUGMENT", default_value = "none")]
     pub augment: Augment,
+    /// The crop's largest shift in pixels, 1 to 8, for an --augment that crops (default: an
+    /// eighth of the side, 3 for digits and 4 for CIFAR-10): a smaller shift regularises less.
+    #[arg(long, env = "SIAMESE_CROP_PAD", value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub crop_pad: Option<u32>,
     /// Decoupled weight decay (AdamW), 0 (the paper) to 1: each step also shrinks every weight
     /// by lr x this.
     #[arg(long, env = "SIAMESE_WEIGHT_DECAY", default_value_t = 0.0, value_parser = weight_decay)]
@@ -93,11 +97,25 @@ impl Recipe {
         describe_parts(self.parts())
     }
 
+    /// Refuses flags that mean nothing together, naming them.
+    pub fn check(&self) -> Result<(), String> {
+        match (self.crop_pad, self.augment.crops()) {
+            (Some(pad), false) => Err(format!(
+                "--crop-pad {pad} sets the crop's shift, but --augment {} does not crop: use crop, crop-flip, crop-flip-cutout or crop-flip-jitter",
+                self.augment.name()
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// A few words for each flag that is not the paper's, in the flags' order.
     pub fn parts(&self) -> Vec<String> {
         let mut parts = Vec::new();
         if self.augment != Augment::None {
             parts.push(format!("augment {}", self.augment.name()));
+        }
+        if let Some(pad) = self.crop_pad {
+            parts.push(format!("crop pad {pad}"));
         }
         if self.weight_decay != 0.0 {
             parts.push(format!("weight decay {}", self.weight_decay));
@@ -169,6 +187,29 @@ mod tests {
             let e = dropout(bad).unwrap_err();
             assert!(e.contains("dropout probability"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_crop_pad_needs_an_augmentation_that_crops() {
+        let with = |augment| Recipe {
+            augment,
+            crop_pad: Some(2),
+            ..Recipe::default()
+        };
+        for augment in [Augment::None, Augment::Flip] {
+            let e = with(augment).check().unwrap_err();
+            assert!(
+                e.contains("--crop-pad 2") && e.contains(augment.name()),
+                "{e}"
+            );
+        }
+        for augment in [Augment::Crop, Augment::CropFlip, Augment::CropFlipJitter] {
+            assert_eq!(with(augment).check(), Ok(()));
+        }
+        assert_eq!(
+            with(Augment::CropFlip).describe(),
+            "augment crop-flip, crop pad 2"
+        );
     }
 
     #[test]

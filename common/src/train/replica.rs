@@ -58,10 +58,10 @@ impl Replica {
         self.pixels
             .resize(self.indices.len() * images.image_len(), 0.0);
         images.fill_f32(&self.indices, &mut self.pixels);
-        let mode = self.noise.augment;
+        let (mode, pad) = (self.noise.augment, self.noise.crop_pad);
         let n = images.image_len();
         for (image, &key) in self.pixels.chunks_exact_mut(n).zip(&self.keys) {
-            mode.apply(key, image, (c, h, w), &mut self.scratch);
+            mode.apply(key, image, (c, h, w), pad, &mut self.scratch);
         }
         Ok(Tensor::from_slice(
             &self.pixels,

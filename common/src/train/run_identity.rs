@@ -33,6 +33,9 @@ pub struct RunIdentity {
     /// `--augment`.
     #[serde(default)]
     pub augment: Augment,
+    /// `--crop-pad`.
+    #[serde(default)]
+    pub crop_pad: Option<u32>,
     /// `--weight-decay`.
     #[serde(default)]
     pub weight_decay: f64,
@@ -61,6 +64,7 @@ impl RunIdentity {
             lr: cfg.lr,
             train_subset: cfg.train_subset,
             augment: cfg.recipe.augment,
+            crop_pad: cfg.recipe.crop_pad,
             weight_decay: cfg.recipe.weight_decay,
             lr_schedule: cfg.recipe.lr_schedule,
             dropout: cfg.recipe.dropout,
@@ -70,7 +74,7 @@ impl RunIdentity {
 
     /// Every field that differs, as "name: this run's value here, the other's there".
     pub fn differences(&self, other: &RunIdentity) -> Vec<String> {
-        let fields: [(&str, Shown); 14] = [
+        let fields: [(&str, Shown); 15] = [
             ("model version", |r| r.model_version.clone()),
             ("dataset", |r| r.dataset.clone()),
             ("data digest", |r| r.data_digest.clone()),
@@ -81,6 +85,7 @@ impl RunIdentity {
             ("--lr", |r| r.lr.to_string()),
             ("--train-subset", |r| optional(r.train_subset)),
             ("--augment", |r| r.augment.name().into()),
+            ("--crop-pad", |r| optional(r.crop_pad.map(|p| p as usize))),
             ("--weight-decay", |r| r.weight_decay.to_string()),
             ("--lr-schedule", |r| r.lr_schedule.name().into()),
             ("--dropout", |r| r.dropout.to_string()),
@@ -122,6 +127,7 @@ mod tests {
             lr: 1e-3,
             train_subset: None,
             augment: Augment::None,
+            crop_pad: None,
             weight_decay: 0.0,
             lr_schedule: LrSchedule::Constant,
             dropout: 0.0,
@@ -138,6 +144,7 @@ mod tests {
             batch_size: 32,
             train_subset: Some(100),
             augment: Augment::CropFlip,
+            crop_pad: Some(2),
             lr_schedule: LrSchedule::Cosine,
             dropout: 0.3,
             schedule_epochs: Some(40),
@@ -151,6 +158,7 @@ mod tests {
                 "--batch-size is 64 here, 32 in the checkpoint",
                 "--train-subset is none here, 100 in the checkpoint",
                 "--augment is none here, crop-flip in the checkpoint",
+                "--crop-pad is none here, 2 in the checkpoint",
                 "--lr-schedule is constant here, cosine in the checkpoint",
                 "--dropout is 0 here, 0.3 in the checkpoint",
                 "--epochs (the schedule spans them) is none here, 40 in the checkpoint"

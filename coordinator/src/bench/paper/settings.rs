@@ -114,6 +114,7 @@ impl PaperArgs {
         if self.datasets.is_empty() {
             return Err(BenchError::Config("--dataset names no dataset".into()));
         }
+        self.recipe.check().map_err(BenchError::Config)?;
         // `--dataset mnist --dataset mnist` would train the same run twice.
         let mut seen = Vec::new();
         self.datasets.retain(|d| {
