@@ -11,7 +11,8 @@ use integration_tests::{bin, run_with_limit, shared_dataset};
 use siamese_common::cluster::protocol::proto::coordinator_message::Body;
 use siamese_common::cluster::protocol::proto::{GradientTask, ReplicaState, Task, Weights, task};
 use siamese_common::cluster::protocol::wire::encode_f32;
-use siamese_common::data::DatasetKind;
+use siamese_common::config::TrainConfig;
+use siamese_common::data::{Augment, DatasetKind};
 use siamese_common::model::ModelSpec;
 
 fn spec() -> ModelSpec {
@@ -127,6 +128,20 @@ fn a_model_too_small_for_lenet_is_refused_before_it_is_built() {
     let err = refused(script);
     assert!(
         err.contains("will not run") && err.contains("1x2x2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_crop_shift_out_of_range_is_refused_naming_it() {
+    let mut cfg = TrainConfig::defaults(DatasetKind::Mnist).unwrap();
+    cfg.recipe.augment = Augment::CropFlip;
+    cfg.recipe.crop_pad = Some(1000);
+    let mut script = Script::honest(&spec());
+    script.welcome.as_mut().unwrap().config_json = serde_json::to_string(&cfg).unwrap();
+    let err = refused(script);
+    assert!(
+        err.contains("will not run") && err.contains("--crop-pad 1000 is not in 1..=8"),
         "{err}"
     );
 }

@@ -43,7 +43,7 @@ pub struct Recipe {
     pub augment: Augment,
     /// The crop's largest shift in pixels, 1 to 8, for an --augment that crops (default: an
     /// eighth of the side, 3 for digits and 4 for CIFAR-10): a smaller shift regularises less.
-    #[arg(long, env = "SIAMESE_CROP_PAD", value_parser = clap::value_parser!(u32).range(1..=8))]
+    #[arg(long, env = "SIAMESE_CROP_PAD", value_parser = clap::value_parser!(u32).range(CROP_PADS))]
     pub crop_pad: Option<u32>,
     /// Decoupled weight decay (AdamW), 0 (the paper) to 1: each step also shrinks every weight
     /// by lr x this.
@@ -97,9 +97,15 @@ impl Recipe {
         describe_parts(self.parts())
     }
 
-    /// Refuses flags that mean nothing together, naming them.
+    /// Refuses flags that mean nothing together, or out of range where they arrive without
+    /// the command line's checks (a worker's Welcome), naming them.
     pub fn check(&self) -> Result<(), String> {
         match (self.crop_pad, self.augment.crops()) {
+            (Some(pad), _) if !CROP_PADS.contains(&i64::from(pad)) => Err(format!(
+                "--crop-pad {pad} is not in {}..={}",
+                CROP_PADS.start(),
+                CROP_PADS.end()
+            )),
             (Some(pad), false) => Err(format!(
                 "--crop-pad {pad} sets the crop's shift, but --augment {} does not crop: use crop, crop-flip, crop-flip-cutout or crop-flip-jitter",
                 self.augment.name()
@@ -141,6 +147,9 @@ impl Recipe {
         parts
     }
 }
+
+/// The crop shifts `--crop-pad` accepts, in pixels.
+pub const CROP_PADS: std::ops::RangeInclusive<i64> = 1..=8;
 
 /// Settings in a few words, joined; "paper" when none differs from the paper's.
 pub fn describe_parts(parts: Vec<String>) -> String {

@@ -41,6 +41,9 @@ pub fn check_welcome(
         .ok_or_else(|| format!("unknown aggregation {:?}", welcome.aggregation))?;
     let cfg: TrainConfig = serde_json::from_str(&welcome.config_json)
         .map_err(|e| format!("bad run configuration: {e}"))?;
+    cfg.recipe
+        .check()
+        .map_err(|e| format!("a recipe this worker will not run: {e}"))?;
     // Replicas that step Adam themselves need the run's learning rate.
     let lr = match aggregation.replicated() {
         true => {
