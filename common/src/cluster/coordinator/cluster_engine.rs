@@ -8,6 +8,7 @@
 //! (`allreduce`). NCCL replicas (`nccl`) reduce and step among themselves. Why both:
 //! `docs/architecture.md`.
 
+use prost::bytes::Bytes;
 use std::ops::Range;
 
 use super::answer_checks::{checked_embeddings, checked_vector, figures_problem};
@@ -317,18 +318,7 @@ impl ClusterEngine {
     /// Sends allreduce replicas a step's mean: once through the shared file for the workers on
     /// this host, in the message for the others.
     fn send_reduced(&mut self, mean: &[f32], version: u64) {
-        let any_shm = self.pool.members().iter().any(|m| m.ready && m.shm);
-        if any_shm && let Some(region) = &mut self.shm {
-            region.write_weights(REDUCED | version, mean);
-        }
-        let mut encoded = None;
-        let has_shm = self.shm.is_some();
-        self.pool.broadcast(|m| {
-            let in_shm = m.shm && has_shm;
-            let values = match in_shm {
-                true => Default::default(),
-                false => encoded.get_or_insert_with(|| encode_f32(mean)).clone(),
-            };
+        self.broadcast_payload(REDUCED | version, mean, |values, in_shm| {
             coordinator_message::Body::Reduced(ReducedGradient {
                 version,
                 values,
@@ -340,24 +330,36 @@ impl ClusterEngine {
     /// Sends `coordinator` replicas the stepped weights.
     fn send_weights(&mut self, state: &OptimizerState) {
         let version = state.steps();
-        if let Some(region) = &mut self.shm {
-            region.write_weights(version, &state.params);
-        }
-        let mut encoded = None;
-        let has_shm = self.shm.is_some();
-        self.pool.broadcast(|m| {
-            let in_shm = m.shm && has_shm;
-            let values = match in_shm {
-                true => Default::default(),
-                false => encoded
-                    .get_or_insert_with(|| encode_f32(&state.params))
-                    .clone(),
-            };
+        self.broadcast_payload(version, &state.params, |values, in_shm| {
             coordinator_message::Body::Weights(Weights {
                 version,
                 values,
                 in_shm,
             })
+        });
+    }
+
+    /// Sends every ready worker `values`: written once to the shared file (tagged `tag`) when a
+    /// worker on this host maps it, encoded once for the message of every other worker.
+    fn broadcast_payload(
+        &mut self,
+        tag: u64,
+        values: &[f32],
+        body: impl Fn(Bytes, bool) -> coordinator_message::Body,
+    ) {
+        let any_shm = self.pool.members().iter().any(|m| m.ready && m.shm);
+        if any_shm && let Some(region) = &mut self.shm {
+            region.write_weights(tag, values);
+        }
+        let mut encoded = None;
+        let has_shm = self.shm.is_some();
+        self.pool.broadcast(|m| {
+            let in_shm = m.shm && has_shm;
+            let payload = match in_shm {
+                true => Bytes::new(),
+                false => encoded.get_or_insert_with(|| encode_f32(values)).clone(),
+            };
+            body(payload, in_shm)
         });
     }
 
