@@ -9,10 +9,10 @@ use std::hint::black_box;
 use std::path::Path;
 
 use candle_core::Device;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use siamese_common::aggregation::OptimizerState;
-use siamese_common::aggregation::mean_of_sum;
 use siamese_common::aggregation::tree::{DEFAULT_MICRO_BATCH, combine};
+use siamese_common::aggregation::{check_finite, mean_of_sum};
 use siamese_common::cluster::protocol::wire::{decode_f32, encode_f32};
 use siamese_common::data::{DatasetKind, ImageSet, TestAugment, load_dataset};
 use siamese_common::model::ModelSpec;
@@ -94,15 +94,29 @@ fn benches(c: &mut Criterion) {
     c.bench_function("gradient encode + decode for the wire", |b| {
         b.iter(|| black_box(decode_f32(&encode_f32(black_box(&grad)))))
     });
-    // Four workers' blocks of an 8-leaf tree (two leaves each), combined and divided.
-    let parts: Vec<(std::ops::Range<usize>, &[f32])> = (0..4)
-        .map(|w| (2 * w..2 * w + 2, grad.as_slice()))
-        .collect();
+    // Four workers' blocks of an 8-leaf tree (two leaves each), checked, combined and divided:
+    // the coordinator's part of a step between the last gradient and the mean. The copies are
+    // made outside the timing, as the coordinator receives them.
+    let parts: Vec<(std::ops::Range<usize>, Vec<f32>)> =
+        (0..4).map(|w| (2 * w..2 * w + 2, grad.clone())).collect();
     c.bench_function("aggregate 4 worker gradients", |b| {
-        b.iter(|| {
-            let root = combine(8, black_box(&parts)).expect("a partition");
-            black_box(mean_of_sum(&root, 64))
-        })
+        b.iter_batched(
+            || parts.clone(),
+            |parts| {
+                for (_, g) in &parts {
+                    check_finite(g).expect("finite");
+                }
+                let root = combine(8, black_box(parts)).expect("a partition");
+                black_box(mean_of_sum(&root, 64))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // One Adam update of every parameter: what each replica does between the mean's arrival and
+    // its next forward.
+    let mut state = OptimizerState::new(weights.clone(), 1e-3);
+    c.bench_function("Adam step over the model's parameters", |b| {
+        b.iter(|| state.apply(black_box(&grad)))
     });
     let checkpoint = Checkpoint {
         identity: RunIdentity {

@@ -11,7 +11,7 @@
 
 use std::ops::Range;
 
-use crate::model::kernel_path::KernelPath;
+use crate::model::kernel_path::lane_kernel;
 
 /// Pairs per micro-batch when a run does not choose.
 pub const DEFAULT_MICRO_BATCH: usize = 8;
@@ -173,33 +173,10 @@ fn reduce(
     Ok(())
 }
 
-/// Elementwise `left += right` in f32: each sum is one IEEE addition, so the vector width the
-/// CPU offers changes the speed, never the bits. The width follows the kernels' one decision
-/// ([`KernelPath`]).
-fn add_into(left: &mut [f32], right: &[f32]) {
-    match KernelPath::current() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `KernelPath` chose this path only where the CPU has AVX-512F.
-        KernelPath::Avx512 => unsafe { add_into_avx512(left, right) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `KernelPath` chose this path only where the CPU has AVX2, hence AVX.
-        KernelPath::Avx2 => unsafe { add_into_avx(left, right) },
-        _ => add_lanes(left, right),
-    }
-}
-
-/// [`add_into`] compiled with 8-wide AVX registers.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn add_into_avx(left: &mut [f32], right: &[f32]) {
-    add_lanes(left, right);
-}
-
-/// [`add_into`] compiled with 16-wide AVX-512 registers.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn add_into_avx512(left: &mut [f32], right: &[f32]) {
-    add_lanes(left, right);
+lane_kernel! {
+    /// Elementwise `left += right` in f32: each sum is one IEEE addition, so the vector width the
+    /// CPU offers changes the speed, never the bits.
+    fn add_into(left: &mut [f32], right: &[f32]) -> () = add_lanes
 }
 
 #[inline(always)]
@@ -226,7 +203,8 @@ pub fn sum_leaves(buf: &mut [f32], width: usize) -> &[f32] {
 
 /// The root of the tree over `total` leaves from the values of canonical blocks that partition
 /// `0..total`, received in any order: what the coordinator does with its workers' gradients.
-pub fn combine(total: usize, parts: &[(Range<usize>, &[f32])]) -> Result<Vec<f32>, TreeError> {
+/// The parts are taken, not borrowed: the sums are made in their buffers, with no copy.
+pub fn combine(total: usize, parts: Vec<(Range<usize>, Vec<f32>)>) -> Result<Vec<f32>, TreeError> {
     if total == 0 {
         return Err(TreeError::Empty);
     }
@@ -239,7 +217,7 @@ pub fn combine(total: usize, parts: &[(Range<usize>, &[f32])]) -> Result<Vec<f32
     let mut ends = vec![None; total];
     let mut covered: Option<&Range<usize>> = None;
     for &i in &order {
-        let (block, values) = (&parts[i].0, parts[i].1);
+        let (block, values) = (&parts[i].0, &parts[i].1);
         if block.end > total {
             return Err(TreeError::OutOfRange {
                 block: block.clone(),
@@ -283,7 +261,7 @@ pub fn combine(total: usize, parts: &[(Range<usize>, &[f32])]) -> Result<Vec<f32
     }
     let mut slots: Vec<Option<Vec<f32>>> = vec![None; total];
     for (block, values) in parts {
-        slots[block.start] = Some(values.to_vec());
+        slots[block.start] = Some(values);
     }
     reduce(0..total, &|r| ends[r.start] == Some(r.end), &mut |l, r| {
         if let (Some(right), Some(left)) = (slots[r].take(), slots[l].as_mut()) {
@@ -348,9 +326,7 @@ pub(crate) mod tests {
         if reverse {
             sums.reverse();
         }
-        let parts: Vec<(Range<usize>, &[f32])> =
-            sums.iter().map(|(b, v)| (b.clone(), &v[..])).collect();
-        combine(total, &parts).expect("a partition into canonical blocks")
+        combine(total, sums).expect("a partition into canonical blocks")
     }
 
     #[test]
@@ -429,7 +405,10 @@ pub(crate) mod tests {
     fn bad_partitions_are_named() {
         let v: &[f32] = &[1.0, 2.0];
         let short: &[f32] = &[1.0];
-        let err = |parts: &[(Range<usize>, &[f32])]| combine(8, parts).unwrap_err();
+        let err = |parts: &[(Range<usize>, &[f32])]| {
+            let owned = parts.iter().map(|(b, v)| (b.clone(), v.to_vec())).collect();
+            combine(8, owned).unwrap_err()
+        };
         assert_eq!(
             err(&[(0..4, v), (6..8, v)]),
             TreeError::Missing { missing: 4..6 }
@@ -474,7 +453,7 @@ pub(crate) mod tests {
                 total: 8
             }
         );
-        assert_eq!(combine(0, &[]), Err(TreeError::Empty));
+        assert_eq!(combine(0, Vec::new()), Err(TreeError::Empty));
         let msg = err(&[(0..3, v), (3..4, v), (4..8, v)]).to_string();
         assert!(msg.contains("0..3") && msg.contains("canonical"), "{msg}");
     }

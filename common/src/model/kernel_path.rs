@@ -106,6 +106,39 @@ impl KernelPath {
     }
 }
 
+/// Defines `fn $name(args) -> ret` that runs the `#[inline(always)]` function `$lanes` compiled
+/// for the widest registers of this thread's [`KernelPath`]: 16 lanes with AVX-512F, 8 with
+/// AVX2, the baseline target's otherwise. For element-wise loops of IEEE operations (add,
+/// multiply, divide, square root, conversions; Rust never fuses them into FMAs), so every path
+/// gives the same bits and only the speed depends on the CPU.
+macro_rules! lane_kernel {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $lanes:ident) => {
+        $(#[$doc])*
+        $vis fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn avx512($($arg: $ty),*) -> $ret {
+                $lanes($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2($($arg: $ty),*) -> $ret {
+                $lanes($($arg),*)
+            }
+            match $crate::model::KernelPath::current() {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `KernelPath` chose this path only where the CPU has AVX-512F.
+                $crate::model::KernelPath::Avx512 => unsafe { avx512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `KernelPath` chose this path only where the CPU has AVX2.
+                $crate::model::KernelPath::Avx2 => unsafe { avx2($($arg),*) },
+                _ => $lanes($($arg),*),
+            }
+        }
+    };
+}
+pub(crate) use lane_kernel;
+
 #[cfg(test)]
 thread_local! {
     /// Set on the threads of [`forced_pool`], where the kernels take that path.
@@ -130,6 +163,16 @@ pub(crate) fn simd_paths() -> Vec<KernelPath> {
     [KernelPath::Avx512, KernelPath::Avx2]
         .into_iter()
         .filter(|p| p.supported())
+        .collect()
+}
+
+/// `f`'s result on every path this CPU can run, the portable one first: for the tests that
+/// check a kernel gives the same bits on each.
+#[cfg(test)]
+pub(crate) fn on_every_path<R: Send>(f: impl Fn() -> R + Sync) -> Vec<(KernelPath, R)> {
+    std::iter::once(KernelPath::Portable)
+        .chain(simd_paths())
+        .map(|p| (p, forced_pool(p, 1).install(&f)))
         .collect()
 }
 

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::LrSchedule;
+use crate::model::kernel_path::lane_kernel;
 
 /// Adam's hyperparameters.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -133,22 +134,71 @@ impl Adam {
         let step = (lr * (1.0 - c.beta2.powi(t)).sqrt() / (1.0 - c.beta1.powi(t))) as f32;
         let eps = (c.eps * (1.0 - c.beta2.powi(t)).sqrt()) as f32;
         let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
-        for (((p, g), m), v) in params
-            .iter_mut()
-            .zip(grad)
-            .zip(&mut self.m)
-            .zip(&mut self.v)
-        {
-            *m = b1 * *m + (1.0 - b1) * g;
-            *v = b2 * *v + (1.0 - b2) * g * g;
-            *p -= step * *m / (v.sqrt() + eps);
-        }
+        update(params, grad, &mut self.m, &mut self.v, [b1, b2, step, eps]);
+    }
+}
+
+lane_kernel! {
+    /// Adam's element-wise update with `[beta1, beta2, step, eps]`.
+    fn update(params: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], k: [f32; 4]) -> () = update_lanes
+}
+
+#[inline(always)]
+fn update_lanes(params: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], k: [f32; 4]) {
+    let [b1, b2, step, eps] = k;
+    for (((p, g), m), v) in params.iter_mut().zip(grad).zip(m).zip(v) {
+        *m = b1 * *m + (1.0 - b1) * g;
+        *v = b2 * *v + (1.0 - b2) * g * g;
+        *p -= step * *m / (v.sqrt() + eps);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Values over many magnitudes, both signs and exact zeros, `n` of them (not a multiple of
+    /// any vector width, so the tails run too).
+    fn spread(n: usize, salt: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| {
+                let h = (i ^ salt).wrapping_mul(2_654_435_761);
+                let mag = 10f32.powi((h % 13) as i32 - 9);
+                let sign = if h & 1 == 0 { 1.0 } else { -1.0 };
+                if h.is_multiple_of(17) {
+                    0.0
+                } else {
+                    sign * mag * (1.0 + (h >> 20) as f32 / 4096.0)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_kernel_path_steps_to_the_same_bits() {
+        use crate::model::kernel_path::on_every_path;
+        let n = 1003;
+        let runs = on_every_path(|| {
+            let mut params = spread(n, 1);
+            let config = AdamConfig {
+                weight_decay: 0.05,
+                ..AdamConfig::default()
+            };
+            let mut adam = Adam::new(config, n);
+            for step in 0..4 {
+                adam.step(&mut params, &spread(n, 100 + step));
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            (bits(&params), bits(&adam.m), bits(&adam.v))
+        });
+        let (_, want) = &runs[0];
+        for (path, got) in &runs[1..] {
+            assert!(
+                got == want,
+                "{path:?} stepped Adam to other bits than the portable code"
+            );
+        }
+    }
 
     #[test]
     fn first_step_matches_hand_computed_update() {

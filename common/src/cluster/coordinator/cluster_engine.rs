@@ -296,11 +296,7 @@ impl ClusterEngine {
         let grad = match &plan {
             StepPlan::Shards(_) => None,
             StepPlan::Blocks { pairs, leaves, .. } => {
-                let views: Vec<(Range<usize>, &[f32])> = parts
-                    .iter()
-                    .map(|(b, v)| (b.clone(), v.as_slice()))
-                    .collect();
-                let root = combine(*leaves, &views).map_err(|e| ClusterError::Protocol {
+                let root = combine(*leaves, parts).map_err(|e| ClusterError::Protocol {
                     peer: "the workers".into(),
                     what: e.to_string(),
                 })?;

@@ -87,9 +87,7 @@ fn splits_combine_to_the_whole(spec: ModelSpec, pairs: usize, per: usize) -> boo
                 (b, g)
             })
             .collect();
-        let views: Vec<(Range<usize>, &[f32])> =
-            parts.iter().map(|(b, g)| (b.clone(), &g[..])).collect();
-        let got = combine(total, &views).unwrap();
+        let got = combine(total, parts.clone()).unwrap();
         let what = format!(
             "{pairs} pairs of {spec:?}, {workers} workers, blocks {parts_at:?}",
             parts_at = parts.iter().map(|(b, _)| b.clone()).collect::<Vec<_>>()
@@ -188,7 +186,7 @@ fn batches_that_are_not_a_multiple_of_the_micro_batch_work() {
         batch.gradient(&net, 0..8, 8),
         batch.gradient(&net, 8..13, 8),
     );
-    let got = combine(2, &[(1..2, &second[..]), (0..1, &first[..])]).unwrap();
+    let got = combine(2, vec![(1..2, second), (0..1, first)]).unwrap();
     assert_same_bits(spec, &whole, &got, "13 pairs as 8 + 5");
     // One micro-batch larger than the batch, and one pair a micro-batch: the same sum to
     // rounding.
