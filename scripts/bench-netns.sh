@@ -11,7 +11,8 @@
 #             through the bridge. --no-shm is needed: `ip netns exec` keeps the filesystem, so a
 #             namespaced worker can map the coordinator's shared-memory file and would use it.
 # It prints every run's training pairs/s and step-time split (milliseconds per step, means over
-# workers) and each round's weak-scaling efficiency (pairs/s at 2 / (2 x pairs/s at 1)).
+# workers), each round's weak-scaling efficiency (pairs/s at 2 / (2 x pairs/s at 1)) and the
+# medians of the split over the rounds.
 #
 #   cargo build --release -p coordinator -p worker
 #   sudo bash scripts/bench-netns.sh [--rounds R] [--steps S] [--paths "shm loopback netns"]
@@ -202,6 +203,7 @@ echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3
 printf 'round  path           workers  pairs/s  comp ms  wait ms  trans ms  aggreg. ms  outside\n'
 effs="$work/efficiency"
 : >"$effs"
+: >"$work/rows"
 builds=("$bin")
 [[ -n $baseline ]] && builds+=("$baseline")
 for round in $(seq "$rounds"); do
@@ -212,7 +214,7 @@ for round in $(seq "$rounds"); do
       file=${label/\//-}
       for workers in 1 2; do
         run "$path" "$workers" "$file" "$build"
-        report "$round" "$label" "$workers" "$file"
+        report "$round" "$label" "$workers" "$file" | tee -a "$work/rows"
         if [[ -n $keep ]]; then
           mkdir -p "$keep"
           cp "$work/$file-$workers.json" "$keep/r$round-$file-$workers.json"
@@ -241,4 +243,17 @@ for p in paths:
         rel = [b / s for (_, _, b), (_, _, s) in zip(by[p], by[ref])]
         line += f"   2 workers vs {ref} {statistics.median(rel):.3f}"
     print(line)
+EOF
+
+echo
+echo "medians of the rounds, per path and workers: pairs/s and ms per step (the split is steadier than pairs/s on a noisy machine)"
+python3 - "$work/rows" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+keys = list(dict.fromkeys((r[1], r[2]) for r in rows))
+print(f"{'path':<13}  workers  pairs/s  comp ms  wait ms  trans ms  aggreg. ms")
+for path, workers in keys:
+    cols = list(zip(*[[float(x) for x in r[3:8]] for r in rows if (r[1], r[2]) == (path, workers)]))
+    m = [statistics.median(c) for c in cols]
+    print(f"{path:<13}  {workers:>7}  {m[0]:7.0f}  {m[1]:7.2f}  {m[2]:7.2f}  {m[3]:8.2f}  {m[4]:10.2f}")
 EOF
