@@ -19,7 +19,8 @@
 #                                    [--delay MS] [--rate RATE] [--keep-json DIR] [--baseline DIR]
 #
 # --baseline DIR also runs every path with the coordinator and worker binaries in DIR (another
-# build, copied aside), in the same rounds, labelled path/base: a change measured side by side.
+# build, copied aside), in the same rounds, labelled path/base: a change measured side by side;
+# the two builds swap order every round.
 # --delay and --rate model a real network with netem on every namespace's interface (egress):
 # --delay 0.05 adds 50 us each way (100 us round trip), --rate 10gbit caps each link; they
 # apply to the netns path only. Without netem in the kernel, --rate alone uses the token bucket
@@ -207,8 +208,14 @@ effs="$work/efficiency"
 builds=("$bin")
 [[ -n $baseline ]] && builds+=("$baseline")
 for round in $(seq "$rounds"); do
+  # The builds swap places every round: a run goes a little slower or faster for what ran just
+  # before it (a 2-worker run, another build), and a fixed order would credit that to a build.
+  order=("${builds[@]}")
+  if ((round % 2 == 0 && ${#builds[@]} > 1)); then
+    order=("${builds[1]}" "${builds[0]}")
+  fi
   for path in $paths; do
-    for build in "${builds[@]}"; do
+    for build in "${order[@]}"; do
       label=$path
       [[ $build == "$bin" ]] || label=$path/base
       file=${label/\//-}
