@@ -115,9 +115,10 @@ fn benches(c: &mut Criterion) {
     // One Adam update of every parameter: what each replica does between the mean's arrival and
     // its next forward.
     let mut state = OptimizerState::new(weights.clone(), 1e-3);
-    c.bench_function("Adam step over the model's parameters", |b| {
-        b.iter(|| state.apply(black_box(&grad)))
-    });
+    c.bench_function(
+        "apply a mean: finite check + Adam step over the model",
+        |b| b.iter(|| state.apply(black_box(&grad))),
+    );
     let checkpoint = Checkpoint {
         identity: RunIdentity {
             model_version: siamese_common::model::MODEL_VERSION.into(),
