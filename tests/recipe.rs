@@ -1,8 +1,8 @@
 //! The training recipe beyond the paper's (augmentation, dropout, decoupled weight decay, the
-//! cosine schedule, best-validation selection, drops of the rate on a plateau and early
-//! stopping), with the real binaries: any number of workers and either aggregation trains the
-//! same bytes, a run stopped mid-epoch and resumed chooses the same weights, and settings out of
-//! range or of another run are refused by name.
+//! cosine schedule, best-validation selection, drops of the rate on a plateau, early stopping and
+//! the weights' moving average), with the real binaries: any number of workers and either
+//! aggregation trains the same bytes, a run stopped mid-epoch and resumed chooses the same
+//! weights, and settings out of range or of another run are refused by name.
 
 use std::path::Path;
 use std::process::Command;
@@ -282,6 +282,8 @@ fn resuming_with_another_recipe_is_refused_naming_the_flags() {
                 "crop-flip",
                 "--crop-pad",
                 "2",
+                "--ema",
+                "0.99",
                 "--resume",
                 "auto",
             ],
@@ -296,6 +298,7 @@ fn resuming_with_another_recipe_is_refused_naming_the_flags() {
         "--weight-decay is 0 here, 0.05 in the checkpoint",
         "--lr-schedule is constant here, cosine in the checkpoint",
         "--dropout is 0 here, 0.2 in the checkpoint",
+        "--ema is 0.99 here, 0 in the checkpoint",
         "--epochs (the schedule spans them) is none here, 30 in the checkpoint",
     ] {
         assert!(err.contains(want), "missing {want:?}:\n{err}");
@@ -330,6 +333,12 @@ fn recipe_flags_out_of_range_are_refused_before_any_work() {
         ("--select", "best-test", "invalid value 'best-test'"),
         ("--crop-pad", "9", "9 is not in 1..=8"),
         ("--crop-pad", "0", "0 is not in 1..=8"),
+        (
+            "--ema",
+            "0.5",
+            "0.5 is not an --ema decay (0 to turn it off, or 0.9 to under 1)",
+        ),
+        ("--ema", "1", "1 is not an --ema decay"),
     ] {
         let out = run_with_limit(
             &mut coordinator(dir.path(), &["--workers", "0", flag, value]),
@@ -400,5 +409,54 @@ fn test_time_mirror_changes_only_the_test_figures_and_scores_alike_on_any_worker
     assert!(
         two.2 == mirror.2,
         "2 workers: other test scores with mirror"
+    );
+}
+
+#[test]
+fn a_weight_average_changes_only_what_is_scored_and_resumes_to_the_same_bytes() {
+    let run = |dir: &Path, extra: &[&str]| {
+        let mut args = vec!["--augment", "crop"];
+        args.extend(extra);
+        succeed(&mut coordinator(dir, &args), &extra.join(" "));
+        read_results(&dir.join("run.json"))
+    };
+    // 10 steps an epoch: three whole epochs and half of the fourth.
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain = run(plain_dir.path(), &["--workers", "0", "--max-steps", "35"]);
+    let ema_dir = tempfile::tempdir().unwrap();
+    let ema = ["--ema", "0.9", "--max-steps", "35"];
+    let one = run(ema_dir.path(), &[&["--workers", "0"][..], &ema].concat());
+    let trained = weights(&plain_dir.path().join("run.safetensors"));
+    // Training is untouched: the checkpoint's weights are the plain run's...
+    assert!(
+        weights(&ema_dir.path().join("run.safetensors")) == trained,
+        "--ema changed the trained weights"
+    );
+    // ...while validation and the test score the average, written beside them.
+    assert_ne!(
+        epochs_of(&one),
+        epochs_of(&plain),
+        "validation ignored --ema"
+    );
+    let file = one["selection"]["weights"].as_str().expect("an ema file");
+    assert!(file.ends_with("run.ema.safetensors"), "{file}");
+    let average = weights(Path::new(file));
+    assert!(average != trained, "the average is the last weights");
+    assert_eq!(one["config"]["ema"], 0.9);
+    // Two workers, stopped inside the second epoch and resumed: the same average, the same
+    // figures (the checkpoint carries the average).
+    let dir = tempfile::tempdir().unwrap();
+    let two = ["--workers", "2", "--resume", "auto", "--ema", "0.9"];
+    run(dir.path(), &[&two[..], &["--max-steps", "15"]].concat());
+    let resumed = run(dir.path(), &[&two[..], &["--max-steps", "35"]].concat());
+    assert!(weights(&dir.path().join("run.safetensors")) == trained);
+    assert!(
+        weights(&dir.path().join("run.ema.safetensors")) == average,
+        "another average after resuming on 2 workers"
+    );
+    assert_eq!(epochs_of(&resumed), epochs_of(&one));
+    assert_eq!(
+        resumed["test"]["pair_accuracy"],
+        one["test"]["pair_accuracy"]
     );
 }

@@ -100,7 +100,8 @@ pub fn run_with_limit(cmd: &mut Command, limit: Duration) -> Output {
 }
 
 /// Every model tensor of a checkpoint, by name, with its bytes (Adam's `adam.*` moments and the
-/// best epoch's `best.*` weights left out: they are not the current weights).
+/// best epoch's `best.*` and the moving average's `ema.*` weights left out: they are not the
+/// current weights).
 pub fn model_tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let st = safetensors::SafeTensors::deserialize(&bytes)
@@ -108,7 +109,11 @@ pub fn model_tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = st
         .tensors()
         .into_iter()
-        .filter(|(name, _)| !name.starts_with("adam.") && !name.starts_with("best."))
+        .filter(|(name, _)| {
+            !["adam.", "best.", "ema."]
+                .iter()
+                .any(|p| name.starts_with(p))
+        })
         .map(|(name, view)| (name, view.data().to_vec()))
         .collect();
     out.sort();

@@ -135,6 +135,7 @@ fn benches(c: &mut Criterion) {
             weight_decay: 0.0,
             lr_schedule: Default::default(),
             dropout: 0.0,
+            ema: 0.0,
             schedule_epochs: None,
         },
         best: Some(BestWeights {
@@ -149,6 +150,7 @@ fn benches(c: &mut Criterion) {
         epochs: Vec::new(),
         membership: Vec::new(),
         lr_drops: Vec::new(),
+        average: None,
     };
     let dir = std::env::temp_dir().join(format!("siamese-bench-{}", std::process::id()));
     let path = dir.join("checkpoint.safetensors");

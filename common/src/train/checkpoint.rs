@@ -6,7 +6,8 @@
 //! step within it), the running sums of the epoch in progress, Adam's settings and step count,
 //! the finished epochs' records and the membership events so far. The best epoch's weights (for
 //! `--select best-val` and `--patience`) sit beside them as `best.<name>`, and the epochs after
-//! which a plateau divided the learning rate (`--lr-drops`) are in the header.
+//! which a plateau divided the learning rate (`--lr-drops`) are in the header; the weights'
+//! moving average (`--ema`), where the run keeps one, is `ema.<name>`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -90,6 +91,8 @@ pub struct Checkpoint {
     pub best: Option<BestWeights>,
     /// Epochs after which a plateau divided the learning rate by 10 (`--lr-drops`).
     pub lr_drops: Vec<usize>,
+    /// The weights' moving average (`--ema`), where the run keeps one.
+    pub average: Option<Vec<f32>>,
 }
 
 /// Why a checkpoint cannot be written, read or used.
@@ -160,6 +163,9 @@ struct Header {
     best: Option<BestHeader>,
     #[serde(default)]
     lr_drops: Vec<usize>,
+    /// Whether `ema.<name>` tensors hold a moving average of the weights.
+    #[serde(default)]
+    average: bool,
 }
 
 fn le_bytes(values: &[f32]) -> Vec<u8> {
@@ -184,17 +190,20 @@ impl Checkpoint {
                 val_accuracy: b.val_accuracy,
             }),
             lr_drops: self.lr_drops.clone(),
+            average: self.average.is_some(),
         };
         let adam = &self.state.adam;
         let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for p in self.spec.params() {
             let range = p.offset..p.offset + p.len();
             let best = self.best.as_ref().map(|b| ("best.", &b.params));
+            let average = self.average.as_ref().map(|a| ("ema.", a));
             let all = [
                 Some(("", &self.state.params)),
                 Some(("adam.m.", &adam.m)),
                 Some(("adam.v.", &adam.v)),
                 best,
+                average,
             ];
             for (prefix, values) in all.into_iter().flatten() {
                 buffers.push((
@@ -279,12 +288,14 @@ impl Checkpoint {
         let n = header.spec.num_params();
         let (mut params, mut m, mut v) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
         let mut best = header.best.map(|_| vec![0.0; n]);
+        let mut average = header.average.then(|| vec![0.0; n]);
         for p in header.spec.params() {
             let all = [
                 Some(("", &mut params)),
                 Some(("adam.m.", &mut m)),
                 Some(("adam.v.", &mut v)),
                 best.as_mut().map(|b| ("best.", b)),
+                average.as_mut().map(|a| ("ema.", a)),
             ];
             for (prefix, out) in all.into_iter().flatten() {
                 let name = format!("{prefix}{}", p.name);
@@ -325,6 +336,7 @@ impl Checkpoint {
                 params,
             }),
             lr_drops: header.lr_drops,
+            average,
         })
     }
 }
@@ -357,6 +369,7 @@ mod tests {
                 weight_decay: 0.01,
                 lr_schedule: crate::optim::LrSchedule::Cosine,
                 dropout: 0.2,
+                ema: 0.999,
                 schedule_epochs: Some(30),
             },
             best: Some(BestWeights {
@@ -380,17 +393,25 @@ mod tests {
             epochs: Vec::new(),
             membership: Vec::new(),
             lr_drops: vec![1],
+            average: Some(spec.init(5)),
         }
     }
 
     #[test]
-    fn a_checkpoint_without_a_best_epoch_reads_back_without_one() {
-        let c = Checkpoint {
-            best: None,
-            ..sample()
-        };
+    fn a_checkpoint_without_a_best_epoch_or_an_average_reads_back_without_them() {
         let path = Path::new("c.safetensors");
-        assert_eq!(Checkpoint::from_bytes(&c.to_bytes(), path).unwrap(), c);
+        for c in [
+            Checkpoint {
+                best: None,
+                ..sample()
+            },
+            Checkpoint {
+                average: None,
+                ..sample()
+            },
+        ] {
+            assert_eq!(Checkpoint::from_bytes(&c.to_bytes(), path).unwrap(), c);
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod replica;
 mod run_identity;
 pub mod trainer;
 pub mod training_data;
+pub mod weight_average;
 
 use std::path::PathBuf;
 
@@ -30,6 +31,7 @@ pub use replica::Replica;
 pub use run_identity::RunIdentity;
 pub use trainer::{RunControl, TimedSteps, Trainer};
 pub use training_data::TrainingData;
+pub use weight_average::WeightAverage;
 
 /// What can stop a training run.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Augment, TestAugment};
 use crate::optim::LrSchedule;
 
+use super::weight_average::ema_decay;
+
 /// Which weights the run tests (and writes as its selected model) at its end.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -83,6 +85,12 @@ pub struct Recipe {
         requires = "patience"
     )]
     pub lr_drops: u32,
+    /// Exponential moving average of the weights: 0 (the paper: off), or a decay from 0.9 to
+    /// under 1 (0.999 trails about 1,000 steps). Validation, --select and the test then score
+    /// the average instead of the last step's weights; training itself is unchanged, but the
+    /// average's validation decides --patience and --lr-drops.
+    #[arg(long, env = "SIAMESE_EMA", default_value_t = 0.0, value_parser = ema_decay)]
+    pub ema: f64,
     /// Test-time augmentation: none (the paper) or mirror (each test image's embedding is the
     /// mean of its own and its horizontal mirror's, as are the class means' training images;
     /// for CIFAR-10, not digits, whose mirror is no digit). Only the test figures change:
@@ -110,7 +118,8 @@ impl Recipe {
                 "--crop-pad {pad} sets the crop's shift, but --augment {} does not crop: use crop, crop-flip, crop-flip-cutout or crop-flip-jitter",
                 self.augment.name()
             )),
-            _ => Ok(()),
+            // Shortest round-trip formatting: the decay parses back to itself.
+            _ => ema_decay(&self.ema.to_string()).map(|_| ()),
         }
     }
 
@@ -140,6 +149,9 @@ impl Recipe {
         }
         if self.lr_drops > 0 {
             parts.push(format!("lr /10 on plateau up to {}x", self.lr_drops));
+        }
+        if self.ema != 0.0 {
+            parts.push(format!("weight average {}", self.ema));
         }
         if self.test_augment != TestAugment::None {
             parts.push(format!("test-time {}", self.test_augment.name()));

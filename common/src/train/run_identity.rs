@@ -45,6 +45,9 @@ pub struct RunIdentity {
     /// `--dropout`.
     #[serde(default)]
     pub dropout: f64,
+    /// `--ema`: the average's validation decides the drops of the rate.
+    #[serde(default)]
+    pub ema: f64,
     /// `--epochs`, where the schedule spans them (cosine); none for the constant rate.
     #[serde(default)]
     pub schedule_epochs: Option<usize>,
@@ -68,13 +71,14 @@ impl RunIdentity {
             weight_decay: cfg.recipe.weight_decay,
             lr_schedule: cfg.recipe.lr_schedule,
             dropout: cfg.recipe.dropout,
+            ema: cfg.recipe.ema,
             schedule_epochs: (cfg.recipe.lr_schedule != LrSchedule::Constant).then(|| cfg.epochs()),
         }
     }
 
     /// Every field that differs, as "name: this run's value here, the other's there".
     pub fn differences(&self, other: &RunIdentity) -> Vec<String> {
-        let fields: [(&str, Shown); 15] = [
+        let fields: [(&str, Shown); 16] = [
             ("model version", |r| r.model_version.clone()),
             ("dataset", |r| r.dataset.clone()),
             ("data digest", |r| r.data_digest.clone()),
@@ -89,6 +93,7 @@ impl RunIdentity {
             ("--weight-decay", |r| r.weight_decay.to_string()),
             ("--lr-schedule", |r| r.lr_schedule.name().into()),
             ("--dropout", |r| r.dropout.to_string()),
+            ("--ema", |r| r.ema.to_string()),
             ("--epochs (the schedule spans them)", |r| {
                 optional(r.schedule_epochs)
             }),
@@ -131,6 +136,7 @@ mod tests {
             weight_decay: 0.0,
             lr_schedule: LrSchedule::Constant,
             dropout: 0.0,
+            ema: 0.0,
             schedule_epochs: None,
         }
     }
@@ -147,6 +153,7 @@ mod tests {
             crop_pad: Some(2),
             lr_schedule: LrSchedule::Cosine,
             dropout: 0.3,
+            ema: 0.999,
             schedule_epochs: Some(40),
             ..identity()
         };
@@ -161,6 +168,7 @@ mod tests {
                 "--crop-pad is none here, 2 in the checkpoint",
                 "--lr-schedule is constant here, cosine in the checkpoint",
                 "--dropout is 0 here, 0.3 in the checkpoint",
+                "--ema is 0 here, 0.999 in the checkpoint",
                 "--epochs (the schedule spans them) is none here, 40 in the checkpoint"
             ]
         );

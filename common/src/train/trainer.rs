@@ -10,8 +10,9 @@ use super::observer::{NoObserver, RunObserver, RunPlan, StepReport, TestScores};
 use super::recipe::Selection;
 use super::run_identity::RunIdentity;
 use super::training_data::TrainingData;
+use super::weight_average::WeightAverage;
 use super::{Engine, ImageSplit, TrainError};
-use crate::aggregation::OptimizerState;
+use crate::aggregation::{Aggregation, OptimizerState};
 use crate::config::{Resume, TrainConfig};
 use crate::data::TestAugment;
 use crate::model::ModelSpec;
@@ -63,6 +64,8 @@ pub struct Trainer {
     lr_drops: Vec<usize>,
     /// The weights the finished run tested (`--select`), once it has.
     tested: Option<OptimizerState>,
+    /// The weights' moving average (`--ema`): what validation, `--select` and the test score.
+    average: Option<WeightAverage>,
 }
 
 /// Regroups a run may go through before it gives up.
@@ -84,6 +87,8 @@ impl Trainer {
             ..AdamConfig::default()
         };
         let state = OptimizerState::with_config(spec.init(cfg.seed), adam);
+        let ema = cfg.recipe.ema;
+        let average = (ema != 0.0).then(|| WeightAverage::new(ema, &state.params));
         let identity = RunIdentity::of(&cfg, &data.dataset);
         Trainer {
             cfg,
@@ -105,6 +110,7 @@ impl Trainer {
             best: None,
             lr_drops: Vec::new(),
             tested: None,
+            average,
         }
     }
 
@@ -149,6 +155,14 @@ impl Trainer {
         trainer.membership = checkpoint.membership;
         trainer.best = checkpoint.best;
         trainer.lr_drops = checkpoint.lr_drops;
+        match (&mut trainer.average, checkpoint.average) {
+            (Some(average), Some(params)) => average.params = params,
+            (Some(_), None) => {
+                let why = "it has no ema.* tensors, which --ema continues from".into();
+                return Err(CheckpointError::Format { path, why }.into());
+            }
+            (None, _) => {}
+        }
         Ok(trainer)
     }
 
@@ -218,6 +232,9 @@ impl Trainer {
                 })?,
             None => self.stale = true,
         }
+        if let Some(average) = &mut self.average {
+            average.update(&self.state.params);
+        }
         engine.stepped(&self.state)
     }
 
@@ -239,6 +256,7 @@ impl Trainer {
             membership,
             best: self.best.clone(),
             lr_drops: self.lr_drops.clone(),
+            average: self.average.as_ref().map(|a| a.params.clone()),
         }
     }
 
@@ -266,6 +284,9 @@ impl Trainer {
         self.epochs = saved.epochs;
         self.best = saved.best;
         self.lr_drops = saved.lr_drops;
+        if let (Some(average), Some(params)) = (&mut self.average, saved.average) {
+            average.params = params;
+        }
         engine.regroup(&self.state)
     }
 
@@ -328,7 +349,7 @@ impl Trainer {
             self.best = Some(BestWeights {
                 epoch: record.epoch,
                 val_accuracy: record.val_accuracy,
-                params: self.state.params.clone(),
+                params: self.evaluated_params().to_vec(),
             });
         }
     }
@@ -433,18 +454,53 @@ impl Trainer {
         Ok(true)
     }
 
+    /// The weights validation and the test score: the moving average where `--ema` keeps one.
+    fn evaluated_params(&self) -> &[f32] {
+        self.average
+            .as_ref()
+            .map_or(&self.state.params, |a| &a.params)
+    }
+
+    /// The state with the moving average for weights, where `--ema` keeps one.
+    fn averaged_state(&self) -> Option<OptimizerState> {
+        self.average.as_ref().map(|a| OptimizerState {
+            params: a.params.clone(),
+            adam: self.state.adam.clone(),
+        })
+    }
+
+    /// Refuses `--ema` where the trainer does not see every step's weights: NCCL replicas
+    /// step them on their GPUs, and pulling them back each step would cost more than the step.
+    fn check_average(&self, engine: &dyn Engine) -> Result<(), TrainError> {
+        match self.average.is_some() && engine.info().aggregation == Aggregation::Nccl.name() {
+            true => Err(TrainError::Config(
+                "--ema needs every step's weights on the coordinator, but --aggregation nccl steps them on the GPUs alone: use --aggregation allreduce with --ema".into(),
+            )),
+            false => Ok(()),
+        }
+    }
+
     /// The epoch's record from its running sums and a validation pass.
     fn close_epoch(&mut self, engine: &mut dyn Engine) -> Result<EpochRecord, TrainError> {
         self.refresh(engine)?;
+        // The replicas score the weights they hold: the average for the pass, then the
+        // trained weights back for the next step.
+        let averaged = self.averaged_state();
+        if let Some(state) = &averaged {
+            engine.load_state(state)?;
+        }
         // Validation chooses epochs and drops the rate, so it sees the images as training does:
         // --test-augment never changes what is trained.
         let scored = score_pairs(
             engine,
-            &self.state,
+            averaged.as_ref().unwrap_or(&self.state),
             ImageSplit::Train,
             &self.data.val_pairs,
             TestAugment::None,
         )?;
+        if averaged.is_some() {
+            engine.load_state(&self.state)?;
+        }
         let val = pair_figures(&scored.scores, &self.data.val_pairs);
         let p = self.progress;
         Ok(EpochRecord {
@@ -480,6 +536,7 @@ impl Trainer {
         warmup: usize,
         steps: usize,
     ) -> Result<TimedSteps, TrainError> {
+        self.check_average(engine)?;
         engine.load_state(&self.state)?;
         let total = warmup + steps;
         let mut queue: Vec<Pair> = Vec::new();
@@ -534,6 +591,7 @@ impl Trainer {
     ) -> Result<RunResults, TrainError> {
         self.stop = control.stop;
         let observer = control.observer;
+        self.check_average(engine)?;
         engine.load_state(&self.state)?;
         // A checkpoint that ended on a plateau (run before with fewer --lr-drops) goes on at
         // the rate an uninterrupted run would have dropped to after that epoch.
@@ -587,7 +645,8 @@ impl Trainer {
     }
 
     /// The weights `--select` tests, loaded on the engine's replicas, and the record of the
-    /// choice; best-val weights are also written as a weights-only file beside the checkpoint.
+    /// choice; best-val weights (or, with `--ema`, the last average) are also written as a
+    /// weights-only file beside the checkpoint.
     fn selected(
         &mut self,
         engine: &mut dyn Engine,
@@ -603,17 +662,21 @@ impl Trainer {
             weights: None,
             lr_drops: self.lr_drops.clone(),
         };
-        let best = match (rule, &self.best) {
-            (Selection::BestVal, Some(best)) => best,
+        let (params, extension) = match (rule, &self.best, &self.average) {
+            (Selection::BestVal, Some(best), _) => {
+                record.epoch = best.epoch;
+                record.val_accuracy = best.val_accuracy;
+                (&best.params, "best.safetensors")
+            }
+            // The last epoch's figures are the average's already.
+            (_, _, Some(average)) => (&average.params, "ema.safetensors"),
             _ => return Ok((self.state.clone(), record)),
         };
-        let path = self.checkpoint_path().with_extension("best.safetensors");
-        self.spec.save(&best.params, &path)?;
-        record.epoch = best.epoch;
-        record.val_accuracy = best.val_accuracy;
+        let path = self.checkpoint_path().with_extension(extension);
+        self.spec.save(params, &path)?;
         record.weights = Some(path.display().to_string());
         let mut state = self.state.clone();
-        state.params.clone_from(&best.params);
+        state.params.clone_from(params);
         engine.load_state(&state)?;
         Ok((state, record))
     }
