@@ -1,6 +1,7 @@
 //! The coordinator's side of NCCL runs over real gRPC on 127.0.0.1, without a GPU: the id
 //! relay, rank assignment, the replica-digest check, and ranks that never join or never form
-//! their communicator (the run stops with a clear error instead of hanging).
+//! their communicator (the run stops with a clear error instead of hanging), and `--ema`, which
+//! NCCL runs cannot keep, refused before any rank is awaited.
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -235,4 +236,24 @@ fn a_lost_rank_makes_the_group_form_again_from_the_last_checkpoint() {
             .any(|e| e["event"] == "lost" && e["step"] == 15),
         "{events:?}"
     );
+}
+
+#[test]
+fn a_moving_average_is_refused_before_any_rank_is_awaited() {
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, _addr) = waiting_coordinator_with(
+        dir.path(),
+        2,
+        "test-token-0123456789",
+        &[&NCCL[..], &["--max-steps", "12", "--ema", "0.99"]].concat(),
+    );
+    // No worker joins: the refusal must not wait for one.
+    let (ok, err) = finish(coordinator, Duration::from_secs(60));
+    assert!(!ok, "--ema was accepted with nccl");
+    assert!(
+        err.contains("--ema needs every step's weights on the coordinator")
+            && err.contains("--aggregation nccl"),
+        "{err}"
+    );
+    assert!(!dir.path().join("remote.safetensors").exists());
 }
