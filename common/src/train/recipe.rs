@@ -89,7 +89,7 @@ pub struct Recipe {
     /// under 1 (0.999 trails about 1,000 steps). Validation, --select and the test then score
     /// the average instead of the last step's weights; training itself is unchanged, but the
     /// average's validation decides --patience and --lr-drops.
-    #[arg(long, env = "SIAMESE_EMA", default_value_t = 0.0, value_parser = ema_decay)]
+    #[arg(long, env = "SIAMESE_EMA", value_name = "DECAY", default_value_t = 0.0, value_parser = ema_decay)]
     pub ema: f64,
     /// Test-time augmentation: none (the paper) or mirror (each test image's embedding is the
     /// mean of its own and its horizontal mirror's, as are the class means' training images;
