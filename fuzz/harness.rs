@@ -116,6 +116,10 @@ pub fn worker_inbound(data: &[u8]) {
             in_shm: false,
         })
     };
+    let start = CoordinatorMessage {
+        body: Some(start),
+        tasks: Vec::new(),
+    };
     if runner.take(start).is_err() {
         return;
     }
@@ -124,16 +128,13 @@ pub fn worker_inbound(data: &[u8]) {
         let Ok(message) = CoordinatorMessage::decode_length_delimited(&mut buf) else {
             return;
         };
-        let Some(body) = message.body else {
-            return;
-        };
         if std::mem::take(&mut first)
-            && let coordinator_message::Body::Welcome(w) = &body
+            && let Some(coordinator_message::Body::Welcome(w)) = &message.body
         {
             let _ = check_welcome(w, (1, 28, 28));
             continue;
         }
-        match runner.take(body) {
+        match runner.take(message) {
             Ok(None) => while runner.run_next().is_some() {},
             Ok(Some(_)) | Err(_) => return,
         }

@@ -123,6 +123,41 @@ fn a_vanished_worker_not_replaced_in_time_stops_the_run_naming_it() {
     );
 }
 
+/// After the first step (whose tasks have nothing to ride with), a step's gradient tasks reach
+/// the worker inside the message that brings the weights they are computed at: the mean for
+/// allreduce, the weights for `coordinator`. One message a step, not two.
+#[test]
+fn a_steps_tasks_ride_in_the_message_with_its_weights() {
+    for (aggregation, payload) in [("allreduce", "reduced"), ("coordinator", "weights")] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut coordinator, addr) = waiting_coordinator_with(
+            dir.path(),
+            1,
+            "test-token-0123456789",
+            &["--join-timeout", "5", "--aggregation", aggregation],
+        );
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let received = runtime.block_on(fake_worker::run(
+            &addr,
+            "test-token-0123456789",
+            &shared_dataset("mnist"),
+            Fault::VanishAfter(6),
+        ));
+        let _ = coordinator.kill();
+        let _ = coordinator.wait();
+        let with_tasks: Vec<_> = received.iter().filter(|r| r.gradient_tasks > 0).collect();
+        assert_eq!(with_tasks.len(), 7, "{aggregation}: {received:?}");
+        assert_eq!(with_tasks[0].body, "task", "{aggregation}: {received:?}");
+        for r in &with_tasks[1..] {
+            assert_eq!(r.body, payload, "{aggregation}: {received:?}");
+        }
+        assert!(
+            received.iter().all(|r| r.body != "none"),
+            "{aggregation}: {received:?}"
+        );
+    }
+}
+
 #[test]
 fn health_reflection_and_token_checks_answer_stock_grpc_clients() {
     use siamese_common::cluster::protocol::proto::RunRequest;

@@ -63,7 +63,10 @@ impl Script {
 
 /// Wraps a message body.
 pub fn message(body: coordinator_message::Body) -> CoordinatorMessage {
-    CoordinatorMessage { body: Some(body) }
+    CoordinatorMessage {
+        body: Some(body),
+        tasks: Vec::new(),
+    }
 }
 
 struct Service {
@@ -179,6 +182,11 @@ impl FakeCoordinator {
             stop: Some(stop),
             thread: Some(thread),
         }
+    }
+
+    /// What the worker answered, in order.
+    pub fn replies(&self) -> Vec<WorkerMessage> {
+        self.replies.lock().unwrap().clone()
     }
 
     /// The error messages the worker answered tasks with.

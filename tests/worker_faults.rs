@@ -9,7 +9,9 @@ use std::time::Duration;
 use integration_tests::fake_coordinator::{FakeCoordinator, Script, message};
 use integration_tests::{bin, run_with_limit, shared_dataset};
 use siamese_common::cluster::protocol::proto::coordinator_message::Body;
-use siamese_common::cluster::protocol::proto::{GradientTask, ReplicaState, Task, Weights, task};
+use siamese_common::cluster::protocol::proto::{
+    CoordinatorMessage, GradientTask, ReplicaState, Task, Weights, task, worker_message,
+};
 use siamese_common::cluster::protocol::wire::encode_f32;
 use siamese_common::config::TrainConfig;
 use siamese_common::data::{Augment, DatasetKind};
@@ -227,6 +229,49 @@ fn a_task_naming_images_past_the_end_is_answered_with_an_error() {
         None,
     );
     assert!(err.contains("4000000000"), "{err}");
+}
+
+/// Tasks that ride with the weights are queued after the weights load, in order: the good one
+/// is answered with its gradient, the bad one after it with an error naming the image.
+#[test]
+fn tasks_riding_with_the_weights_are_run_in_order() {
+    let mut script = Script::honest(&spec());
+    let mut bad = gradient_task(vec![0, 4_000_000_000], None);
+    bad.id = 2;
+    script.then = vec![CoordinatorMessage {
+        body: Some(Body::Weights(weights(&spec().init(1)))),
+        tasks: vec![gradient_task(vec![0, 1, 2], None), bad],
+    }];
+    script.answers = 2;
+    let fake = FakeCoordinator::start(script);
+    let (_, err) = worker_against(&fake);
+    let replies = fake.replies();
+    assert_eq!(replies.len(), 2, "{replies:?}\n{err}");
+    match &replies[0].body {
+        Some(worker_message::Body::Gradient(g)) => assert_eq!((g.id, g.pairs), (1, 3)),
+        other => panic!("the first answer is not task 1's gradient: {other:?}\n{err}"),
+    }
+    match &replies[1].body {
+        Some(worker_message::Body::Error(e)) => {
+            assert_eq!(e.id, 2);
+            assert!(e.message.contains("4000000000"), "{}", e.message);
+        }
+        other => panic!("the second answer is not task 2's error: {other:?}\n{err}"),
+    }
+}
+
+#[test]
+fn a_message_with_neither_a_body_nor_tasks_is_refused() {
+    let mut script = Script::honest(&spec());
+    script.then = vec![
+        message(Body::Weights(weights(&spec().init(1)))),
+        CoordinatorMessage {
+            body: None,
+            tasks: Vec::new(),
+        },
+    ];
+    let err = refused(script);
+    assert!(err.contains("neither a body nor tasks"), "{err}");
 }
 
 #[test]

@@ -55,8 +55,9 @@ pub trait Engine {
         batch: &[Pair],
         state: &OptimizerState,
     ) -> Result<Contribution, TrainError>;
-    /// Announces the batch that follows the current one, to be computed at the next weights, so
-    /// that workers hold their next shard while the current step is being aggregated.
+    /// Announces, before [`Engine::gradient`] of the current batch, the batch that follows it,
+    /// to be computed at the next weights: a cluster sends its tasks with the step's mean or
+    /// weights, one message a worker a step.
     fn prefetch(&mut self, _next: &[Pair]) -> Result<(), TrainError> {
         Ok(())
     }

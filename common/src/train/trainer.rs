@@ -410,6 +410,13 @@ impl Trainer {
             }
             let index = self.position.step_in_epoch;
             let current = chunks[index];
+            let last = self
+                .cfg
+                .max_steps
+                .is_some_and(|m| self.position.steps + 1 >= m);
+            if let Some(next) = chunks.get(index + 1).filter(|_| !last) {
+                engine.prefetch(next)?;
+            }
             let c = match engine.gradient(current, &self.state) {
                 // Asked to stop mid-step (a cluster short of workers): the step was not
                 // applied, so the state is still this step boundary's.
@@ -420,13 +427,6 @@ impl Trainer {
                 }
                 other => other?,
             };
-            let last = self
-                .cfg
-                .max_steps
-                .is_some_and(|m| self.position.steps + 1 >= m);
-            if let Some(next) = chunks.get(index + 1).filter(|_| !last) {
-                engine.prefetch(next)?;
-            }
             self.step(engine, c.grad.as_deref(), epoch, index)?;
             self.position.steps += 1;
             self.position.step_in_epoch += 1;
@@ -564,10 +564,10 @@ impl Trainer {
                 return Err(TrainError::Interrupted);
             }
             let current = &queue[step * batch..(step + 1) * batch];
-            let c = engine.gradient(current, &self.state)?;
             if step + 1 < total {
                 engine.prefetch(&queue[(step + 1) * batch..(step + 2) * batch])?;
             }
+            let c = engine.gradient(current, &self.state)?;
             self.step(engine, c.grad.as_deref(), epoch as usize, step)?;
             pairs += c.pairs;
         }

@@ -91,7 +91,10 @@ fn clip(s: &str) -> String {
 }
 
 fn message(body: coordinator_message::Body) -> Result<CoordinatorMessage, Status> {
-    Ok(CoordinatorMessage { body: Some(body) })
+    Ok(CoordinatorMessage {
+        body: Some(body),
+        tasks: Vec::new(),
+    })
 }
 
 /// A fresh 32-byte challenge from the OS.

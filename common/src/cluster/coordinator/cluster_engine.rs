@@ -68,6 +68,9 @@ pub struct ClusterEngine {
     version: u64,
     /// Whether the first workers were admitted and given the state.
     started: bool,
+    /// The batch after the one being computed, announced by the trainer: its tasks ride with
+    /// the current step's mean or weights.
+    upcoming: Option<Vec<Pair>>,
     prefetched: Option<Prefetched>,
     clock: StepClock,
     /// The shared file of the workers on this host (removed when the engine goes).
@@ -122,6 +125,7 @@ impl ClusterEngine {
             micro_batch: micro_batch.max(1),
             version: 0,
             started: false,
+            upcoming: None,
             prefetched: None,
             clock: StepClock::new(),
             shm,
@@ -359,6 +363,26 @@ impl ClusterEngine {
         });
     }
 
+    /// Plans the announced next batch at the new weights and dispatches its tasks, held back for
+    /// the step's broadcast to carry.
+    fn send_ahead(&mut self) {
+        let Some(next) = self.upcoming.take() else {
+            return;
+        };
+        let Some(&first) = next.first() else {
+            return;
+        };
+        let (jobs, assign, plan) = self.plan(&next);
+        self.pool.hold_tasks();
+        let batch = self.pool.send_jobs(jobs, &assign);
+        self.prefetched = Some(Prefetched {
+            first,
+            len: next.len(),
+            batch,
+            plan,
+        });
+    }
+
     /// Subnet outputs of `indices`, shared across the ready workers and put back in order.
     fn embed_shared(
         &mut self,
@@ -422,6 +446,7 @@ impl ClusterEngine {
     fn start(&mut self, state: &OptimizerState) -> Result<(), ClusterError> {
         self.version = state.steps();
         self.pool.set_step(self.version);
+        self.upcoming = None;
         if let Some(p) = self.prefetched.take() {
             self.pool.abandon(p.batch);
         }
@@ -518,6 +543,7 @@ impl Engine for ClusterEngine {
         let contribution = self.finish_step(sent, plan, state)?;
         self.clock.handed_over();
         self.version += 1;
+        self.send_ahead();
         if let (Aggregation::Allreduce, Some(mean)) =
             (self.settings.aggregation, &contribution.grad)
         {
@@ -526,23 +552,19 @@ impl Engine for ClusterEngine {
             self.send_reduced(mean, self.version);
             self.clock.weights_queued(start);
         }
+        // `coordinator` replicas get their next tasks with the weights, once Adam has stepped.
+        if self.settings.aggregation != Aggregation::CentralAdam {
+            self.pool.release_tasks();
+        }
         Ok(contribution)
     }
 
     fn prefetch(&mut self, next: &[Pair]) -> Result<(), TrainError> {
         // NCCL replicas step as soon as they compute: a step sent ahead would move them past
         // the state the coordinator checks or fetches between steps.
-        let Some(&first) = next.first().filter(|_| !self.nccl()) else {
-            return Ok(());
-        };
-        let (jobs, assign, plan) = self.plan(next);
-        let batch = self.pool.send_jobs(jobs, &assign);
-        self.prefetched = Some(Prefetched {
-            first,
-            len: next.len(),
-            batch,
-            plan,
-        });
+        if !next.is_empty() && !self.nccl() {
+            self.upcoming = Some(next.to_vec());
+        }
         Ok(())
     }
 
@@ -551,6 +573,7 @@ impl Engine for ClusterEngine {
             Aggregation::CentralAdam => {
                 let start = self.clock.weights_start();
                 self.send_weights(state);
+                self.pool.release_tasks();
                 self.clock.weights_queued(start);
             }
             Aggregation::Allreduce | Aggregation::Nccl => {

@@ -51,6 +51,8 @@ pub struct Member {
     /// Its gradient slots in the shared file; burned, never reused, when it is lost, so a
     /// stopped worker that wakes up cannot write into another's gradient.
     slots: Vec<u32>,
+    /// Tasks dispatched to it while the pool holds tasks back, for the next broadcast to carry.
+    held: Vec<Task>,
     tx: mpsc::Sender<Result<CoordinatorMessage, Status>>,
 }
 
@@ -146,6 +148,8 @@ pub struct WorkerPool {
     /// Tasks sent and neither answered nor given up: an answer to one of these that the
     /// current wait does not want is kept for the wait that does.
     in_flight: HashSet<u64>,
+    /// Whether dispatched tasks wait in their member's `held` for the next broadcast.
+    holding: bool,
 }
 
 /// Builds the messages that bring a worker up to date.
@@ -177,6 +181,7 @@ impl WorkerPool {
             stop,
             backlog: VecDeque::new(),
             in_flight: HashSet::new(),
+            holding: false,
         }
     }
 
@@ -250,6 +255,7 @@ impl WorkerPool {
             shm: link.shm,
             ready: false,
             slots,
+            held: Vec::new(),
             tx: link.to_worker,
         };
         let at = self.members.partition_point(|m| m.rank < member.rank);
@@ -364,7 +370,18 @@ impl WorkerPool {
 
     /// Queues `body` for worker `w` without waiting past the step timeout.
     pub fn send(&self, w: usize, body: coordinator_message::Body) -> Result<(), String> {
-        let msg: Result<CoordinatorMessage, Status> = Ok(CoordinatorMessage { body: Some(body) });
+        self.send_message(w, Some(body), Vec::new())
+    }
+
+    /// Queues a message of `body` and `tasks` for worker `w` without waiting past the step
+    /// timeout.
+    fn send_message(
+        &self,
+        w: usize,
+        body: Option<coordinator_message::Body>,
+        tasks: Vec<Task>,
+    ) -> Result<(), String> {
+        let msg: Result<CoordinatorMessage, Status> = Ok(CoordinatorMessage { body, tasks });
         // The channel's own path first: entering the runtime costs more than a free slot.
         match self.members[w].tx.try_send(msg) {
             Ok(()) => Ok(()),
@@ -386,7 +403,8 @@ impl WorkerPool {
         }
     }
 
-    /// Sends every ready member what `body` makes for it; those that cannot take it are lost.
+    /// Sends every ready member what `body` makes for it, with the tasks held for it; those
+    /// that cannot take it are lost.
     pub fn broadcast(&mut self, mut body: impl FnMut(&Member) -> coordinator_message::Body) {
         let mut w = 0;
         while w < self.members.len() {
@@ -394,7 +412,8 @@ impl WorkerPool {
                 w += 1;
                 continue;
             }
-            match self.send(w, body(&self.members[w])) {
+            let tasks = std::mem::take(&mut self.members[w].held);
+            match self.send_message(w, Some(body(&self.members[w])), tasks) {
                 Ok(()) => w += 1,
                 Err(why) => {
                     let session = self.members[w].session;
@@ -502,6 +521,32 @@ impl WorkerPool {
         }
     }
 
+    /// Holds the tasks dispatched from now on back, for the next [`WorkerPool::broadcast`] to
+    /// carry in its messages: one message a step instead of the payload and the tasks apart.
+    pub fn hold_tasks(&mut self) {
+        self.holding = true;
+    }
+
+    /// Sends the tasks still held back, each member's in one message, and stops holding.
+    pub fn release_tasks(&mut self) {
+        self.holding = false;
+        let mut w = 0;
+        while w < self.members.len() {
+            let tasks = std::mem::take(&mut self.members[w].held);
+            if tasks.is_empty() {
+                w += 1;
+                continue;
+            }
+            match self.send_message(w, None, tasks) {
+                Ok(()) => w += 1,
+                Err(why) => {
+                    let session = self.members[w].session;
+                    self.lose(session, why);
+                }
+            }
+        }
+    }
+
     /// The shared-file slot for the `k`-th gradient task this batch gives worker `w`.
     fn slot(&self, w: usize, k: usize) -> Option<u32> {
         self.members[w].slots.get(k).copied()
@@ -545,12 +590,19 @@ impl WorkerPool {
             slot = self.slot(w, given);
             g.shm_slot = slot;
         }
-        let body = coordinator_message::Body::Task(Task {
+        let task = Task {
             id,
             weights_version: batch.jobs[i].version,
             kind: Some(kind),
-        });
-        match self.send(w, body) {
+        };
+        let sent = match self.holding {
+            true => {
+                self.members[w].held.push(task);
+                Ok(())
+            }
+            false => self.send(w, coordinator_message::Body::Task(task)),
+        };
+        match sent {
             Ok(()) => {
                 self.in_flight.insert(id);
                 batch.assigned[i] = Some(Assignment {
@@ -617,6 +669,8 @@ impl WorkerPool {
         sync: Sync<'_>,
         movable: bool,
     ) -> Result<Vec<Done>, ClusterError> {
+        // A wait for answers to tasks not yet sent would last until the step timeout.
+        self.release_tasks();
         let started = Instant::now();
         let mut short_since: Option<Instant> = None;
         // Answers to other batches' tasks (sent ahead): kept for their own wait.

@@ -10,7 +10,7 @@ pub mod wire;
 
 pub use crate::model::MODEL_VERSION;
 
-/// Version of `proto/cluster.proto` and of what its JSON fields carry (6: the Welcome's run
-/// configuration holds `--crop-pad`, which a worker of version 5 would ignore and so train
-/// other weights); a worker of another version is refused at join.
-pub const PROTOCOL_VERSION: u32 = 6;
+/// Version of `proto/cluster.proto` and of what its JSON fields carry (7: the next step's
+/// tasks ride in `CoordinatorMessage.tasks`, which a worker of version 6 would ignore and so
+/// never answer); a worker of another version is refused at join.
+pub const PROTOCOL_VERSION: u32 = 7;

@@ -298,9 +298,11 @@ async fn session(
     {
         Some(CoordinatorMessage {
             body: Some(coordinator_message::Body::Welcome(w)),
+            ..
         }) => w,
         Some(CoordinatorMessage {
             body: Some(coordinator_message::Body::Refusal(r)),
+            ..
         }) => return Err(refused(r)),
         None => return Ok(Attempt::Retry("the coordinator closed the session".into())),
         _ => {

@@ -128,7 +128,7 @@ impl<'a> TaskRunner<'a> {
     async fn next(
         &mut self,
         inbound: &mut tonic::Streaming<CoordinatorMessage>,
-    ) -> Result<Option<coordinator_message::Body>, ClusterError> {
+    ) -> Result<Option<CoordinatorMessage>, ClusterError> {
         let waited = Instant::now();
         let msg = inbound
             .message()
@@ -139,7 +139,7 @@ impl<'a> TaskRunner<'a> {
         if let Some(m) = &self.metrics {
             m.idle(idle);
         }
-        Ok(msg.and_then(|m| m.body))
+        Ok(msg)
     }
 
     async fn serve_inner(
@@ -149,10 +149,10 @@ impl<'a> TaskRunner<'a> {
     ) -> Result<SessionEnd, ClusterError> {
         loop {
             let start = Instant::now();
-            let Some(body) = self.next(inbound).await? else {
+            let Some(message) = self.next(inbound).await? else {
                 return Ok(SessionEnd::Dropped);
             };
-            if let Some(end) = self.take(body)? {
+            if let Some(end) = self.take(message)? {
                 return Ok(end);
             }
             let apply = start.elapsed().as_secs_f64();
@@ -182,10 +182,28 @@ impl<'a> TaskRunner<'a> {
         }
     }
 
-    /// Takes one message of the run: its state (weights, Adam's, a mean gradient), a task to
-    /// queue, or its end; `Some` when the session ends. Errors name what the coordinator sent
-    /// wrong; this and `run_next` are all the fuzz target drives.
+    /// Takes one message of the run: its body (the state: weights, Adam's, a mean gradient; a
+    /// task to queue; or the end), then the tasks it carries, queued in order; `Some` when the
+    /// session ends. Errors name what the coordinator sent wrong; this and `run_next` are all
+    /// the fuzz target drives.
     pub fn take(
+        &mut self,
+        message: CoordinatorMessage,
+    ) -> Result<Option<SessionEnd>, ClusterError> {
+        let end = match message.body {
+            Some(body) => self.take_body(body)?,
+            None if message.tasks.is_empty() => {
+                return Err(from_coordinator("a message with neither a body nor tasks"));
+            }
+            None => None,
+        };
+        if end.is_none() {
+            self.pending.extend(message.tasks);
+        }
+        Ok(end)
+    }
+
+    fn take_body(
         &mut self,
         body: coordinator_message::Body,
     ) -> Result<Option<SessionEnd>, ClusterError> {
