@@ -51,8 +51,13 @@ impl Received {
             Some(_) => "other",
             None => "none",
         };
-        let gradient_tasks = tasks_of(msg.clone())
-            .iter()
+        let in_body = match &msg.body {
+            Some(coordinator_message::Body::Task(t)) => Some(t),
+            _ => None,
+        };
+        let gradient_tasks = in_body
+            .into_iter()
+            .chain(&msg.tasks)
             .filter(|t| matches!(t.kind, Some(task::Kind::Gradient(_))))
             .count();
         Received {

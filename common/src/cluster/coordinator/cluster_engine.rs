@@ -373,8 +373,7 @@ impl ClusterEngine {
             return;
         };
         let (jobs, assign, plan) = self.plan(&next);
-        self.pool.hold_tasks();
-        let batch = self.pool.send_jobs(jobs, &assign);
+        let batch = self.pool.hold_jobs(jobs, &assign);
         self.prefetched = Some(Prefetched {
             first,
             len: next.len(),

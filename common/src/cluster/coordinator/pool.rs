@@ -148,8 +148,6 @@ pub struct WorkerPool {
     /// Tasks sent and neither answered nor given up: an answer to one of these that the
     /// current wait does not want is kept for the wait that does.
     in_flight: HashSet<u64>,
-    /// Whether dispatched tasks wait in their member's `held` for the next broadcast.
-    holding: bool,
 }
 
 /// Builds the messages that bring a worker up to date.
@@ -181,7 +179,6 @@ impl WorkerPool {
             stop,
             backlog: VecDeque::new(),
             in_flight: HashSet::new(),
-            holding: false,
         }
     }
 
@@ -406,14 +403,25 @@ impl WorkerPool {
     /// Sends every ready member what `body` makes for it, with the tasks held for it; those
     /// that cannot take it are lost.
     pub fn broadcast(&mut self, mut body: impl FnMut(&Member) -> coordinator_message::Body) {
+        self.send_each(|m| {
+            m.ready
+                .then(|| (Some(body(m)), std::mem::take(&mut m.held)))
+        });
+    }
+
+    /// Sends each member the message `message` makes for it (`None`: nothing); those that
+    /// cannot take it are lost.
+    fn send_each(
+        &mut self,
+        mut message: impl FnMut(&mut Member) -> Option<(Option<coordinator_message::Body>, Vec<Task>)>,
+    ) {
         let mut w = 0;
         while w < self.members.len() {
-            if !self.members[w].ready {
+            let Some((body, tasks)) = message(&mut self.members[w]) else {
                 w += 1;
                 continue;
-            }
-            let tasks = std::mem::take(&mut self.members[w].held);
-            match self.send_message(w, Some(body(&self.members[w])), tasks) {
+            };
+            match self.send_message(w, body, tasks) {
                 Ok(()) => w += 1,
                 Err(why) => {
                     let session = self.members[w].session;
@@ -521,30 +529,12 @@ impl WorkerPool {
         }
     }
 
-    /// Holds the tasks dispatched from now on back, for the next [`WorkerPool::broadcast`] to
-    /// carry in its messages: one message a step instead of the payload and the tasks apart.
-    pub fn hold_tasks(&mut self) {
-        self.holding = true;
-    }
-
-    /// Sends the tasks still held back, each member's in one message, and stops holding.
+    /// Sends the tasks still held back, each member's in one message.
     pub fn release_tasks(&mut self) {
-        self.holding = false;
-        let mut w = 0;
-        while w < self.members.len() {
-            let tasks = std::mem::take(&mut self.members[w].held);
-            if tasks.is_empty() {
-                w += 1;
-                continue;
-            }
-            match self.send_message(w, None, tasks) {
-                Ok(()) => w += 1,
-                Err(why) => {
-                    let session = self.members[w].session;
-                    self.lose(session, why);
-                }
-            }
-        }
+        self.send_each(|m| {
+            let tasks = std::mem::take(&mut m.held);
+            (!tasks.is_empty()).then_some((None, tasks))
+        });
     }
 
     /// The shared-file slot for the `k`-th gradient task this batch gives worker `w`.
@@ -555,6 +545,18 @@ impl WorkerPool {
     /// Sends `jobs[i]` to the ready member `assign[i]` (an index into [`WorkerPool::ready`]);
     /// a job whose member cannot take it goes to another.
     pub fn send_jobs(&mut self, jobs: Vec<Job>, assign: &[usize]) -> Batch {
+        self.place(jobs, assign, false)
+    }
+
+    /// As [`WorkerPool::send_jobs`], but the tasks are held back for the next
+    /// [`WorkerPool::broadcast`] to carry in its messages: one message a step instead of the
+    /// payload and the tasks apart.
+    pub fn hold_jobs(&mut self, jobs: Vec<Job>, assign: &[usize]) -> Batch {
+        self.place(jobs, assign, true)
+    }
+
+    /// Gives `jobs[i]` to the ready member `assign[i]`, sent at once or `held`.
+    fn place(&mut self, jobs: Vec<Job>, assign: &[usize], held: bool) -> Batch {
         let mut batch = Batch {
             assigned: vec![None; jobs.len()],
             done: jobs.iter().map(|_| None).collect(),
@@ -564,15 +566,16 @@ impl WorkerPool {
         let sessions: Vec<u64> = ready.iter().map(|&w| self.members[w].session).collect();
         for (i, &r) in assign.iter().enumerate().take(batch.len()) {
             if let Some(&session) = sessions.get(r) {
-                self.dispatch(&mut batch, i, session);
+                self.dispatch(&mut batch, i, session, held);
             }
         }
         batch
     }
 
-    /// Sends job `i` to `session`; when that fails the session is lost and the job stays
-    /// unassigned for [`WorkerPool::collect`] to place.
-    fn dispatch(&mut self, batch: &mut Batch, i: usize, session: u64) {
+    /// Sends job `i` to `session` (or, `held`, keeps it for the member's next message); when
+    /// that fails the session is lost and the job stays unassigned for [`WorkerPool::collect`]
+    /// to place.
+    fn dispatch(&mut self, batch: &mut Batch, i: usize, session: u64, held: bool) {
         let Some(w) = self.index_of(session) else {
             return;
         };
@@ -595,7 +598,7 @@ impl WorkerPool {
             weights_version: batch.jobs[i].version,
             kind: Some(kind),
         };
-        let sent = match self.holding {
+        let sent = match held {
             true => {
                 self.members[w].held.push(task);
                 Ok(())
@@ -644,7 +647,7 @@ impl WorkerPool {
                 .map(|w| self.members[w].session)
                 .min_by_key(|&s| load(s));
             if let Some(session) = target {
-                self.dispatch(batch, i, session);
+                self.dispatch(batch, i, session, false);
             }
         }
     }
