@@ -85,6 +85,23 @@ pub struct Recipe {
         requires = "patience"
     )]
     pub lr_drops: u32,
+    /// A fixed schedule of drops of the rate: divide it by 10 after each of these epochs
+    /// (comma-separated and increasing, e.g. the epochs where a --lr-drops run's plateaus
+    /// dropped it). Not with --lr-drops.
+    #[arg(
+        long,
+        env = "SIAMESE_LR_DROP_AFTER",
+        value_name = "EPOCHS",
+        value_delimiter = ',',
+        value_parser = clap::value_parser!(u32).range(1..),
+        conflicts_with = "lr_drops"
+    )]
+    pub lr_drop_after: Vec<u32>,
+    /// Train on the validation part too, that is on the whole training file: a final fit at
+    /// a schedule an earlier, validated run chose. Validation then scores images the model
+    /// trained on, so it may steer nothing: needs --select last and no --patience.
+    #[arg(long, env = "SIAMESE_TRAIN_ON_VALIDATION")]
+    pub train_on_validation: bool,
     /// Exponential moving average of the weights: 0 (the paper: off), or a decay from 0.9 to
     /// under 1 (0.999 trails about 1,000 steps). Validation, --select and the test then score
     /// the average instead of the last step's weights; training itself is unchanged, but the
@@ -120,7 +137,51 @@ impl Recipe {
             )),
             // Shortest round-trip formatting: the decay parses back to itself.
             _ => ema_decay(&self.ema.to_string()).map(|_| ()),
+        }?;
+        self.check_drop_schedule()?;
+        self.check_train_on_validation()
+    }
+
+    /// A fixed schedule of drops: increasing epochs from 1, and not beside plateau drops.
+    fn check_drop_schedule(&self) -> Result<(), String> {
+        let epochs = &self.lr_drop_after;
+        if epochs.first() == Some(&0) || epochs.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(format!(
+                "--lr-drop-after {} must list increasing epochs from 1",
+                self.drop_schedule()
+            ));
         }
+        if !epochs.is_empty() && self.lr_drops > 0 {
+            return Err(format!(
+                "--lr-drop-after {} fixes when the rate drops, --lr-drops {} drops it on plateaus: give one of them",
+                self.drop_schedule(),
+                self.lr_drops
+            ));
+        }
+        Ok(())
+    }
+
+    /// Training on the validation part leaves validation nothing it may choose.
+    fn check_train_on_validation(&self) -> Result<(), String> {
+        if !self.train_on_validation {
+            return Ok(());
+        }
+        let steering = [
+            (self.select == Selection::BestVal).then(|| "--select best-val".to_string()),
+            self.patience.map(|p| format!("--patience {p}")),
+        ];
+        match steering.into_iter().flatten().collect::<Vec<_>>() {
+            flags if flags.is_empty() => Ok(()),
+            flags => Err(format!(
+                "--train-on-validation trains on the validation images, so validation cannot choose for {}: use --select last, no --patience, and a fixed schedule (--epochs, --lr-drop-after)",
+                flags.join(" or ")
+            )),
+        }
+    }
+
+    /// `--lr-drop-after` as given on the command line.
+    pub fn drop_schedule(&self) -> String {
+        epoch_list(&self.lr_drop_after)
     }
 
     /// A few words for each flag that is not the paper's, in the flags' order.
@@ -150,6 +211,12 @@ impl Recipe {
         if self.lr_drops > 0 {
             parts.push(format!("lr /10 on plateau up to {}x", self.lr_drops));
         }
+        if !self.lr_drop_after.is_empty() {
+            parts.push(format!("lr /10 after epochs {}", self.drop_schedule()));
+        }
+        if self.train_on_validation {
+            parts.push("trained on validation too".into());
+        }
         if self.ema != 0.0 {
             parts.push(format!("weight average {}", self.ema));
         }
@@ -158,6 +225,12 @@ impl Recipe {
         }
         parts
     }
+}
+
+/// Epochs as a comma-separated list flag takes them.
+pub fn epoch_list(epochs: &[u32]) -> String {
+    let epochs: Vec<String> = epochs.iter().map(u32::to_string).collect();
+    epochs.join(",")
 }
 
 /// The crop shifts `--crop-pad` accepts, in pixels.

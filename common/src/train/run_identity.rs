@@ -7,6 +7,8 @@ use crate::config::TrainConfig;
 use crate::data::{Augment, Dataset};
 use crate::optim::LrSchedule;
 
+use super::recipe::epoch_list;
+
 /// The settings and data a checkpoint must share with the run that resumes from it. Epochs,
 /// step limits, workers, threads, aggregation mode and output paths may change between the two:
 /// none of them changes the weights.
@@ -48,6 +50,13 @@ pub struct RunIdentity {
     /// `--ema`: the average's validation decides the drops of the rate.
     #[serde(default)]
     pub ema: f64,
+    /// `--lr-drop-after`: a fixed schedule decides the rate from the start, unlike plateau
+    /// drops, which a resumed run may add.
+    #[serde(default)]
+    pub lr_drop_after: Vec<u32>,
+    /// `--train-on-validation`: the training pool.
+    #[serde(default)]
+    pub train_on_validation: bool,
     /// `--epochs`, where the schedule spans them (cosine); none for the constant rate.
     #[serde(default)]
     pub schedule_epochs: Option<usize>,
@@ -72,13 +81,15 @@ impl RunIdentity {
             lr_schedule: cfg.recipe.lr_schedule,
             dropout: cfg.recipe.dropout,
             ema: cfg.recipe.ema,
+            lr_drop_after: cfg.recipe.lr_drop_after.clone(),
+            train_on_validation: cfg.recipe.train_on_validation,
             schedule_epochs: (cfg.recipe.lr_schedule != LrSchedule::Constant).then(|| cfg.epochs()),
         }
     }
 
     /// Every field that differs, as "name: this run's value here, the other's there".
     pub fn differences(&self, other: &RunIdentity) -> Vec<String> {
-        let fields: [(&str, Shown); 16] = [
+        let fields: [(&str, Shown); 18] = [
             ("model version", |r| r.model_version.clone()),
             ("dataset", |r| r.dataset.clone()),
             ("data digest", |r| r.data_digest.clone()),
@@ -94,6 +105,13 @@ impl RunIdentity {
             ("--lr-schedule", |r| r.lr_schedule.name().into()),
             ("--dropout", |r| r.dropout.to_string()),
             ("--ema", |r| r.ema.to_string()),
+            ("--lr-drop-after", |r| match r.lr_drop_after.is_empty() {
+                true => "none".into(),
+                false => epoch_list(&r.lr_drop_after),
+            }),
+            ("--train-on-validation", |r| {
+                r.train_on_validation.to_string()
+            }),
             ("--epochs (the schedule spans them)", |r| {
                 optional(r.schedule_epochs)
             }),
@@ -137,6 +155,8 @@ mod tests {
             lr_schedule: LrSchedule::Constant,
             dropout: 0.0,
             ema: 0.0,
+            lr_drop_after: Vec::new(),
+            train_on_validation: false,
             schedule_epochs: None,
         }
     }
@@ -154,6 +174,8 @@ mod tests {
             lr_schedule: LrSchedule::Cosine,
             dropout: 0.3,
             ema: 0.999,
+            lr_drop_after: vec![5, 9],
+            train_on_validation: true,
             schedule_epochs: Some(40),
             ..identity()
         };
@@ -169,6 +191,8 @@ mod tests {
                 "--lr-schedule is constant here, cosine in the checkpoint",
                 "--dropout is 0 here, 0.3 in the checkpoint",
                 "--ema is 0 here, 0.999 in the checkpoint",
+                "--lr-drop-after is none here, 5,9 in the checkpoint",
+                "--train-on-validation is false here, true in the checkpoint",
                 "--epochs (the schedule spans them) is none here, 40 in the checkpoint"
             ]
         );

@@ -318,12 +318,24 @@ impl Trainer {
         self.plateaued() && !self.drops_left()
     }
 
-    /// On a plateau with a drop left, divides the learning rate by 10 and gives the replicas
-    /// the new rate (those that step Adam themselves need it before the next step).
-    fn drop_rate_on_plateau(&mut self, engine: &mut dyn Engine) -> Result<(), TrainError> {
-        if !(self.plateaued() && self.drops_left()) {
+    /// Whether `--lr-drop-after` lists the last finished epoch and its drop is still to come.
+    fn scheduled_drop_due(&self) -> bool {
+        let last = self.position.epoch.saturating_sub(1);
+        u32::try_from(last).is_ok_and(|e| self.cfg.recipe.lr_drop_after.contains(&e))
+            && self.lr_drops.last() != Some(&last)
+    }
+
+    /// On a plateau with a drop left, or after an epoch `--lr-drop-after` lists, divides the
+    /// learning rate by 10 and gives the replicas the new rate (those that step Adam
+    /// themselves need it before the next step).
+    fn drop_rate(&mut self, engine: &mut dyn Engine) -> Result<(), TrainError> {
+        let why = if self.plateaued() && self.drops_left() {
+            "validation has not improved for --patience epochs: learning rate divided by 10"
+        } else if self.scheduled_drop_due() {
+            "--lr-drop-after: learning rate divided by 10"
+        } else {
             return Ok(());
-        }
+        };
         self.refresh(engine)?;
         self.state.adam.config.lr /= 10.0;
         let epoch = self.position.epoch.saturating_sub(1);
@@ -332,8 +344,7 @@ impl Trainer {
             epoch,
             lr = self.state.adam.config.lr,
             drop = self.lr_drops.len(),
-            of = self.cfg.recipe.lr_drops,
-            "validation has not improved for --patience epochs: learning rate divided by 10"
+            "{why}"
         );
         engine.load_state(&self.state)
     }
@@ -595,7 +606,7 @@ impl Trainer {
         engine.load_state(&self.state)?;
         // A checkpoint that ended on a plateau (run before with fewer --lr-drops) goes on at
         // the rate an uninterrupted run would have dropped to after that epoch.
-        self.drop_rate_on_plateau(engine)?;
+        self.drop_rate(engine)?;
         self.last_saved = Some(self.snapshot(engine));
         observer.run_started(&self.plan());
         let mut regroups = 0;
@@ -639,7 +650,7 @@ impl Trainer {
         self.position.epoch += 1;
         self.position.step_in_epoch = 0;
         self.progress = EpochProgress::default();
-        self.drop_rate_on_plateau(engine)?;
+        self.drop_rate(engine)?;
         self.checkpoint(engine, observer)?;
         Ok(true)
     }

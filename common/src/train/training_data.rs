@@ -12,7 +12,8 @@ use crate::pairs::{Pair, split, test_pairs, validation_pairs};
 pub struct TrainingData {
     /// The decoded images.
     pub dataset: Arc<Dataset>,
-    /// Training-split indices into the training file.
+    /// Training-split indices into the training file (then the validation part's, with
+    /// `--train-on-validation`).
     pub train_pool: Vec<u32>,
     /// Validation-split indices into the training file (all of them; the classifier's
     /// validation set).
@@ -39,6 +40,9 @@ impl TrainingData {
         let mut train_pool = s.train;
         if let Some(n) = cfg.train_subset {
             train_pool.truncate(n);
+        }
+        if cfg.recipe.train_on_validation {
+            train_pool.extend(&s.val);
         }
         let labels = dataset.train.labels();
         let mut val_pairs = validation_pairs(labels, &s.val, cfg.seed)?;
