@@ -339,6 +339,8 @@ fn recipe_flags_out_of_range_are_refused_before_any_work() {
             "0.5 is not an --ema decay (0 to turn it off, or 0.9 to under 1)",
         ),
         ("--ema", "1", "1 is not an --ema decay"),
+        ("--lr-drop-after", "0", "0 is not in 1.."),
+        ("--lr-drop-after", "3,x", "invalid value 'x'"),
     ] {
         let out = run_with_limit(
             &mut coordinator(dir.path(), &["--workers", "0", flag, value]),
@@ -367,6 +369,102 @@ fn recipe_flags_out_of_range_are_refused_before_any_work() {
         "{err}"
     );
     assert!(!dir.path().join("run.json").exists());
+    // Flags that cannot go together: refused before training, naming both.
+    for (flags, want) in [
+        (
+            &["--lr-drop-after", "4,2"][..],
+            "--lr-drop-after 4,2 must list increasing epochs from 1",
+        ),
+        (
+            &["--lr-drop-after", "2", "--patience", "3", "--lr-drops", "1"][..],
+            "the argument '--lr-drop-after <EPOCHS>' cannot be used with '--lr-drops <LR_DROPS>'",
+        ),
+        (
+            &["--train-on-validation", "--select", "best-val"][..],
+            "--train-on-validation trains on the validation images, so validation cannot choose for --select best-val",
+        ),
+        (
+            &["--train-on-validation", "--patience", "5"][..],
+            "validation cannot choose for --patience 5",
+        ),
+    ] {
+        let mut args = vec!["--workers", "0"];
+        args.extend(flags);
+        let out = run_with_limit(&mut coordinator(dir.path(), &args), Duration::from_secs(60));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?}: {err}");
+        assert!(err.contains(want), "{flags:?}: {err}");
+        assert!(!dir.path().join("run.json").exists());
+    }
+}
+
+/// A fixed schedule that lists the epochs where the reference run's plateaus dropped the rate
+/// trains the reference run's bytes: the two kinds of drop are one mechanism.
+#[test]
+fn a_fixed_schedule_at_the_plateaus_epochs_trains_the_plateau_runs_bytes() {
+    let r = reference();
+    let drops: Vec<String> = r.results["selection"]["lr_drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(drops.len(), DROPS);
+    // The reference's patience ended it after this many epochs of 600 pairs (10 steps each);
+    // its cosine schedule spans --epochs 30, so the fixed run keeps that and stops there.
+    let epochs = epochs_of(&r.results).len();
+    let steps = (epochs * 600_usize.div_ceil(64)).to_string();
+    let schedule = drops.join(",");
+    let dir = tempfile::tempdir().unwrap();
+    let mut extra = vec!["--workers", "2", "--max-steps", &steps];
+    extra.extend(&RECIPE[..RECIPE.len() - 6]);
+    extra.extend(["--lr", "4e-3", "--lr-drop-after", &schedule]);
+    succeed(
+        &mut coordinator(dir.path(), &extra),
+        "the run with a fixed schedule",
+    );
+    let o = outcome(dir.path());
+    assert_eq!(
+        o.results["selection"]["lr_drops"],
+        r.results["selection"]["lr_drops"]
+    );
+    assert_eq!(epochs_of(&o.results), epochs_of(&r.results));
+    assert!(o.weights == r.weights, "other weights");
+    assert!(o.best == r.best, "another best epoch");
+}
+
+/// Training pairs of a run's first epoch, from its rate and time.
+fn first_epoch_pairs(results: &serde_json::Value) -> f64 {
+    let e = &results["epochs"][0];
+    e["pairs_per_s"].as_f64().unwrap() * e["seconds"].as_f64().unwrap()
+}
+
+#[test]
+fn training_on_validation_trains_every_image_of_the_training_file_alike_on_any_worker_count() {
+    let mut runs = Vec::new();
+    for workers in ["0", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let args = [
+            "--workers",
+            workers,
+            // One epoch: 12,600 pairs in batches of 64.
+            "--max-steps",
+            "197",
+            "--train-on-validation",
+            "--augment",
+            "crop",
+        ];
+        succeed(
+            &mut coordinator(dir.path(), &args),
+            "a run on validation too",
+        );
+        let results = read_results(&dir.path().join("run.json"));
+        // The 600 training images of the subset and MNIST's 12,000 validation images.
+        let pairs = first_epoch_pairs(&results);
+        assert!((pairs - 12_600.0).abs() < 12.6, "{pairs} pairs");
+        runs.push(weights(&dir.path().join("run.safetensors")));
+    }
+    assert!(runs[0] == runs[1], "two workers trained other weights");
 }
 
 #[test]

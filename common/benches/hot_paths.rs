@@ -136,6 +136,8 @@ fn benches(c: &mut Criterion) {
             lr_schedule: Default::default(),
             dropout: 0.0,
             ema: 0.0,
+            lr_drop_after: Vec::new(),
+            train_on_validation: false,
             schedule_epochs: None,
         },
         best: Some(BestWeights {

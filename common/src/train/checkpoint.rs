@@ -370,6 +370,8 @@ mod tests {
                 lr_schedule: crate::optim::LrSchedule::Cosine,
                 dropout: 0.2,
                 ema: 0.999,
+                lr_drop_after: vec![4, 7],
+                train_on_validation: true,
                 schedule_epochs: Some(30),
             },
             best: Some(BestWeights {

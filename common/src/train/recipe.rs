@@ -307,6 +307,56 @@ mod tests {
     }
 
     #[test]
+    fn a_fixed_schedule_is_increasing_and_not_beside_plateau_drops() {
+        let with = |lr_drop_after: Vec<u32>, lr_drops| Recipe {
+            lr_drop_after,
+            lr_drops,
+            patience: Some(10),
+            ..Recipe::default()
+        };
+        assert_eq!(with(vec![5, 9], 0).check(), Ok(()));
+        for bad in [vec![9, 5], vec![5, 5], vec![0, 3]] {
+            let e = with(bad.clone(), 0).check().unwrap_err();
+            assert!(
+                e.contains("must list increasing epochs from 1"),
+                "{bad:?}: {e}"
+            );
+        }
+        let e = with(vec![5, 9], 2).check().unwrap_err();
+        assert!(
+            e.contains("--lr-drop-after 5,9") && e.contains("--lr-drops 2"),
+            "{e}"
+        );
+        assert_eq!(
+            with(vec![5, 9], 0).describe(),
+            "patience 10, lr /10 after epochs 5,9"
+        );
+    }
+
+    #[test]
+    fn training_on_validation_leaves_validation_nothing_to_choose() {
+        let with = |select, patience| Recipe {
+            train_on_validation: true,
+            select,
+            patience,
+            lr_drop_after: vec![3],
+            ..Recipe::default()
+        };
+        assert_eq!(with(Selection::Last, None).check(), Ok(()));
+        assert_eq!(
+            with(Selection::Last, None).describe(),
+            "lr /10 after epochs 3, trained on validation too"
+        );
+        let e = with(Selection::BestVal, Some(4)).check().unwrap_err();
+        assert!(
+            e.contains("--train-on-validation") && e.contains("--select best-val or --patience 4"),
+            "{e}"
+        );
+        let e = with(Selection::Last, Some(4)).check().unwrap_err();
+        assert!(e.contains("cannot choose for --patience 4"), "{e}");
+    }
+
+    #[test]
     fn describe_names_what_differs_from_the_paper() {
         assert_eq!(Recipe::default().describe(), "paper");
         let r = Recipe {
