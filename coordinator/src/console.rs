@@ -71,17 +71,17 @@ impl Console {
     /// The run's plan: data sizes, epochs and who computes.
     pub fn plan(&self, cfg: &TrainConfig, data: &TrainingData, workers: usize) {
         let who = match workers {
-            0 => format!("this process ({} threads)", cfg.threads_per_process(1)),
-            n => format!("{n} workers"),
+            0 => format!("this process ({})", count(cfg.threads_per_process(1), "thread")),
+            n => count(n, "worker"),
         };
         match self.style {
             Style::Plain => self.line(&format!(
-                "{}: {} training images, {} validation pairs, {} test pairs; {} epochs of batch {} on {who}",
+                "{}: {} training images, {} validation pairs, {} test pairs; {} of batch {} on {who}",
                 data.dataset.kind.name(),
                 data.train_pool.len(),
                 data.val_pairs.len(),
                 data.test_pairs.len(),
-                cfg.epochs(),
+                count(cfg.epochs(), "epoch"),
                 cfg.batch_size,
             )),
             Style::Json => tracing::info!(
@@ -181,5 +181,13 @@ impl Console {
             }
             Style::Quiet => {}
         }
+    }
+}
+
+/// "1 thread", "2 threads".
+fn count(n: usize, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
     }
 }
