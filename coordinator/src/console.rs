@@ -71,7 +71,10 @@ impl Console {
     /// The run's plan: data sizes, epochs and who computes.
     pub fn plan(&self, cfg: &TrainConfig, data: &TrainingData, workers: usize) {
         let who = match workers {
-            0 => format!("this process ({})", count(cfg.threads_per_process(1), "thread")),
+            0 => format!(
+                "this process ({})",
+                count(cfg.threads_per_process(1), "thread")
+            ),
             n => count(n, "worker"),
         };
         match self.style {
