@@ -379,6 +379,11 @@ fn recipe_flags_out_of_range_are_refused_before_any_work() {
             &["--lr-drop-after", "2", "--patience", "3", "--lr-drops", "1"][..],
             "the argument '--lr-drop-after <EPOCHS>' cannot be used with '--lr-drops <LR_DROPS>'",
         ),
+        // A drop at or after the last epoch (the helper's --epochs 30) would never happen.
+        (
+            &["--lr-drop-after", "10,30"][..],
+            "--lr-drop-after 10,30 drops the rate after epoch 30, but the run trains 30 epochs (--epochs)",
+        ),
         (
             &["--train-on-validation", "--select", "best-val"][..],
             "--train-on-validation trains on the validation images, so validation cannot choose for --select best-val",

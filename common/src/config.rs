@@ -174,6 +174,20 @@ impl TrainConfig {
         self.epochs.unwrap_or_else(|| self.dataset.paper_epochs())
     }
 
+    /// Refuses flags that mean nothing together (the recipe's checks, and a fixed drop of the
+    /// rate at or past the last epoch, which would never take effect), naming them.
+    pub fn check(&self) -> Result<(), String> {
+        self.recipe.check()?;
+        let epochs = self.epochs();
+        match self.recipe.lr_drop_after.last() {
+            Some(&last) if last as usize >= epochs => Err(format!(
+                "--lr-drop-after {} drops the rate after epoch {last}, but the run trains {epochs} epochs (--epochs): every drop must come before the last epoch",
+                self.recipe.drop_schedule()
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Results path with the default filled in.
     pub fn out_path(&self) -> PathBuf {
         self.out.clone().unwrap_or_else(|| {

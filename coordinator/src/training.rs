@@ -14,7 +14,9 @@ use siamese_common::config::TrainConfig;
 use siamese_common::data::obtain_dataset;
 use siamese_common::stop::StopFlag;
 use siamese_common::telemetry::{METRICS_LISTEN_ENV, MetricsServer, TrainingMetrics};
-use siamese_common::train::{Observers, RunControl, RunObserver, TrainingData, train_in_process};
+use siamese_common::train::{
+    Observers, RunControl, RunObserver, TrainError, TrainingData, train_in_process,
+};
 
 /// What a training run writes and serves besides its results file and checkpoint.
 #[derive(clap::Args, Clone, Debug, serde::Serialize)]
@@ -37,6 +39,8 @@ pub fn train(
     stop: StopFlag,
 ) -> anyhow::Result<()> {
     let cfg = cfg.resolved(cluster.workers.max(1));
+    // Before the data load, so that a bad combination of flags wastes nothing.
+    cfg.check().map_err(TrainError::Config)?;
     tracing::info!(
         config = %serde_json::to_string(&cfg)?,
         cluster = %serde_json::to_string(cluster)?,

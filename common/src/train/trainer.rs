@@ -117,7 +117,7 @@ impl Trainer {
     /// A trainer for `cfg`: fresh, or continuing the checkpoint `--resume` names (refused when
     /// it belongs to another run).
     pub fn start(cfg: TrainConfig, data: TrainingData) -> Result<Self, TrainError> {
-        cfg.recipe.check().map_err(TrainError::Config)?;
+        cfg.check().map_err(TrainError::Config)?;
         let path = match &cfg.resume {
             None => return Ok(Trainer::new(cfg, data)),
             Some(Resume::Path(path)) => path.clone(),
