@@ -315,6 +315,9 @@ fn recipe_flags_out_of_range_are_refused_before_any_work() {
             "2 is not a weight decay (finite, 0 to 1)",
         ),
         ("--weight-decay", "NaN", "not a weight decay"),
+        // A negative value reaches the flag's own check instead of reading as another flag.
+        ("--weight-decay", "-0.1", "-0.1 is not a weight decay"),
+        ("--lr", "-1", "-1 is not a learning rate"),
         ("--patience", "0", "0 is not in 1.."),
         (
             "--dropout",

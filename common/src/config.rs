@@ -28,7 +28,7 @@ pub struct TrainConfig {
     #[arg(long, env = "SIAMESE_BATCH_SIZE", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub batch_size: u32,
     /// Adam learning rate (the paper's 1e-3): finite, above 0, at most 10.
-    #[arg(long, env = "SIAMESE_LR", default_value_t = PAPER_LR, value_parser = learning_rate)]
+    #[arg(long, env = "SIAMESE_LR", default_value_t = PAPER_LR, value_parser = learning_rate, allow_negative_numbers = true)]
     pub lr: f64,
     /// Seed for weights and training pairs; the split and the test pairs are fixed.
     #[arg(long, env = "SIAMESE_SEED", default_value_t = 1)]

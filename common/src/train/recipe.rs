@@ -49,12 +49,12 @@ pub struct Recipe {
     pub crop_pad: Option<u32>,
     /// Decoupled weight decay (AdamW), 0 (the paper) to 1: each step also shrinks every weight
     /// by lr x this.
-    #[arg(long, env = "SIAMESE_WEIGHT_DECAY", default_value_t = 0.0, value_parser = weight_decay)]
+    #[arg(long, env = "SIAMESE_WEIGHT_DECAY", default_value_t = 0.0, value_parser = weight_decay, allow_negative_numbers = true)]
     pub weight_decay: f64,
     /// Dropout on the two hidden fully connected layers during training, 0 (the paper) to 0.9:
     /// each unit is dropped with this probability, the kept ones scaled up to match; drawn per
     /// pair from --seed, like --augment.
-    #[arg(long, env = "SIAMESE_DROPOUT", default_value_t = 0.0, value_parser = dropout)]
+    #[arg(long, env = "SIAMESE_DROPOUT", default_value_t = 0.0, value_parser = dropout, allow_negative_numbers = true)]
     pub dropout: f64,
     /// Learning-rate schedule: constant (the paper) or cosine (to 0 over --epochs).
     #[arg(
@@ -106,7 +106,7 @@ pub struct Recipe {
     /// under 1 (0.999 trails about 1,000 steps). Validation, --select and the test then score
     /// the average instead of the last step's weights; training itself is unchanged, but the
     /// average's validation decides --patience and --lr-drops.
-    #[arg(long, env = "SIAMESE_EMA", value_name = "DECAY", default_value_t = 0.0, value_parser = ema_decay)]
+    #[arg(long, env = "SIAMESE_EMA", value_name = "DECAY", default_value_t = 0.0, value_parser = ema_decay, allow_negative_numbers = true)]
     pub ema: f64,
     /// Test-time augmentation: none (the paper) or mirror (each test image's embedding is the
     /// mean of its own and its horizontal mirror's, as are the class means' training images;

@@ -52,7 +52,7 @@ pub struct PaperArgs {
     pub quick: bool,
     /// Adam's learning rate of every run but the learning-rate table's, which tries the
     /// paper's three (default: the paper's 1e-3; finite, above 0, at most 10).
-    #[arg(long, value_parser = learning_rate)]
+    #[arg(long, value_parser = learning_rate, allow_negative_numbers = true)]
     #[serde(default)]
     pub lr: Option<f64>,
     /// Seed of weights and training pairs, the same for every run.
