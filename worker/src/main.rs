@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use siamese_common::cluster::protocol::auth::{TOKEN_ENV, TOKEN_FILE_ENV, resolve_token};
 use siamese_common::cluster::protocol::tls::ClientTls;
-use siamese_common::cluster::{WorkerOptions, run_worker_blocking};
+use siamese_common::cluster::{WorkerOptions, coordinator_url, run_worker_blocking};
 use siamese_common::config::within;
 use siamese_common::logging::{LOG_FORMAT_ENV, LogFormat};
 use siamese_common::telemetry::{METRICS_LISTEN_ENV, MetricsServer, WorkerMetrics};
@@ -22,7 +22,7 @@ use siamese_common::threads::default_threads;
 #[command(version, about, long_about)]
 struct Cli {
     /// The coordinator's URL, e.g. http://10.0.0.5:50051, or https://... for TLS.
-    #[arg(long, env = "SIAMESE_COORDINATOR")]
+    #[arg(long, env = "SIAMESE_COORDINATOR", value_parser = coordinator_url)]
     coordinator: String,
     /// The run's shared token; prefer SIAMESE_TOKEN or --token-file, which `ps` does not show.
     #[arg(long, env = TOKEN_ENV, hide_env_values = true)]

@@ -57,3 +57,30 @@ fn unreachable_coordinator_is_reported() {
         "{err}"
     );
 }
+
+/// A URL the worker could never connect to is refused at once, not retried for the whole
+/// --connect-timeout as if the coordinator were only not up yet.
+#[test]
+fn a_malformed_coordinator_url_is_refused_before_connecting() {
+    for (url, want) in [
+        (
+            "10.0.0.5:50051",
+            "has no scheme: write http://10.0.0.5:50051",
+        ),
+        ("ftp://127.0.0.1:9", "has the scheme ftp"),
+        ("http://127.0.0.1:99999", "has the port \"99999\""),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+            // A default window would make a retried URL run for a minute; the refusal is
+            // immediate, so the test asserts the exit code and the message, not a time.
+            .args(["--coordinator", url, "--token", "0123456789abcdef"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url}: {err}");
+        assert!(
+            err.contains("--coordinator") && err.contains(want),
+            "{url}: {err}"
+        );
+    }
+}

@@ -17,4 +17,4 @@ pub mod worker;
 
 pub use coordinator::{ClusterArgs, train_on_cluster, with_cluster};
 pub use error::ClusterError;
-pub use worker::{WorkerOptions, run_worker, run_worker_blocking};
+pub use worker::{WorkerOptions, coordinator_url, run_worker, run_worker_blocking};

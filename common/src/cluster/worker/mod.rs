@@ -2,6 +2,7 @@
 //! goes away), the task loop that computes blocks on the replica, and NCCL's reducer for
 //! replicas that all-reduce among themselves.
 
+mod coordinator_url;
 mod device;
 mod nccl_join;
 mod nccl_reducer;
@@ -11,6 +12,7 @@ mod task_loop;
 mod watchdog;
 mod welcome;
 
+pub use coordinator_url::coordinator_url;
 pub use device::parse_device;
 pub use session::{WorkerOptions, run_worker, run_worker_blocking};
 pub use task_loop::{SessionEnd, TaskRunner};
