@@ -6,6 +6,7 @@ pub mod atomic_file;
 pub mod cluster;
 pub mod config;
 pub mod data;
+pub mod error_report;
 pub mod heap;
 pub mod inference;
 pub mod logging;

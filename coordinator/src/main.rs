@@ -20,6 +20,7 @@ use log_writer::BarAwareStderr;
 use output_args::OutputArgs;
 use siamese_common::cluster::ClusterArgs;
 use siamese_common::config::TrainConfig;
+use siamese_common::error_report::error_report;
 use siamese_common::logging::LogFormat;
 use siamese_common::stop::StopFlag;
 use siamese_common::threads::default_threads;
@@ -144,9 +145,12 @@ fn main() -> std::process::ExitCode {
             None => training::train(cli.train, &cli.cluster, &cli.outputs, &console, stop),
         });
     // With JSON logs the last words are a JSON line too, so that every line of a pod parses.
-    let say = |what: &str, e: &anyhow::Error| match cli.output.log_format {
-        LogFormat::Json => tracing::error!(error = %format!("{e:#}"), "{what}"),
-        LogFormat::Text => eprintln!("{what}: {e:#}"),
+    let say = |what: &str, e: &anyhow::Error| {
+        let report = error_report(e.as_ref());
+        match cli.output.log_format {
+            LogFormat::Json => tracing::error!(error = %report, "{what}"),
+            LogFormat::Text => eprintln!("{what}: {report}"),
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -11,6 +11,7 @@ use siamese_common::cluster::protocol::auth::{TOKEN_ENV, TOKEN_FILE_ENV, resolve
 use siamese_common::cluster::protocol::tls::ClientTls;
 use siamese_common::cluster::{WorkerOptions, coordinator_url, run_worker_blocking};
 use siamese_common::config::within;
+use siamese_common::error_report::error_report;
 use siamese_common::logging::{LOG_FORMAT_ENV, LogFormat};
 use siamese_common::telemetry::{METRICS_LISTEN_ENV, MetricsServer, WorkerMetrics};
 use siamese_common::threads::default_threads;
@@ -88,7 +89,7 @@ fn main() -> std::process::ExitCode {
     match run(cli, threads) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_report(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

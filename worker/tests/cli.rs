@@ -84,3 +84,22 @@ fn a_malformed_coordinator_url_is_refused_before_connecting() {
         );
     }
 }
+
+/// The cause of an error is said once, though the error both names it and keeps it as its
+/// source.
+#[test]
+fn a_missing_token_file_is_reported_with_its_cause_once() {
+    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .args(["--coordinator", "http://127.0.0.1:9"])
+        .args(["--token-file", "/nonexistent/token"])
+        .env_remove("SIAMESE_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("reading the token file /nonexistent/token"),
+        "{err}"
+    );
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+}
