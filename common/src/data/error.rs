@@ -128,6 +128,16 @@ pub enum DataError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// Some of the dataset's files are absent and fetching the official ones failed.
+    #[error("{missing}; fetching the official files instead failed: {download}")]
+    Unobtainable {
+        /// Which file the folder lacks (a [`DataError::MissingFile`]).
+        missing: Box<DataError>,
+        /// Why the download failed.
+        #[source]
+        download: Box<DataError>,
+    },
+
     /// A downloaded file does not have the published checksum.
     #[error(
         "{file}: checksum mismatch, expected md5 {expected}, got {got} (downloaded from {url})"

@@ -78,9 +78,25 @@ fn obtain_in(kind: DatasetKind, dir: &Path, source: &Source) -> Result<Dataset, 
             from = %source.base_url,
             "dataset files absent, downloading"
         );
-        download(source, dir)?;
+        if let Err(download) = download(source, dir) {
+            // A folder that holds some of the files is more likely a copy with one missing than
+            // a fresh place to download into: say which file, not only why the fetch failed.
+            return Err(match load_dataset(kind, dir) {
+                Err(missing @ DataError::MissingFile { .. }) if dir.is_dir() && !is_empty(dir) => {
+                    DataError::Unobtainable {
+                        missing: Box::new(missing),
+                        download: Box::new(download),
+                    }
+                }
+                _ => download,
+            });
+        }
     }
     load_dataset(kind, dir)
+}
+
+fn is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
 }
 
 #[cfg(test)]
@@ -183,6 +199,26 @@ mod tests {
             "{err}"
         );
         assert!(listing(&dir).is_empty());
+    }
+
+    #[test]
+    fn a_folder_missing_one_file_names_it_when_the_download_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in mnist_files(4, 2) {
+            if !name.starts_with("t10k-labels") {
+                std::fs::write(dir.path().join(name), bytes).unwrap();
+            }
+        }
+        let src = official_source(DatasetKind::Mnist).with_base_url(&refused_url());
+        let err = obtain_in(DatasetKind::Mnist, dir.path(), &src)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("t10k-labels-idx1-ubyte"), "{err}");
+        assert!(err.contains("not found in"), "{err}");
+        assert!(
+            err.contains("fetching the official files instead failed"),
+            "{err}"
+        );
     }
 
     #[test]
