@@ -275,3 +275,62 @@ fn interrupting_the_coordinator_leaves_no_worker_running() {
         );
     }
 }
+
+/// Cluster flags that cannot work are refused, naming them, before the dataset is looked for:
+/// the data folder here does not exist, so a check made after the data load would fail on the
+/// missing files (or the download) instead.
+#[test]
+fn cluster_flags_that_cannot_work_are_refused_before_the_data_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = dir.path().join("no-data");
+    let ca = dir.path().join("ca.pem");
+    for (flags, want) in [
+        (
+            &["--workers", "2", "--min-workers", "3"][..],
+            "--min-workers 3 must be between 1 and --workers 2",
+        ),
+        (
+            &["--workers", "2", "--no-spawn"][..],
+            "--no-spawn needs a token for the remote workers",
+        ),
+        (
+            &[
+                "--workers",
+                "2",
+                "--no-spawn",
+                "--respawn",
+                "--token",
+                "0123456789abcdef",
+            ][..],
+            "--respawn starts local workers; it cannot go with --no-spawn",
+        ),
+        (
+            &["--workers", "2", "--aggregation", "nccl"][..],
+            "--aggregation nccl all-reduces on GPUs",
+        ),
+        (
+            &["--workers", "2", "--tls-client-ca", ca.to_str().unwrap()][..],
+            "mutual TLS (--tls-client-ca) needs a client certificate for every worker",
+        ),
+        (
+            &["--workers", "2", "--token-file", "/nonexistent/token"][..],
+            "reading the token file /nonexistent/token",
+        ),
+    ] {
+        let out = run_with_limit(
+            Command::new(bin("coordinator"))
+                .args(["--dataset", "mnist", "--data-dir"])
+                .arg(&absent)
+                .arg("--out")
+                .arg(dir.path().join("run.json"))
+                .args(flags)
+                .env_remove("SIAMESE_TOKEN")
+                .env_remove("SIAMESE_TOKEN_FILE"),
+            Duration::from_secs(60),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?}: {err}");
+        assert!(err.contains(want), "{flags:?}: {err}");
+        assert!(!absent.exists(), "{flags:?} looked for the data: {err}");
+    }
+}

@@ -41,6 +41,9 @@ pub fn train(
     let cfg = cfg.resolved(cluster.workers.max(1));
     // Before the data load, so that a bad combination of flags wastes nothing.
     cfg.check().map_err(TrainError::Config)?;
+    if cluster.workers > 0 {
+        cluster.check()?;
+    }
     tracing::info!(
         config = %serde_json::to_string(&cfg)?,
         cluster = %serde_json::to_string(cluster)?,

@@ -14,9 +14,8 @@ use super::pool::{OnLost, PoolSettings, SLOTS_PER_WORKER, WorkerPool};
 use super::rank_table::RankTable;
 use super::service::{CoordinatorService, ServerLimits, serve};
 use super::settings::{ClusterArgs, EngineSettings};
-use crate::aggregation::Aggregation;
 use crate::cluster::ClusterError;
-use crate::cluster::protocol::auth::{TOKEN_ENV, generate_token, resolve_token};
+use crate::cluster::protocol::auth::generate_token;
 use crate::cluster::protocol::shm::SharedRegion;
 use crate::cluster::protocol::tls::ServerTls;
 use crate::cluster::protocol::transport::message_limit;
@@ -60,34 +59,6 @@ fn local_url(addr: std::net::SocketAddr, tls: bool) -> String {
     )
 }
 
-/// Checks the cluster flags before anything starts.
-fn check(args: &ClusterArgs) -> Result<(), TrainError> {
-    let bad = |what: String| Err(TrainError::Config(what));
-    if args.aggregation == Aggregation::Nccl && !args.no_spawn && args.device == "cpu" {
-        return bad("--aggregation nccl all-reduces on GPUs: give the local workers --device cuda:K (or use --aggregation allreduce on CPUs)".into());
-    }
-    if args.min_workers == 0 || args.min_workers > args.workers {
-        return bad(format!(
-            "--min-workers {} must be between 1 and --workers {}",
-            args.min_workers, args.workers
-        ));
-    }
-    if args.respawn && args.no_spawn {
-        return bad("--respawn starts local workers; it cannot go with --no-spawn".into());
-    }
-    if args.keepalive == 0 {
-        return bad("--keepalive must be at least 1 second".into());
-    }
-    let tls = args.tls.tls_cert.is_some();
-    if tls && !args.no_spawn && args.workers > 0 && args.tls_ca.is_none() {
-        return bad("TLS with local workers needs --tls-ca, the CA that issued --tls-cert, for them to trust (or start the workers yourself with --no-spawn)".into());
-    }
-    if args.tls.tls_client_ca.is_some() && !args.no_spawn {
-        return bad("mutual TLS (--tls-client-ca) needs a client certificate for every worker: start them yourself with --no-spawn".into());
-    }
-    Ok(())
-}
-
 /// Serves the cluster, starts or awaits `args.workers` workers, runs `body` on this thread with
 /// the engine that drives them, then stops the workers and the server. A raised `stop` ends
 /// the wait for workers; `body` is expected to watch it too.
@@ -98,19 +69,14 @@ pub fn with_cluster<T>(
     stop: &StopFlag,
     body: impl FnOnce(&mut ClusterEngine) -> Result<T, TrainError>,
 ) -> Result<T, TrainError> {
-    check(args)?;
-    let given = resolve_token(args.token.as_deref(), args.token_file.as_deref())?;
-    let token = match (given, args.no_spawn) {
-        (Some(t), _) => t,
-        (None, false) => generate_token().map_err(|source| ClusterError::Io {
+    args.check_flags()?;
+    let token = match args.given_token()? {
+        Some(t) => t,
+        // Only local workers get here without one (given_token refuses --no-spawn).
+        None => generate_token().map_err(|source| ClusterError::Io {
             what: "generating a token from /dev/urandom".into(),
             source,
         })?,
-        (None, true) => {
-            return Err(TrainError::Config(format!(
-                "--no-spawn needs a token for the remote workers: {TOKEN_ENV}, --token-file or --token"
-            )));
-        }
     };
     // Two threads serve gRPC; the training step runs on the calling thread.
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::aggregation::Aggregation;
-use crate::cluster::protocol::auth::{TOKEN_ENV, TOKEN_FILE_ENV};
+use crate::cluster::protocol::auth::{TOKEN_ENV, TOKEN_FILE_ENV, resolve_token};
 use crate::cluster::protocol::tls::ServerTlsArgs;
 use crate::config::{at_least, within};
+use crate::train::TrainError;
 
 /// The cluster's settings on the coordinator.
 #[derive(clap::Args, Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -84,6 +85,55 @@ pub struct ClusterArgs {
     /// NCCL runs: seconds (1 to 86400) the workers have to form the communicator.
     #[arg(long, env = "SIAMESE_NCCL_TIMEOUT", default_value_t = 60, value_parser = within(1u64, 86_400))]
     pub nccl_timeout: u64,
+}
+
+impl ClusterArgs {
+    /// Refuses cluster flags that cannot work, and a token that cannot be had, before
+    /// anything starts (the data load included), naming them.
+    pub fn check(&self) -> Result<(), TrainError> {
+        self.check_flags()?;
+        // Read now only to fail early: the run reads it again when it starts the server.
+        self.given_token().map(|_| ())
+    }
+
+    /// The flags' checks alone, without reading a token file.
+    pub(super) fn check_flags(&self) -> Result<(), TrainError> {
+        let bad = |what: String| Err(TrainError::Config(what));
+        if self.aggregation == Aggregation::Nccl && !self.no_spawn && self.device == "cpu" {
+            return bad("--aggregation nccl all-reduces on GPUs: give the local workers --device cuda:K (or use --aggregation allreduce on CPUs)".into());
+        }
+        if self.min_workers == 0 || self.min_workers > self.workers {
+            return bad(format!(
+                "--min-workers {} must be between 1 and --workers {}",
+                self.min_workers, self.workers
+            ));
+        }
+        if self.respawn && self.no_spawn {
+            return bad("--respawn starts local workers; it cannot go with --no-spawn".into());
+        }
+        if self.keepalive == 0 {
+            return bad("--keepalive must be at least 1 second".into());
+        }
+        let tls = self.tls.tls_cert.is_some();
+        if tls && !self.no_spawn && self.workers > 0 && self.tls_ca.is_none() {
+            return bad("TLS with local workers needs --tls-ca, the CA that issued --tls-cert, for them to trust (or start the workers yourself with --no-spawn)".into());
+        }
+        if self.tls.tls_client_ca.is_some() && !self.no_spawn {
+            return bad("mutual TLS (--tls-client-ca) needs a client certificate for every worker: start them yourself with --no-spawn".into());
+        }
+        Ok(())
+    }
+
+    /// The token from the flag or the file, if any; refused when remote workers would need
+    /// one and none is given (local ones get a generated token).
+    pub fn given_token(&self) -> Result<Option<String>, TrainError> {
+        match resolve_token(self.token.as_deref(), self.token_file.as_deref())? {
+            None if self.no_spawn => Err(TrainError::Config(format!(
+                "--no-spawn needs a token for the remote workers: {TOKEN_ENV}, --token-file or --token"
+            ))),
+            token => Ok(token),
+        }
+    }
 }
 
 /// The engine's choices and limits, read once from [`ClusterArgs`].
