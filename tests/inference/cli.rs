@@ -227,6 +227,22 @@ fn bad_inputs_get_clear_errors_never_a_panic() {
         e.contains("index 10000 is past the file's 10000 images"),
         "{e}"
     );
+    // Another dataset's file (two CIFAR-10 records) for this MNIST model: never converted.
+    let cifar = dir.join("data_batch_1.bin");
+    std::fs::write(&cifar, vec![0u8; 2 * 3073]).unwrap();
+    let e = refuse(&[
+        "embed",
+        "--weights",
+        weights,
+        "--convert",
+        &format!("{}#0", cifar.display()),
+    ]);
+    assert!(
+        e.contains(
+            "3 channel(s), the model takes 1 channel(s) (the file holds another dataset's images"
+        ),
+        "{e}"
+    );
     // A checkpoint missing a tensor, and a file that is no checkpoint.
     let partial = dir.join("partial.safetensors");
     let all = std::fs::read(&f.weights).unwrap();

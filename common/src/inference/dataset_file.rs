@@ -68,6 +68,10 @@ pub(super) fn read_images(path: &Path) -> Result<(Vec<u8>, ImageShape), Inferenc
     })
 }
 
+/// A dataset file is never resized or converted: its images fit another model.
+const OTHER_DATASET: &str =
+    " (the file holds another dataset's images than the model was trained on)";
+
 /// The images at `indices` of the dataset file at `path`, each checked against `want`.
 pub(super) fn images_at(
     path: &Path,
@@ -81,7 +85,7 @@ pub(super) fn images_at(
             name,
             found: format!("{} channel(s)", shape.channels),
             want: format!("{} channel(s)", want.channels),
-            hint: "",
+            hint: OTHER_DATASET,
         });
     }
     if (shape.height, shape.width) != (want.height, want.width) {
@@ -91,7 +95,7 @@ pub(super) fn images_at(
             found_h: shape.height,
             want_w: want.width,
             want_h: want.height,
-            hint: "",
+            hint: OTHER_DATASET,
         });
     }
     let count = pixels.len() / shape.len().max(1);
