@@ -74,6 +74,50 @@ fn bench_scaling_refuses_a_batch_smaller_than_the_workers() {
     );
 }
 
+/// Counts out of range are refused by the flag's name and value before anything runs (a
+/// worker count of 0 used to run as if it were 1).
+#[test]
+fn bench_counts_out_of_range_are_refused_naming_the_flag() {
+    for (args, want) in [
+        (
+            &["scaling", "--workers", "2,0"][..],
+            "'0' for '--workers <WORKERS>'",
+        ),
+        (
+            &["scaling", "--steps", "0"][..],
+            "'0' for '--steps <STEPS>'",
+        ),
+        (
+            &["scaling", "--repeats", "0"][..],
+            "'0' for '--repeats <REPEATS>'",
+        ),
+        (
+            &["test-time", "--threads", "0"][..],
+            "'0' for '--threads <THREADS>'",
+        ),
+        (
+            &["test-time", "--epochs", "0"][..],
+            "'0' for '--epochs <EPOCHS>'",
+        ),
+        (
+            &["paper", "--epochs", "0"][..],
+            "'0' for '--epochs <EPOCHS>'",
+        ),
+        (
+            &["paper", "--train-subset", "1"][..],
+            "'1' for '--train-subset <TRAIN_SUBSET>'",
+        ),
+    ] {
+        let output = run_with_limit(
+            Command::new(bin("coordinator")).arg("bench").args(args),
+            Duration::from_secs(30),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn bench_test_time_writes_both_models_rows_with_sane_figures() {
     let dir = tempfile::tempdir().unwrap();

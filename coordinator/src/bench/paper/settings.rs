@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::bench::BenchError;
-use siamese_common::config::{PAPER_LR, learning_rate};
+use siamese_common::config::{PAPER_LR, at_least, learning_rate, within};
 use siamese_common::data::{DatasetKind, resolve_data_dir};
 use siamese_common::train::{Recipe, describe_parts};
 
@@ -20,7 +20,7 @@ pub struct PaperArgs {
     pub datasets: Vec<DatasetKind>,
     /// Epochs of every training run; the default (six runs of 5 epochs at 1 thread) took 3.3
     /// minutes on a 2-core machine, so --epochs 20 still fits in about 30.
-    #[arg(long, default_value_t = 5, conflicts_with = "full")]
+    #[arg(long, default_value_t = 5, conflicts_with = "full", value_parser = within(1usize, 100_000))]
     pub epochs: usize,
     /// The paper's budgets instead: 50, 100 and 1,500 epochs per dataset, 50 for the MNIST
     /// learning-rate and batch-size tables.
@@ -41,10 +41,10 @@ pub struct PaperArgs {
     #[arg(long)]
     pub cifar10_dir: Option<PathBuf>,
     /// Compute threads of this process.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = within(1usize, 1024))]
     pub threads: usize,
     /// Train on only the first N images of each training split (quick runs).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least(2usize))]
     pub train_subset: Option<usize>,
     /// Score only 1,000 validation and 1,000 test pairs (smoke tests; test times then cover
     /// 1,000 pairs, not the paper's 10,000).
@@ -106,11 +106,6 @@ impl PaperArgs {
     }
 
     pub(super) fn check(&mut self) -> Result<(), BenchError> {
-        if self.threads == 0 || self.epochs == 0 || self.train_subset == Some(0) {
-            return Err(BenchError::Config(
-                "--threads, --epochs and --train-subset must be at least 1".into(),
-            ));
-        }
         if self.datasets.is_empty() {
             return Err(BenchError::Config("--dataset names no dataset".into()));
         }

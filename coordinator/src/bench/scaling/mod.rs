@@ -65,11 +65,6 @@ fn configurations(args: &ScalingArgs) -> Vec<(&'static str, usize, usize)> {
 
 /// Runs every configuration `repeats` times in alternation and prints and writes the report.
 pub fn run_scaling(args: ScalingArgs, stop: &StopFlag) -> Result<ScalingReport, BenchError> {
-    if args.steps == 0 || args.repeats == 0 || args.batch_size == 0 {
-        return Err(BenchError::Config(
-            "--steps, --repeats and --batch-size must be at least 1".into(),
-        ));
-    }
     let configs = configurations(&args);
     if let Some(&(_, n, b)) = configs.iter().find(|(_, n, b)| b < n) {
         return Err(BenchError::Config(format!(

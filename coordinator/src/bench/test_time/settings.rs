@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use siamese_common::config::{at_least, within};
 use siamese_common::data::DatasetKind;
 
 /// Settings of `coordinator bench test-time`.
@@ -23,21 +24,21 @@ pub struct TestTimeArgs {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub embedding: u32,
     /// Compute threads of this process, for training and timing both models.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = within(1usize, 1024))]
     pub threads: usize,
     /// Training epochs of each model (of the classifier only, with --checkpoint).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = within(1usize, 100_000))]
     pub epochs: usize,
     /// Timed passes of each model after one warm-up pass, taken in alternation; the times are
     /// their medians.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = within(1usize, 1000))]
     pub repeats: usize,
     /// Seed of both models' initial weights and training order.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Train on only the first N images of the training split (quick runs); the test set is
     /// always whole.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least(2usize))]
     pub train_subset: Option<usize>,
     /// JSON report; default results/test-time-<dataset>.json.
     #[arg(long)]
