@@ -88,3 +88,62 @@ fn corrupt_dataset_is_reported_with_the_file_name_and_no_panic() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn output_files_that_clash_or_cannot_be_written_are_refused_before_the_data_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = dir.path().join("no-data");
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    // A checkpoint from an earlier run, which a results file of the same name would replace.
+    std::fs::write(d("run.safetensors"), b"earlier weights").unwrap();
+    std::fs::write(d("plain"), b"a file").unwrap();
+    for (flags, want) in [
+        (
+            vec!["--out".into(), d("run.safetensors")],
+            "--out (the results) and the checkpoint (beside --out) are the same file",
+        ),
+        (
+            vec![
+                "--out".into(),
+                d("run.json"),
+                "--scores".into(),
+                d("run.safetensors"),
+            ],
+            "the checkpoint (beside --out) and --scores are the same file",
+        ),
+        (
+            vec![
+                "--out".into(),
+                d("r.json"),
+                "--checkpoint".into(),
+                d("sub/../r.json"),
+            ],
+            "--out (the results) and --checkpoint are the same file",
+        ),
+        (
+            vec!["--out".into(), d("")],
+            "is a folder; give a file's path",
+        ),
+        (
+            vec!["--out".into(), d("plain/run.json")],
+            "plain is a file, not a folder",
+        ),
+    ] {
+        let out = run_with_limit(
+            Command::new(bin("coordinator"))
+                .args(["--workers", "0", "--dataset", "mnist", "--data-dir"])
+                .arg(&absent)
+                .args(&flags),
+            Duration::from_secs(60),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?}: {err}");
+        assert!(err.contains(want), "{flags:?}: {err}");
+        assert!(!absent.exists(), "{flags:?} looked for the data: {err}");
+        assert_eq!(
+            std::fs::read(d("run.safetensors")).unwrap(),
+            b"earlier weights",
+            "{flags:?}"
+        );
+    }
+}

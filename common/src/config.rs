@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::data::DatasetKind;
+use crate::train::output_files::{AVERAGE_WEIGHTS_EXTENSION, BEST_WEIGHTS_EXTENSION, OutputFile};
+use crate::train::recipe::Selection;
 
 /// The paper's Adam learning rate, the default of every run.
 pub const PAPER_LR: f64 = 1e-3;
@@ -204,6 +206,34 @@ impl TrainConfig {
         self.checkpoint
             .clone()
             .unwrap_or_else(|| out.with_extension("safetensors"))
+    }
+
+    /// The files the run writes, for checking before it starts: the results, the checkpoint
+    /// and, where `--select best-val` or `--ema` tests other weights than the last, their
+    /// weights-only file beside the checkpoint.
+    pub fn output_files(&self) -> Vec<OutputFile> {
+        let out = self.out_path();
+        let checkpoint = self.checkpoint_path(&out);
+        let tested = match (self.recipe.select, self.recipe.ema != 0.0) {
+            (Selection::BestVal, _) => Some(("--select best-val", BEST_WEIGHTS_EXTENSION)),
+            (Selection::Last, true) => Some(("--ema", AVERAGE_WEIGHTS_EXTENSION)),
+            (Selection::Last, false) => None,
+        };
+        let checkpoint_flag = match self.checkpoint {
+            Some(_) => "--checkpoint",
+            None => "the checkpoint (beside --out)",
+        };
+        let mut files = vec![
+            OutputFile::new("--out (the results)", out),
+            OutputFile::new(checkpoint_flag, checkpoint.clone()),
+        ];
+        if let Some((flag, extension)) = tested {
+            files.push(OutputFile::new(
+                format!("the weights {flag} tests (beside the checkpoint)"),
+                checkpoint.with_extension(extension),
+            ));
+        }
+        files
     }
 
     /// Compute threads of each of `processes` local processes: the flag, else the cores split

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::console::Console;
-use crate::curves::write_curves;
+use crate::curves::{curves_path, write_curves};
 use crate::progress::Progress;
 use crate::scores_file::ScoresFile;
 use siamese_common::cluster::{ClusterArgs, train_on_cluster};
@@ -14,6 +14,7 @@ use siamese_common::config::TrainConfig;
 use siamese_common::data::obtain_dataset;
 use siamese_common::stop::StopFlag;
 use siamese_common::telemetry::{METRICS_LISTEN_ENV, MetricsServer, TrainingMetrics};
+use siamese_common::train::output_files::{OutputFile, check_output_files};
 use siamese_common::train::{
     Observers, RunControl, RunObserver, TrainError, TrainingData, train_in_process,
 };
@@ -44,6 +45,7 @@ pub fn train(
     if cluster.workers > 0 {
         cluster.check()?;
     }
+    check_output_files(&output_files(&cfg, outputs))?;
     tracing::info!(
         config = %serde_json::to_string(&cfg)?,
         cluster = %serde_json::to_string(cluster)?,
@@ -97,4 +99,17 @@ pub fn train(
     }
     console.summary(&results, &out, &extra);
     Ok(())
+}
+
+/// Every file the run writes: the library's, the test scores and the curves.
+fn output_files(cfg: &TrainConfig, outputs: &RunOutputArgs) -> Vec<OutputFile> {
+    let mut files = cfg.output_files();
+    if let Some(scores) = &outputs.scores {
+        files.push(OutputFile::new("--scores", scores.clone()));
+    }
+    files.push(OutputFile::new(
+        "the curves (beside --out)",
+        curves_path(&cfg.out_path()),
+    ));
+    files
 }

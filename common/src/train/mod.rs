@@ -10,6 +10,7 @@ mod in_process;
 mod local_engine;
 pub mod noise;
 pub mod observer;
+pub mod output_files;
 pub mod recipe;
 pub mod replica;
 mod run_identity;

@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::checkpoint::{BestWeights, Checkpoint, CheckpointError, EpochProgress, Position};
 use super::eval::{pair_figures, score_pairs, test_record};
 use super::observer::{NoObserver, RunObserver, RunPlan, StepReport, TestScores};
+use super::output_files::{AVERAGE_WEIGHTS_EXTENSION, BEST_WEIGHTS_EXTENSION};
 use super::recipe::Selection;
 use super::run_identity::RunIdentity;
 use super::training_data::TrainingData;
@@ -677,10 +678,10 @@ impl Trainer {
             (Selection::BestVal, Some(best), _) => {
                 record.epoch = best.epoch;
                 record.val_accuracy = best.val_accuracy;
-                (&best.params, "best.safetensors")
+                (&best.params, BEST_WEIGHTS_EXTENSION)
             }
             // The last epoch's figures are the average's already.
-            (_, _, Some(average)) => (&average.params, "ema.safetensors"),
+            (_, _, Some(average)) => (&average.params, AVERAGE_WEIGHTS_EXTENSION),
             _ => return Ok((self.state.clone(), record)),
         };
         let path = self.checkpoint_path().with_extension(extension);
