@@ -119,6 +119,52 @@ fn bench_counts_out_of_range_are_refused_naming_the_flag() {
 }
 
 #[test]
+fn bench_reports_that_cannot_be_written_are_refused_before_the_data_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = dir.path().join("no-data");
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, b"a file").unwrap();
+    let path = |p: std::path::PathBuf| p.to_str().unwrap().to_owned();
+    for (args, want) in [
+        (
+            vec![
+                "scaling".into(),
+                "--out".into(),
+                path(dir.path().join("s.png")),
+            ],
+            "--out and the plot (beside --out) are the same file".to_owned(),
+        ),
+        (
+            vec!["scaling".into(), "--out".into(), path(plain.join("s.json"))],
+            format!("{} is a file, not a folder", plain.display()),
+        ),
+        (
+            vec![
+                "test-time".into(),
+                "--out".into(),
+                path(dir.path().join("t.json")),
+                "--scores".into(),
+                path(dir.path().join("t.json")),
+            ],
+            "--out and --scores are the same file".to_owned(),
+        ),
+    ] {
+        let output = run_with_limit(
+            Command::new(bin("coordinator"))
+                .arg("bench")
+                .args(&args)
+                .args(["--dataset", "mnist", "--data-dir"])
+                .arg(&absent),
+            Duration::from_secs(30),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}: {stderr}");
+        assert!(stderr.contains(&want), "{args:?}: {stderr}");
+        assert!(!absent.exists(), "{args:?} looked for the data: {stderr}");
+    }
+}
+
+#[test]
 fn bench_test_time_writes_both_models_rows_with_sane_figures() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("test-time.json");

@@ -26,6 +26,9 @@ pub enum BenchError {
     /// The compute thread pool could not start.
     #[error("starting the compute thread pool: {0}")]
     ThreadPool(#[from] rayon::ThreadPoolBuildError),
+    /// A report could not be written where the flags say (checked before the work).
+    #[error(transparent)]
+    Output(#[from] siamese_common::train::output_files::OutputFileError),
     /// A report could not be written.
     #[error("{path}: {source}")]
     Io {

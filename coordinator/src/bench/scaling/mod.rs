@@ -17,6 +17,7 @@ use siamese_common::cluster::{ClusterArgs, with_cluster};
 use siamese_common::config::TrainConfig;
 use siamese_common::data::obtain_dataset;
 use siamese_common::stop::StopFlag;
+use siamese_common::train::output_files::{OutputFile, check_output_files};
 use siamese_common::train::{TimedSteps, Trainer, TrainingData};
 
 /// One measured run.
@@ -71,6 +72,11 @@ pub fn run_scaling(args: ScalingArgs, stop: &StopFlag) -> Result<ScalingReport, 
             "a batch of {b} pairs cannot be split across {n} workers"
         )));
     }
+    check_output_files(&[
+        OutputFile::new("--out", args.out.clone()),
+        OutputFile::new("the CSV (beside --out)", args.out.with_extension("csv")),
+        OutputFile::new("the plot (beside --out)", args.out.with_extension("png")),
+    ])?;
     let dataset = Arc::new(obtain_dataset(args.dataset, args.data_dir.as_deref())?);
     let base_cfg = TrainConfig::defaults(args.dataset)?;
     let base_cluster = siamese_common::config::clap_defaults::<ClusterArgs>()?;

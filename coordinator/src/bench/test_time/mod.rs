@@ -23,6 +23,7 @@ use siamese_common::config::TrainConfig;
 use siamese_common::data::{Dataset, TestAugment, obtain_dataset};
 use siamese_common::train::classifier::{accuracy, classify};
 use siamese_common::train::eval::{score_pairs, test_record};
+use siamese_common::train::output_files::{OutputFile, check_output_files};
 use siamese_common::train::{
     ClassifierConfig, ClassifierTrainer, Engine, ImageSplit, LocalEngine, TrainError, Trainer,
     TrainingData,
@@ -31,6 +32,11 @@ use siamese_common::train::{
 /// Trains (or loads) both models, times them, prints the table and writes the JSON.
 pub fn run_test_time(mut args: TestTimeArgs) -> Result<TestTimeReport, BenchError> {
     args.out = Some(args.out_path());
+    let mut files = vec![OutputFile::new("--out", args.out_path())];
+    if let Some(scores) = &args.scores {
+        files.push(OutputFile::new("--scores", scores.clone()));
+    }
+    check_output_files(&files)?;
     let dataset = Arc::new(obtain_dataset(args.dataset, args.data_dir.as_deref())?);
     // Both models train and run inside this pool, as `coordinator --workers 0` trains, so the
     // kernels' parallel loops use exactly --threads threads.
