@@ -92,6 +92,30 @@ fn one_worker_and_the_in_process_run_end_with_identical_weights() {
     assert_eq!(weight_bits(&in_process), weight_bits(&one));
 }
 
+/// A RUST_LOG that does not parse is said once, by the coordinator, and not again by each of
+/// its local workers, which log at the coordinator's level instead.
+#[test]
+fn a_bad_rust_log_is_reported_once_for_the_whole_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bin("coordinator"));
+    quick_run(&mut cmd, dir.path(), "bad-log");
+    cmd.args([
+        "--workers",
+        "2",
+        "--max-steps",
+        "2",
+        "--train-subset",
+        "640",
+    ])
+    .args(["--threads", "1"])
+    .env("RUST_LOG", "foo=bar=baz");
+    let out = run_with_limit(&mut cmd, Duration::from_secs(120));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let warning = "RUST_LOG=\"foo=bar=baz\" is not a log filter";
+    assert_eq!(err.matches(warning).count(), 1, "{err}");
+}
+
 fn pid_of(peer: &str) -> u32 {
     // "host:pid at 127.0.0.1:port"
     peer.split_whitespace()

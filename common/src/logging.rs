@@ -69,8 +69,16 @@ where
     {
         return;
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // A RUST_LOG that does not parse is reported once the subscriber is up, not dropped
+    // silently: whoever set it expects its level.
+    let mut bad_filter = None;
+    let filter = match std::env::var(tracing_subscriber::EnvFilter::DEFAULT_ENV) {
+        Ok(value) => tracing_subscriber::EnvFilter::try_new(&value).unwrap_or_else(|e| {
+            bad_filter = Some(format!("RUST_LOG={value:?} is not a log filter ({e})"));
+            tracing_subscriber::EnvFilter::new(default_level)
+        }),
+        Err(_) => tracing_subscriber::EnvFilter::new(default_level),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
@@ -87,6 +95,9 @@ where
     if let Err(e) = installed {
         eprintln!("logging was already set up: {e}");
     }
+    if let Some(why) = bad_filter {
+        tracing::warn!("{why}; logging at {default_level}");
+    }
 }
 
 /// The format the installed subscriber writes (text before [`init`]).
@@ -94,10 +105,14 @@ pub fn format() -> LogFormat {
     INSTALLED.get().map_or(LogFormat::Text, |(f, _, _)| *f)
 }
 
-/// The filter child processes should log with: `RUST_LOG` when set, else this process's
-/// default level (so `--quiet` quiets local workers too).
+/// The filter child processes should log with: `RUST_LOG` when set and valid, else this
+/// process's default level (so `--quiet` quiets local workers too, and a bad `RUST_LOG` is
+/// reported once, not once a worker).
 pub fn child_filter() -> String {
-    std::env::var("RUST_LOG").unwrap_or_else(|_| {
+    let usable = std::env::var(tracing_subscriber::EnvFilter::DEFAULT_ENV)
+        .ok()
+        .filter(|v| tracing_subscriber::EnvFilter::try_new(v).is_ok());
+    usable.unwrap_or_else(|| {
         INSTALLED
             .get()
             .map_or_else(|| "info".to_string(), |(_, level, _)| level.clone())

@@ -103,3 +103,22 @@ fn a_missing_token_file_is_reported_with_its_cause_once() {
     );
     assert_eq!(err.matches("os error 2").count(), 1, "{err}");
 }
+
+/// A RUST_LOG that does not parse is reported, not silently replaced by the default level.
+#[test]
+fn a_bad_rust_log_is_reported() {
+    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .args(["--coordinator", "http://127.0.0.1:9"])
+        .args(["--token-file", "/nonexistent/token"])
+        .env("RUST_LOG", "[[[")
+        .env_remove("SIAMESE_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "RUST_LOG=\"[[[\" is not a log filter (invalid filter directive); logging at info"
+        ),
+        "{err}"
+    );
+}
