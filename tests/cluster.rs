@@ -308,6 +308,23 @@ fn cluster_flags_that_cannot_work_are_refused_before_the_data_load() {
     let dir = tempfile::tempdir().unwrap();
     let absent = dir.path().join("no-data");
     let ca = dir.path().join("ca.pem");
+    // Only the PEM framing is looked at before the data load.
+    let pem = dir.path().join("cert.pem");
+    std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "not a folder").unwrap();
+    let (pem, plain) = (pem.to_str().unwrap(), plain.to_str().unwrap());
+    let remote = [
+        "--workers",
+        "2",
+        "--no-spawn",
+        "--token",
+        "0123456789abcdef",
+    ];
+    fn with<'a>(remote: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        [remote, extra].concat()
+    }
+    let address_under_a_file = format!("{plain}/address");
     for (flags, want) in [
         (
             &["--workers", "2", "--min-workers", "3"][..],
@@ -339,6 +356,34 @@ fn cluster_flags_that_cannot_work_are_refused_before_the_data_load() {
         (
             &["--workers", "2", "--token-file", "/nonexistent/token"][..],
             "reading the token file /nonexistent/token",
+        ),
+        (
+            &with(
+                &remote,
+                &["--tls-cert", "/nonexistent/cert.pem", "--tls-key", pem],
+            )[..],
+            "reading --tls-cert /nonexistent/cert.pem",
+        ),
+        (
+            &with(&remote, &["--tls-cert", pem, "--tls-key", plain])[..],
+            "is not a PEM file (no -----BEGIN line)",
+        ),
+        (
+            &[
+                "--workers",
+                "2",
+                "--tls-cert",
+                pem,
+                "--tls-key",
+                pem,
+                "--tls-ca",
+                "/nonexistent/ca.pem",
+            ][..],
+            "reading --tls-ca /nonexistent/ca.pem",
+        ),
+        (
+            &with(&remote, &["--address-file", &address_under_a_file])[..],
+            "plain is a file, not a folder",
         ),
     ] {
         let out = run_with_limit(

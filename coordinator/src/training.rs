@@ -45,7 +45,7 @@ pub fn train(
     if cluster.workers > 0 {
         cluster.check()?;
     }
-    check_output_files(&output_files(&cfg, outputs))?;
+    check_output_files(&output_files(&cfg, cluster, outputs))?;
     tracing::info!(
         config = %serde_json::to_string(&cfg)?,
         cluster = %serde_json::to_string(cluster)?,
@@ -101,9 +101,21 @@ pub fn train(
     Ok(())
 }
 
-/// Every file the run writes: the library's, the test scores and the curves.
-fn output_files(cfg: &TrainConfig, outputs: &RunOutputArgs) -> Vec<OutputFile> {
+/// Every file the run writes: the library's, the cluster's address, the test scores and the
+/// curves.
+fn output_files(
+    cfg: &TrainConfig,
+    cluster: &ClusterArgs,
+    outputs: &RunOutputArgs,
+) -> Vec<OutputFile> {
     let mut files = cfg.output_files();
+    if let Some(address) = cluster
+        .address_file
+        .as_ref()
+        .filter(|_| cluster.workers > 0)
+    {
+        files.push(OutputFile::new("--address-file", address.clone()));
+    }
     if let Some(scores) = &outputs.scores {
         files.push(OutputFile::new("--scores", scores.clone()));
     }

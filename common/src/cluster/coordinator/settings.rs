@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::aggregation::Aggregation;
 use crate::cluster::protocol::auth::{TOKEN_ENV, TOKEN_FILE_ENV, resolve_token};
-use crate::cluster::protocol::tls::ServerTlsArgs;
+use crate::cluster::protocol::tls::{ServerTls, ServerTlsArgs, pem};
 use crate::config::{at_least, within};
 use crate::train::TrainError;
 
@@ -92,8 +92,14 @@ impl ClusterArgs {
     /// anything starts (the data load included), naming them.
     pub fn check(&self) -> Result<(), TrainError> {
         self.check_flags()?;
-        // Read now only to fail early: the run reads it again when it starts the server.
-        self.given_token().map(|_| ())
+        // Read now only to fail early: the run reads them again when it starts the server
+        // (the token and the server's certificates) and the local workers (--tls-ca).
+        self.given_token()?;
+        ServerTls::from_args(&self.tls)?;
+        if let Some(ca) = &self.tls_ca {
+            pem("--tls-ca", ca)?;
+        }
+        Ok(())
     }
 
     /// The flags' checks alone, without reading a token file.

@@ -9,7 +9,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use crate::cluster::ClusterError;
 
 /// Reads the PEM file a flag names, naming both when it cannot.
-fn pem(flag: &str, path: &Path) -> Result<Vec<u8>, ClusterError> {
+pub fn pem(flag: &str, path: &Path) -> Result<Vec<u8>, ClusterError> {
     let bytes = std::fs::read(path).map_err(|source| ClusterError::Io {
         what: format!("reading {flag} {}", path.display()),
         source,
