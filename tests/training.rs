@@ -147,3 +147,38 @@ fn output_files_that_clash_or_cannot_be_written_are_refused_before_the_data_load
         );
     }
 }
+
+/// A restarted pod or requeued job runs `--resume auto`: without a fixed checkpoint path it
+/// would start afresh under a new, clock-named file every time, so it is refused, as is a
+/// `--resume PATH` that is not there, before the data is loaded (or downloaded).
+#[test]
+fn a_resume_that_cannot_find_its_checkpoint_is_refused_before_the_data_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = dir.path().join("no-data");
+    let missing = dir.path().join("missing.safetensors");
+    for (flags, want) in [
+        (
+            vec!["--resume", "auto"],
+            "--resume auto needs --checkpoint FILE (or --out FILE)",
+        ),
+        (
+            vec!["--resume", missing.to_str().unwrap()],
+            "missing.safetensors does not exist (--resume PATH needs one",
+        ),
+    ] {
+        let out = run_with_limit(
+            Command::new(bin("coordinator"))
+                .current_dir(dir.path())
+                .args(["--workers", "0", "--dataset", "mnist", "--data-dir"])
+                .arg(&absent)
+                .args(&flags)
+                .env_remove("SIAMESE_OUT")
+                .env_remove("SIAMESE_CHECKPOINT"),
+            Duration::from_secs(60),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?}: {err}");
+        assert!(err.contains(want), "{flags:?}: {err}");
+        assert!(!absent.exists(), "{flags:?} looked for the data: {err}");
+    }
+}

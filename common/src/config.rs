@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::data::DatasetKind;
+use crate::train::TrainError;
+use crate::train::checkpoint::CheckpointError;
 use crate::train::output_files::{AVERAGE_WEIGHTS_EXTENSION, BEST_WEIGHTS_EXTENSION, OutputFile};
 use crate::train::recipe::Selection;
 
@@ -206,6 +208,29 @@ impl TrainConfig {
         self.checkpoint
             .clone()
             .unwrap_or_else(|| out.with_extension("safetensors"))
+    }
+
+    /// The checkpoint `--resume` continues from, `None` for a fresh start; refused when
+    /// `--resume auto` has no fixed path to look at, or a `--resume PATH` does not exist. Call
+    /// it on the flags as given: [`Self::resolved`] fills in the default results name, which
+    /// changes with the clock, so a restarted run would look for another checkpoint.
+    pub fn resume_from(&self) -> Result<Option<PathBuf>, TrainError> {
+        match &self.resume {
+            None => Ok(None),
+            Some(Resume::Path(path)) if !path.exists() => {
+                Err(CheckpointError::Missing { path: path.clone() }.into())
+            }
+            Some(Resume::Path(path)) => Ok(Some(path.clone())),
+            Some(Resume::Auto) if self.checkpoint.is_none() && self.out.is_none() => {
+                Err(TrainError::Config(
+                    "--resume auto needs --checkpoint FILE (or --out FILE): the default results name changes with the clock, so a restarted run would not find its checkpoint".into(),
+                ))
+            }
+            Some(Resume::Auto) => {
+                let path = self.checkpoint_path(&self.out_path());
+                Ok(path.exists().then_some(path))
+            }
+        }
     }
 
     /// The files the run writes, for checking before it starts: the results, the checkpoint

@@ -39,6 +39,8 @@ pub fn train(
     console: &Console,
     stop: StopFlag,
 ) -> anyhow::Result<()> {
+    // On the flags as given: resolving names the results file after the clock.
+    cfg.resume_from()?;
     let cfg = cfg.resolved(cluster.workers.max(1));
     // Before the data load, so that a bad combination of flags wastes nothing.
     cfg.check().map_err(TrainError::Config)?;

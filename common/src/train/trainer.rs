@@ -119,22 +119,12 @@ impl Trainer {
     /// it belongs to another run).
     pub fn start(cfg: TrainConfig, data: TrainingData) -> Result<Self, TrainError> {
         cfg.check().map_err(TrainError::Config)?;
-        let path = match &cfg.resume {
-            None => return Ok(Trainer::new(cfg, data)),
-            Some(Resume::Path(path)) => path.clone(),
-            Some(Resume::Auto) => {
-                if cfg.checkpoint.is_none() && cfg.out.is_none() {
-                    return Err(TrainError::Config(
-                        "--resume auto needs --checkpoint FILE (or --out FILE): the default results name changes with the clock, so a restarted run would not find its checkpoint".into(),
-                    ));
-                }
+        let Some(path) = cfg.resume_from()? else {
+            if cfg.resume == Some(Resume::Auto) {
                 let path = cfg.checkpoint_path(&cfg.out_path());
-                if !path.exists() {
-                    tracing::info!(checkpoint = %path.display(), "--resume auto: no checkpoint yet, starting fresh");
-                    return Ok(Trainer::new(cfg, data));
-                }
-                path
+                tracing::info!(checkpoint = %path.display(), "--resume auto: no checkpoint yet, starting fresh");
             }
+            return Ok(Trainer::new(cfg, data));
         };
         let checkpoint = Checkpoint::read(&path)?;
         let mut trainer = Trainer::new(cfg, data);
