@@ -83,7 +83,7 @@ pub fn load_inputs(
         match input {
             Input::Image(path) => {
                 let name = path.display().to_string();
-                let bytes = read(path)?;
+                let bytes = read(path).map_err(|e| misread_index(path).unwrap_or(e))?;
                 out.push((name.clone(), decode_image(&bytes, &name, want, adapt)?));
             }
             Input::Dataset { path, indices } => {
@@ -94,6 +94,19 @@ pub fn load_inputs(
         }
     }
     Ok(out)
+}
+
+/// For a `FILE#SPEC` that named no file because SPEC is not an index (`#-1`, `#abc`, `#`) while
+/// FILE exists: the error that says so, rather than that `FILE#SPEC` does not exist.
+fn misread_index(path: &Path) -> Option<InferenceError> {
+    let text = path.to_str()?;
+    let (file, spec) = text.rsplit_once('#')?;
+    (!path.exists() && Path::new(file).is_file()).then(|| InferenceError::Input {
+        input: text.to_string(),
+        why: format!(
+            "there is no file of that name, and {spec:?} after the # of {file} is not an index (give N, A..B or a comma list)"
+        ),
+    })
 }
 
 /// A file's bytes, the error naming it.
@@ -125,5 +138,29 @@ mod tests {
         for bad in ["f#2..2", "f#1.2", "f#0..2000000"] {
             assert!(Input::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_bad_index_after_an_existing_file_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t10k.gz");
+        std::fs::write(&file, b"not read").unwrap();
+        let shape = ImageShape {
+            channels: 1,
+            height: 28,
+            width: 28,
+        };
+        for spec in ["-1", "abc", ""] {
+            let text = format!("{}#{spec}", file.display());
+            let input = Input::parse(&text).unwrap();
+            let err = load_inputs(&[input], shape, Adapt::default()).unwrap_err();
+            let want = format!("{spec:?} after the # of {} is not an index", file.display());
+            assert!(err.to_string().contains(&want), "{err}");
+        }
+        // A missing file with a # in its name is still reported as missing.
+        let text = format!("{}#abc", dir.path().join("absent.gz").display());
+        let err =
+            load_inputs(&[Input::parse(&text).unwrap()], shape, Adapt::default()).unwrap_err();
+        assert!(matches!(err, InferenceError::Io { .. }), "{err}");
     }
 }
