@@ -270,4 +270,43 @@ fn bad_inputs_get_clear_errors_never_a_panic() {
         arg(&good),
     ]);
     assert!(e.contains("no PNG or JPEG files"), "{e}");
+    // A gallery folder that is not there.
+    let absent = dir.join("absent");
+    let e = refuse(&[
+        "search",
+        "--weights",
+        weights,
+        "--gallery",
+        arg(&absent),
+        "--query",
+        arg(&good),
+    ]);
+    assert!(e.contains("absent: the folder cannot be read"), "{e}");
+    // An index that is not one, after a dataset file that exists.
+    let e = refuse(&[
+        "embed",
+        "--weights",
+        weights,
+        &format!("{}#-1", f.test_images.display()),
+    ]);
+    assert!(e.contains("\"-1\" after the # of"), "{e}");
+    // The service's address file where a file stands in for its folder: refused before the
+    // model is loaded and the port bound.
+    let address = format!("{}/address", good.display());
+    let e = refuse(&[
+        "serve",
+        "--weights",
+        weights,
+        "--no-auth",
+        "--listen",
+        "127.0.0.1:0",
+        "--address-file",
+        &address,
+    ]);
+    assert!(e.contains("png is a file, not a folder"), "{e}");
+    // No threads: refused by the flag's parser (status 2).
+    let out = crate::coordinator(&["embed", "--weights", weights, "--threads", "0", arg(&good)]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(e.contains("0 is outside 1 to 1024"), "{e}");
 }

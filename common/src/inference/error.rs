@@ -79,6 +79,14 @@ pub enum InferenceError {
         /// What is wrong with it.
         why: String,
     },
+    /// A gallery folder that cannot be listed (missing, not a folder, no permission).
+    #[error("gallery {dir}: the folder cannot be read: {source}")]
+    GalleryUnreadable {
+        /// The folder.
+        dir: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// A gallery folder holding no images.
     #[error("gallery {dir}: no PNG or JPEG files")]
     EmptyGallery {

@@ -36,12 +36,12 @@ fn is_image(path: &Path) -> bool {
 impl Gallery {
     /// Embeds every PNG and JPEG file directly inside `dir` (sorted by name) with `model`.
     pub fn load(dir: &Path, model: &TrainedModel, adapt: Adapt) -> Result<Self, InferenceError> {
-        let io = |source| InferenceError::Io {
-            path: dir.to_path_buf(),
+        let unreadable = |source| InferenceError::GalleryUnreadable {
+            dir: dir.to_path_buf(),
             source,
         };
         let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map_err(io)?
+            .map_err(unreadable)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_file() && is_image(p))
             .collect();

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use siamese_common::cluster::protocol::auth::{TOKEN_ENV, TOKEN_FILE_ENV};
 use siamese_common::cluster::protocol::tls::ServerTlsArgs;
+use siamese_common::config::within;
 use siamese_common::data::TestAugment;
 use siamese_common::inference::Adapt;
 
@@ -23,8 +24,8 @@ pub struct ModelArgs {
     /// without it they are refused.
     #[arg(long)]
     pub convert: bool,
-    /// Compute threads (default: all cores).
-    #[arg(long, env = "SIAMESE_THREADS")]
+    /// Compute threads, 1 to 1024 (default: all cores).
+    #[arg(long, env = "SIAMESE_THREADS", value_parser = within(1usize, 1024))]
     pub threads: Option<usize>,
     /// How images are seen: none (as they are) or mirror (each embedding the mean of the
     /// image's and its left-right mirror's, as a run with --test-augment mirror is tested; for

@@ -17,6 +17,7 @@ use siamese_common::inference::{
     load_inputs, serve_blocking,
 };
 use siamese_common::stop::StopFlag;
+use siamese_common::train::output_files::{OutputFile, check_output_files};
 
 /// The model and the inputs' images, each named.
 fn model_and_inputs(
@@ -112,8 +113,12 @@ pub fn run_serve(args: ServeArgs, threads: usize, stop: &StopFlag) -> anyhow::Re
             "serve needs a token every client must send: {TOKEN_ENV}, --token-file or --token (or --no-auth for an open service)"
         ),
     };
-    // Certificates are checked before the model and gallery take their time.
+    // Certificates and the address file are checked before the model and gallery take their
+    // time.
     let tls = ServerTls::from_args(&args.tls)?;
+    if let Some(path) = &args.address_file {
+        check_output_files(&[OutputFile::new("--address-file", path.clone())])?;
+    }
     let model =
         Arc::new(TrainedModel::load(&args.model.weights)?.with_views(args.model.test_augment));
     let gallery = match &args.gallery {
