@@ -76,6 +76,20 @@ pub enum DataError {
         found: u64,
     },
 
+    /// The file (after decompression) goes on past its declared contents.
+    #[error(
+        "{}: longer than its header declares ({expected} bytes): data after the last {what} (another file appended, or the wrong file)",
+        path.display()
+    )]
+    TrailingData {
+        /// The file.
+        path: PathBuf,
+        /// Bytes the header declares (including the header).
+        expected: u64,
+        /// What the file holds: "image" or "label".
+        what: &'static str,
+    },
+
     /// A label is not a class index in 0..=9.
     #[error("{}: label {value} of record {index} is out of range 0..9", path.display())]
     LabelOutOfRange {

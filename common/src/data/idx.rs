@@ -88,7 +88,9 @@ fn read_idx_pair<'a>(
     let n = u64::from(count);
     let pixel_bytes = n * u64::from(SIDE * SIDE);
     let pixels = img.read_vec(pixel_bytes, IMAGE_HEADER + pixel_bytes)?;
+    img.expect_end(IMAGE_HEADER + pixel_bytes, "image")?;
     let label_bytes = lab.read_vec(n, LABEL_HEADER + n)?;
+    lab.expect_end(LABEL_HEADER + n, "label")?;
     check_labels(labels, &label_bytes)?;
     ImageSet::new(pixels, label_bytes, 1, SIDE as usize, SIDE as usize)
 }
@@ -102,6 +104,7 @@ pub fn load_idx_images(path: &Path) -> Result<(Vec<u8>, usize, usize), DataError
     let [count, rows, cols] = img.read_u32s::<3>()?;
     let pixel_bytes = u64::from(count) * u64::from(rows) * u64::from(cols);
     let pixels = img.read_vec(pixel_bytes, IMAGE_HEADER + pixel_bytes)?;
+    img.expect_end(IMAGE_HEADER + pixel_bytes, "image")?;
     Ok((pixels, rows as usize, cols as usize))
 }
 
@@ -282,6 +285,55 @@ mod tests {
         }
         let err = err_of(z, lab);
         assert!(err.contains("img-idx3: corrupt archive: gzip"), "{err}");
+    }
+
+    #[test]
+    fn data_past_the_declared_records_is_refused_plain_or_gzip() {
+        let (img, mut lab, _) = good(3);
+        lab.extend_from_slice(b"xy");
+        for l in [lab.clone(), gz(&lab)] {
+            let err = err_of(img.clone(), l);
+            assert!(
+                err.contains("lab-idx1: longer than its header declares (11 bytes): data after the last label"),
+                "{err}"
+            );
+        }
+        // A second gzip member with more data counts too.
+        let (mut two, lab, _) = good(3);
+        let one = gz(&two);
+        two = [one.clone(), gz(b"more")].concat();
+        let err = err_of(two, lab.clone());
+        assert!(err.contains("data after the last image"), "{err}");
+        // Bytes after the gzip stream that are no gzip member.
+        let padded = [one, b"garbage".to_vec()].concat();
+        let err = err_of(padded, lab);
+        assert!(err.contains("or bytes after the gzip stream"), "{err}");
+    }
+
+    #[test]
+    fn a_gzip_checksum_that_does_not_match_is_corrupt() {
+        let (img, lab, _) = good(3);
+        let mut z = gz(&img);
+        // The trailer: CRC-32, then the length, 4 bytes each. The data inflates cleanly; only
+        // the checksum tells.
+        let crc = z.len() - 8;
+        z[crc] ^= 0x01;
+        let err = err_of(z.clone(), lab.clone());
+        assert!(
+            err.contains(
+                "after its 2368 bytes of data: corrupt gzip stream does not have a matching checksum"
+            ),
+            "{err}"
+        );
+        // A trailer cut short.
+        z.truncate(z.len() - 3);
+        let err = err_of(z, lab);
+        assert!(
+            err.contains(
+                "img-idx3: corrupt archive: after its 2368 bytes of data: unexpected end of file"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

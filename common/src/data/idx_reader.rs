@@ -99,6 +99,42 @@ impl<'a> IdxReader<'a> {
         Ok(buf)
     }
 
+    /// Fails unless the file ends here, at `expected` bytes (decompressed) of `what` records:
+    /// bytes past what the header declares mean another file appended, or the wrong file.
+    pub(super) fn expect_end(
+        &mut self,
+        expected: u64,
+        what: &'static str,
+    ) -> Result<(), DataError> {
+        let more = DataError::TrailingData {
+            path: self.path.clone(),
+            expected,
+            what,
+        };
+        if !self.gzip {
+            return match self.plain_len > expected {
+                true => Err(more),
+                false => Ok(()),
+            };
+        }
+        let mut byte = [0u8; 1];
+        match self.inner.read(&mut byte) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(more),
+            // Reading past the data is what makes the decoder check the gzip trailer: the
+            // CRC-32 of the data (damage that inflated without error), its length, then any
+            // further member. A trailer cut short, a checksum that does not match and bytes
+            // after the stream that are no gzip member all end here; Python's gzip refuses
+            // them too.
+            Err(e) => Err(DataError::Corrupt {
+                path: self.path.clone(),
+                reason: format!(
+                    "after its {expected} bytes of data: {e} (a damaged or cut gzip trailer, or bytes after the gzip stream)"
+                ),
+            }),
+        }
+    }
+
     /// Reads big-endian header words; the header is all that is known to be expected so far.
     pub(super) fn read_u32s<const N: usize>(&mut self) -> Result<[u32; N], DataError> {
         let len = 4 * N as u64;
