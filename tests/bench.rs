@@ -139,6 +139,14 @@ fn bench_reports_that_cannot_be_written_are_refused_before_the_data_load() {
             format!("{} is a file, not a folder", plain.display()),
         ),
         (
+            vec!["paper".into(), "--out".into(), path(plain.join("report"))],
+            format!(
+                "--out (the report folder) {}/report/paper.json: {} is a file, not a folder",
+                plain.display(),
+                plain.display()
+            ),
+        ),
+        (
             vec![
                 "test-time".into(),
                 "--out".into(),
@@ -149,11 +157,16 @@ fn bench_reports_that_cannot_be_written_are_refused_before_the_data_load() {
             "--out and --scores are the same file".to_owned(),
         ),
     ] {
+        // `bench paper` reads a folder of dataset folders.
+        let data_flag = match args[0].as_str() {
+            "paper" => "--data-dir-root",
+            _ => "--data-dir",
+        };
         let output = run_with_limit(
             Command::new(bin("coordinator"))
                 .arg("bench")
                 .args(&args)
-                .args(["--dataset", "mnist", "--data-dir"])
+                .args(["--dataset", "mnist", data_flag])
                 .arg(&absent),
             Duration::from_secs(30),
         );

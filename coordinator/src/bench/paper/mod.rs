@@ -31,6 +31,7 @@ use siamese_common::data::{Dataset, DatasetKind, files_present, obtain_dataset};
 use siamese_common::results::{EpochRecord, RunResults};
 use siamese_common::stop::StopFlag;
 use siamese_common::train::eval::score_pairs;
+use siamese_common::train::output_files::{OutputFile, check_output_files};
 use siamese_common::train::{
     ImageSplit, LocalEngine, Noise, OnEpoch, RunControl, TrainError, Trainer, TrainingData,
 };
@@ -41,6 +42,11 @@ const GRID_PAIRS: usize = 16;
 pub fn run_paper(mut args: PaperArgs, stop: &StopFlag) -> Result<PaperReport, BenchError> {
     args.check()?;
     let start = Instant::now();
+    // Names the flag when a file stands where the report folder goes, before any dataset loads.
+    check_output_files(&[
+        OutputFile::new("--out (the report folder)", args.out.join("paper.json")),
+        OutputFile::new("--out (the report folder)", args.out.join("paper.md")),
+    ])?;
     std::fs::create_dir_all(args.out.join("runs")).map_err(io_error(&args.out))?;
     // Every run trains inside this pool, as `coordinator --workers 0` does, so the kernels'
     // parallel loops use exactly --threads threads.
