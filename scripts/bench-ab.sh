@@ -22,6 +22,9 @@ for round in $(seq "$rounds"); do
   for dir in "$@"; do
     "$dir/coordinator" bench scaling --dataset mnist --data-dir "$data" --workers 1,2 \
       --mode weak --steps 200 --warmup 10 --repeats 1 --out "$work/scaling.json" >/dev/null 2>&1
+    # A fresh run each time: the last round's checkpoint would be refused (or, with an old
+    # build, replaced) otherwise.
+    rm -f "$work/epoch.safetensors"
     "$dir/coordinator" --dataset mnist --data-dir "$data" --workers 0 --threads 1 --epochs 1 \
       --val-pairs 1000 --test-pairs 1000 --out "$work/epoch.json" >/dev/null 2>&1
     python3 - "$round" "$dir" "$work/scaling.json" "$work/epoch.json" <<'EOF'

@@ -39,7 +39,7 @@ run() {
     worker_tls=(--tls-ca "$work/ca.pem")
     scheme=https
   fi
-  rm -f "$addr" "$out"
+  rm -f "$addr" "$out" "${out%.json}.safetensors"
   "$bin/coordinator" --quiet --dataset mnist --data-dir "$data" --workers "$workers" --no-spawn \
     --no-shm --threads 1 --batch-size "$batch" --epochs 1 --train-subset $((batch * steps)) \
     --val-pairs 100 --test-pairs 100 --address-file "$addr" --out "$out" \

@@ -182,3 +182,49 @@ fn a_resume_that_cannot_find_its_checkpoint_is_refused_before_the_data_load() {
         assert!(!absent.exists(), "{flags:?} looked for the data: {err}");
     }
 }
+
+/// A job restarted without --resume would start afresh and, at its first checkpoint, write over
+/// the progress it could have continued: refused unless --overwrite says so.
+#[test]
+fn a_fresh_run_over_an_existing_checkpoint_needs_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.json");
+    let checkpoint = dir.path().join("run.safetensors");
+    let run = |extra: &[&str]| {
+        run_with_limit(
+            Command::new(bin("coordinator"))
+                .args(["--workers", "0", "--threads", "1", "--dataset", "mnist"])
+                .args(["--max-steps", "2", "--train-subset", "640"])
+                .args(["--val-pairs", "10", "--test-pairs", "10", "--data-dir"])
+                .arg(shared_dataset("mnist"))
+                .arg("--out")
+                .arg(&out)
+                .args(extra),
+            Duration::from_secs(60),
+        )
+    };
+    let first = run(&[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let saved = std::fs::read(&checkpoint).unwrap();
+    let again = run(&["--seed", "2"]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "run.safetensors already exists and this run would start afresh and replace it"
+        ),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&checkpoint).unwrap(), saved);
+    let over = run(&["--seed", "2", "--overwrite"]);
+    assert!(
+        over.status.success(),
+        "{}",
+        String::from_utf8_lossy(&over.stderr)
+    );
+    assert_ne!(std::fs::read(&checkpoint).unwrap(), saved);
+}

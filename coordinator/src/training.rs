@@ -29,6 +29,11 @@ pub struct RunOutputArgs {
     /// Also write every test pair's indices, label and similarity as CSV to this file.
     #[arg(long, env = "SIAMESE_SCORES")]
     pub scores: Option<PathBuf>,
+    /// Start afresh where the run's checkpoint file already exists, replacing it at the first
+    /// checkpoint. Without it such a run is refused (give --resume auto to continue it), so that
+    /// a job restarted without --resume cannot write over the progress it would continue.
+    #[arg(long, env = "SIAMESE_OVERWRITE")]
+    pub overwrite: bool,
 }
 
 /// Trains as the flags say, reporting on `console`.
@@ -48,6 +53,13 @@ pub fn train(
         cluster.check()?;
     }
     check_output_files(&output_files(&cfg, cluster, outputs))?;
+    let checkpoint = cfg.checkpoint_path(&cfg.out_path());
+    if cfg.resume.is_none() && !outputs.overwrite && checkpoint.exists() {
+        anyhow::bail!(
+            "the checkpoint {} already exists and this run would start afresh and replace it: give --resume auto to continue it, --overwrite to start over, or another --out or --checkpoint",
+            checkpoint.display()
+        );
+    }
     tracing::info!(
         config = %serde_json::to_string(&cfg)?,
         cluster = %serde_json::to_string(cluster)?,
