@@ -25,7 +25,7 @@ use crate::cluster::protocol::proto::{
     coordinator_message, task, worker_message,
 };
 use crate::cluster::protocol::shm::{REDUCED, SharedRegion};
-use crate::cluster::protocol::transport::EMBED_CHUNK;
+use crate::cluster::protocol::transport::EMBED_TASK_IMAGES;
 use crate::cluster::protocol::wire::{decode_f32, encode_f32};
 use crate::data::TestAugment;
 use crate::model::ModelSpec;
@@ -394,12 +394,13 @@ impl ClusterEngine {
             ImageSplit::Train => ImageSet::Train,
             ImageSplit::Test => ImageSet::Test,
         };
-        // Chunks of at most EMBED_CHUNK images, spread over the ready workers: every answer
-        // stays within the message limit.
+        // Chunks of at most EMBED_TASK_IMAGES images, spread over the ready workers: every
+        // answer stays within the message limit, and every task is short enough for its worker
+        // to answer keepalive PINGs in time.
         let ready = self.pool.ready().len().max(1);
         let chunks = indices
             .len()
-            .div_ceil(EMBED_CHUNK)
+            .div_ceil(EMBED_TASK_IMAGES)
             .max(ready)
             .min(indices.len().max(1));
         let ranges = shard_ranges(indices.len(), chunks);

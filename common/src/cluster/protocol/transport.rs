@@ -3,8 +3,13 @@
 
 use crate::model::ModelSpec;
 
-/// Images per embedding task: bounds the embeddings an answer carries.
+/// Images per embedding task at most: bounds the embeddings an answer carries.
 pub const EMBED_CHUNK: usize = 4096;
+/// Images the coordinator puts in one embedding task. A worker answers HTTP/2 PINGs only
+/// between tasks, so a task must end well within two `--keepalive` periods (6 s by default),
+/// also on the portable kernels (about 800 MNIST images a second on one core).
+pub const EMBED_TASK_IMAGES: usize = 512;
+const _: () = assert!(EMBED_TASK_IMAGES <= EMBED_CHUNK);
 /// Room beyond the payload for the message's other fields.
 const MARGIN_BYTES: usize = 64 << 10;
 /// Largest message a worker accepts from a coordinator: enough for the largest model's state

@@ -178,6 +178,10 @@ impl<'a> TaskRunner<'a> {
                     m.task(kind, compute);
                     m.send(send);
                 }
+                // The runtime has this one thread, and a send into a channel with room does not
+                // yield: without this, a queue of tasks ran back to back and the connection
+                // missed keepalive PINGs (declared lost) when they took longer than two.
+                tokio::task::yield_now().await;
             }
         }
     }
