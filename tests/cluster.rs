@@ -29,8 +29,26 @@ fn load_weights(path: &Path) -> Vec<(String, Vec<f32>)> {
 }
 
 fn train_steps_with(dir: &Path, workers: usize, seed: u64, aggregation: &str) -> PathBuf {
-    let name = format!("w{workers}-s{seed}-{aggregation}");
+    train_steps_on(dir, workers, seed, aggregation, None)
+}
+
+/// As [`train_steps_with`], the kernels forced to `kernels` (`SIAMESE_KERNELS`) where given, in
+/// the coordinator and the workers it spawns.
+fn train_steps_on(
+    dir: &Path,
+    workers: usize,
+    seed: u64,
+    aggregation: &str,
+    kernels: Option<&str>,
+) -> PathBuf {
+    let name = format!(
+        "w{workers}-s{seed}-{aggregation}-{}",
+        kernels.unwrap_or("detected")
+    );
     let mut cmd = Command::new(bin("coordinator"));
+    if let Some(kernels) = kernels {
+        cmd.env("SIAMESE_KERNELS", kernels);
+    }
     quick_run(&mut cmd, dir, &name);
     cmd.args([
         "--workers",
@@ -90,6 +108,22 @@ fn one_worker_and_the_in_process_run_end_with_identical_weights() {
     );
     let one = train_steps_with(dir.path(), 1, 1, "allreduce");
     assert_eq!(weight_bits(&in_process), weight_bits(&one));
+}
+
+/// A CPU without AVX2 runs the portable kernels; they must train the bytes the detected (AVX2
+/// or AVX-512) kernels train, or a cluster mixing such CPUs, or a run resumed on one, diverges.
+#[test]
+fn the_portable_kernels_train_the_bytes_of_the_detected_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let detected = train_steps_on(dir.path(), 0, 2, "allreduce", None);
+    for workers in [0, 2] {
+        let portable = train_steps_on(dir.path(), workers, 2, "allreduce", Some("portable"));
+        assert_eq!(
+            weight_bits(&detected),
+            weight_bits(&portable),
+            "{workers} workers on the portable kernels"
+        );
+    }
 }
 
 /// A RUST_LOG that does not parse is said once, by the coordinator, and not again by each of

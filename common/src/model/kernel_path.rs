@@ -2,8 +2,9 @@
 //! in the tests, which force each path in turn).
 //!
 //! Every path gives the same bits (the AVX-512 kernels keep the AVX2 kernels' per-output order of
-//! operations and their FMAs), so workers on different CPUs still train the same model; the
-//! choice only changes the speed. `SIAMESE_KERNELS=avx512|avx2|portable` overrides the detected
+//! operations and their FMAs, and the portable ones round each multiply-add once, as an FMA
+//! does), so workers on different CPUs still train the same model; the choice only changes the
+//! speed. `SIAMESE_KERNELS=avx512|avx2|portable` overrides the detected
 //! path, for benchmarking.
 
 use std::sync::OnceLock;
@@ -88,11 +89,19 @@ impl KernelPath {
         static SELECTED: OnceLock<KernelPath> = OnceLock::new();
         *SELECTED.get_or_init(|| {
             let value = std::env::var(KERNELS_ENV).ok();
-            Self::choose(value.as_deref()).unwrap_or_else(|e| {
+            let path = Self::choose(value.as_deref()).unwrap_or_else(|e| {
                 let path = Self::detect();
                 tracing::warn!("{e}; using the {} kernels", path.name());
                 path
-            })
+            });
+            if cfg!(target_arch = "x86_64") && value.is_none() && path == KernelPath::Portable {
+                // Without FMA the portable kernels emulate it to keep the bits (fused_mul_add.rs).
+                tracing::warn!(
+                    "this CPU lacks AVX2 or FMA: the portable kernels run, training the same \
+                     bits as on other CPUs but about 15 times slower than AVX2"
+                );
+            }
+            path
         })
     }
 

@@ -8,6 +8,7 @@ pub mod conv_block;
 pub mod conv_geom;
 pub mod conv_kernels;
 mod cpu_view;
+mod fused_mul_add;
 pub mod grouping;
 pub mod kernel_path;
 pub mod lenet;

@@ -54,7 +54,18 @@ impl Lanes8 for Scalar {
     }
     #[inline(always)]
     fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
-        std::array::from_fn(|i| a[i] * b[i] + c[i])
+        // Rounded once, as the SIMD paths' FMA instructions round: `a * b + c` rounds twice,
+        // and so trained other bits than AVX2 (a cluster mixing CPUs with and without AVX2, or
+        // a run resumed on one, diverged).
+        if cfg!(all(
+            any(target_arch = "x86_64", target_arch = "x86"),
+            not(target_feature = "fma")
+        )) {
+            // No FMA instruction: `f32::mul_add` would call libm's `fmaf` once a lane.
+            std::array::from_fn(|i| super::fused_mul_add::fused_mul_add(a[i], b[i], c[i]))
+        } else {
+            std::array::from_fn(|i| a[i].mul_add(b[i], c[i]))
+        }
     }
     #[inline(always)]
     fn add(a: Self::V, b: Self::V) -> Self::V {

@@ -58,7 +58,7 @@ fn assert_same_bits(spec: ModelSpec, want: &[f32], got: &[f32], what: &str) {
             assert_eq!(
                 g[i].to_bits(),
                 w[i].to_bits(),
-                "{what}: {}[{i}] is {:e}, the whole batch in one call gives {:e}",
+                "{what}: {}[{i}] is {:e} where {:e} was expected",
                 p.name,
                 g[i],
                 w[i]
@@ -143,6 +143,24 @@ fn every_simd_path_gives_the_same_gradient_for_every_split() {
     let spec = ModelSpec::siamese(DatasetKind::Mnist, 10);
     for path in simd_paths() {
         forced_pool(path, 2).install(|| splits_combine_to_the_whole(spec, 60, 8));
+    }
+}
+
+/// The portable kernels and every SIMD path this CPU has give one gradient, bit for bit, so
+/// that workers on CPUs with and without AVX2 (or AVX-512) train the same model.
+#[test]
+fn every_kernel_path_gives_the_same_gradient_bits() {
+    use crate::model::kernel_path::on_every_path;
+    for kind in [DatasetKind::Mnist, DatasetKind::Cifar10] {
+        let spec = ModelSpec::siamese(kind, 10);
+        let net = Network::new(spec, &spec.init(6), &Device::Cpu).unwrap();
+        let batch = Batch::new(spec, 20, 13);
+        let runs = on_every_path(|| batch.gradient(&net, 0..20, 8));
+        assert!(runs.len() > 1, "this CPU has no SIMD path to compare");
+        let (_, portable) = &runs[0];
+        for (path, got) in &runs[1..] {
+            assert_same_bits(spec, portable, got, &format!("{kind:?} on {path:?}"));
+        }
     }
 }
 
