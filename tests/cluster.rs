@@ -126,6 +126,33 @@ fn the_portable_kernels_train_the_bytes_of_the_detected_ones() {
     }
 }
 
+/// A worker answers its connection's keepalive PINGs between tasks only, so a step's share
+/// computed as one task longer than two PINGs (here one of 32,768 pairs, 4-9 s, against a
+/// 1 s `--keepalive`) lost its worker. The coordinator cuts the share into small tasks; the
+/// tree adds them into the bytes of the in-process run.
+#[test]
+fn a_share_longer_than_two_keepalive_pings_keeps_its_worker_and_the_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |workers: &str, extra: &[&str]| {
+        let name = format!("big-batch-{workers}");
+        let mut cmd = Command::new(bin("coordinator"));
+        quick_run(&mut cmd, dir.path(), &name);
+        cmd.args(["--workers", workers, "--threads", "1", "--max-steps", "1"])
+            .args(["--batch-size", "32768", "--train-subset", "40000"])
+            .args(extra);
+        let out = run_with_limit(&mut cmd, Duration::from_secs(300));
+        assert!(
+            out.status.success(),
+            "--workers {workers}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        weight_bits(&dir.path().join(format!("{name}.safetensors")))
+    };
+    let in_process = run("0", &[]);
+    let one = run("1", &["--keepalive", "1", "--join-timeout", "30"]);
+    assert_eq!(in_process, one);
+}
+
 /// A RUST_LOG that does not parse is said once, by the coordinator, and not again by each of
 /// its local workers, which log at the coordinator's level instead.
 #[test]

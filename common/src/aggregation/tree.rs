@@ -120,14 +120,25 @@ impl MicroBatches {
 /// The canonical blocks (tree nodes) that cover `range` of a batch of `total` leaves: from each
 /// start, the largest aligned node that fits. Leaves past `total` are ignored.
 pub fn blocks(range: Range<usize>, total: usize) -> Vec<Range<usize>> {
+    blocks_at_most(range, total, usize::MAX)
+}
+
+/// [`blocks`], none of more than `most` leaves (at least one): a node too large is cut into its
+/// aligned sub-nodes, which the tree adds back into the same value, so the sum's bits do not
+/// move.
+pub fn blocks_at_most(range: Range<usize>, total: usize, most: usize) -> Vec<Range<usize>> {
     let end = range.end.min(total);
     let mut out = Vec::new();
     let mut start = range.start;
     while start < end {
+        // A node of `size` from `start` ends at `total` when the batch cuts it short.
+        let fits = |size: usize| {
+            let stop = (start + size).min(total);
+            stop <= end && stop - start <= most
+        };
         let mut size = 1usize;
         // Past `total` a bigger node covers the same leaves, so growth stops there.
-        while size < total && start.is_multiple_of(2 * size) && (start + 2 * size).min(total) <= end
-        {
+        while size < total && start.is_multiple_of(2 * size) && fits(2 * size) {
             size *= 2;
         }
         let stop = (start + size).min(total);
@@ -310,13 +321,19 @@ pub(crate) mod tests {
         v.iter().map(|x| x.to_bits()).collect()
     }
 
-    /// The canonical blocks of each worker's run, each summed on its own as one backward call
-    /// would, then combined; `reverse` delivers them in the opposite order.
-    fn combined(values: &[f32], width: usize, runs: &[Range<usize>], reverse: bool) -> Vec<f32> {
+    /// The canonical blocks of at most `most` leaves of each worker's run, each summed on its
+    /// own as one backward call would, then combined; `reverse` delivers them in the opposite
+    /// order.
+    fn combined(
+        values: &[f32],
+        width: usize,
+        runs: &[Range<usize>],
+        (reverse, most): (bool, usize),
+    ) -> Vec<f32> {
         let total = values.len() / width;
         let mut sums: Vec<(Range<usize>, Vec<f32>)> = runs
             .iter()
-            .flat_map(|r| blocks(r.clone(), total))
+            .flat_map(|r| blocks_at_most(r.clone(), total, most))
             .map(|b| {
                 let mut own = values[b.start * width..b.end * width].to_vec();
                 let root = sum_leaves(&mut own, width).to_vec();
@@ -358,6 +375,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn blocks_at_most_stay_canonical_and_within_their_limit() {
+        for total in 1..=40 {
+            for start in 0..total {
+                for end in start + 1..=total {
+                    for most in 0..=9 {
+                        let b = blocks_at_most(start..end, total, most);
+                        let joined: Vec<usize> = b.iter().flat_map(Clone::clone).collect();
+                        assert_eq!(joined, (start..end).collect::<Vec<_>>(), "{b:?}");
+                        assert!(b.iter().all(|r| is_block(r, total)), "{b:?} of {total}");
+                        assert!(
+                            b.iter().all(|r| r.len() <= most.max(1)),
+                            "{b:?} most {most}"
+                        );
+                    }
+                    assert_eq!(
+                        blocks_at_most(start..end, total, total),
+                        blocks(start..end, total)
+                    );
+                }
+            }
+        }
+        assert_eq!(blocks_at_most(0..8, 8, 4), [0..4, 4..8]);
+        assert_eq!(blocks_at_most(0..5, 5, 3), [0..2, 2..4, 4..5]);
+    }
+
+    #[test]
     fn is_block_knows_the_tree_nodes() {
         assert!(is_block(&(0..5), 5) && is_block(&(4..5), 5) && is_block(&(4..6), 6));
         assert!(!is_block(&(1..3), 4) && !is_block(&(0..3), 4) && !is_block(&(2..2), 4));
@@ -390,8 +433,14 @@ pub(crate) mod tests {
             }
             for runs in &partitions {
                 for reverse in [false, true] {
-                    let got = combined(&values, width, runs, reverse);
-                    assert_eq!(bits(&got), whole, "{total} leaves split as {runs:?}");
+                    for most in [usize::MAX, 1, 2, 3, 4] {
+                        let got = combined(&values, width, runs, (reverse, most));
+                        assert_eq!(
+                            bits(&got),
+                            whole,
+                            "{total} leaves split as {runs:?}, blocks of at most {most}"
+                        );
+                    }
                 }
             }
         }

@@ -178,14 +178,12 @@ impl<'a> TaskRunner<'a> {
                     m.task(kind, compute);
                     m.send(send);
                 }
-                // The runtime has this one thread, and a send into a channel with room does not
-                // yield: without this, a queue of tasks ran back to back and the connection
-                // missed keepalive PINGs (declared lost) when they took longer than two. The last
-                // task's wait for the next message yields anyway, so a step's lone task pays
-                // nothing.
-                if !self.pending.is_empty() {
-                    tokio::task::yield_now().await;
-                }
+                // The runtime has this one thread, and neither a send into a channel with room
+                // nor reading a message already buffered yields: without this, queued tasks, or
+                // tasks sent one a message, ran back to back and the connection missed keepalive
+                // PINGs (declared lost) when they took longer than two. One yield is one
+                // zero-timeout poll of the I/O driver.
+                tokio::task::yield_now().await;
             }
         }
     }
