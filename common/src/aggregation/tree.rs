@@ -328,7 +328,8 @@ pub(crate) mod tests {
         values: &[f32],
         width: usize,
         runs: &[Range<usize>],
-        (reverse, most): (bool, usize),
+        reverse: bool,
+        most: usize,
     ) -> Vec<f32> {
         let total = values.len() / width;
         let mut sums: Vec<(Range<usize>, Vec<f32>)> = runs
@@ -434,7 +435,7 @@ pub(crate) mod tests {
             for runs in &partitions {
                 for reverse in [false, true] {
                     for most in [usize::MAX, 1, 2, 3, 4] {
-                        let got = combined(&values, width, runs, (reverse, most));
+                        let got = combined(&values, width, runs, reverse, most);
                         assert_eq!(
                             bits(&got),
                             whole,
