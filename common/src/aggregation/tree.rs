@@ -16,6 +16,13 @@ use crate::model::kernel_path::lane_kernel;
 /// Pairs per micro-batch when a run does not choose.
 pub const DEFAULT_MICRO_BATCH: usize = 8;
 
+/// Pairs one backward call takes at most (one micro-batch when a micro-batch holds more): a
+/// larger share of a batch is cut into several blocks, which the tree adds into the same bits.
+/// It bounds a replica's memory, which otherwise grows with the batch (952 MiB at 16,384 pairs),
+/// and the time a worker spends in one task without answering keepalive PINGs (a 32,768-pair task
+/// took 9 s and lost its worker).
+pub const BLOCK_PAIRS_AT_MOST: usize = 128;
+
 /// Why a set of tree nodes cannot be summed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TreeError {
@@ -114,6 +121,13 @@ impl MicroBatches {
     /// The pairs of a range of micro-batches.
     pub fn pair_range(self, leaves: Range<usize>) -> Range<usize> {
         (leaves.start * self.per).min(self.pairs)..(leaves.end * self.per).min(self.pairs)
+    }
+
+    /// The canonical blocks that cover the micro-batches `leaves`, none of more than
+    /// [`BLOCK_PAIRS_AT_MOST`] pairs unless one micro-batch holds more.
+    pub fn bounded_blocks(self, leaves: Range<usize>) -> Vec<Range<usize>> {
+        let most = (BLOCK_PAIRS_AT_MOST / self.per).max(1);
+        blocks_at_most(leaves, self.leaves(), most)
     }
 }
 

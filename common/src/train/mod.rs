@@ -58,6 +58,9 @@ pub enum TrainError {
         /// What is wrong with it.
         source: crate::aggregation::AggregationError,
     },
+    /// A batch's block gradients did not sum by the tree.
+    #[error("summing the batch's block gradients: {0}")]
+    Tree(#[from] crate::aggregation::tree::TreeError),
     /// The configuration does not describe a runnable job.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -17,7 +17,7 @@ use super::pool::{Batch, Done, Job, Member, WorkerPool};
 use super::replica_check::{check_digests, pull_state};
 use super::settings::EngineSettings;
 use super::step_clock::{Arrival, StepClock};
-use crate::aggregation::tree::{MicroBatches, blocks_at_most, combine};
+use crate::aggregation::tree::{MicroBatches, combine};
 use crate::aggregation::{Aggregation, OptimizerState, mean_of_sum};
 use crate::cluster::ClusterError;
 use crate::cluster::protocol::proto::{
@@ -25,7 +25,7 @@ use crate::cluster::protocol::proto::{
     coordinator_message, task, worker_message,
 };
 use crate::cluster::protocol::shm::{REDUCED, SharedRegion};
-use crate::cluster::protocol::transport::{EMBED_TASK_IMAGES, GRADIENT_TASK_PAIRS};
+use crate::cluster::protocol::transport::EMBED_TASK_IMAGES;
 use crate::cluster::protocol::wire::{decode_f32, encode_f32};
 use crate::data::TestAugment;
 use crate::model::ModelSpec;
@@ -155,8 +155,8 @@ impl ClusterEngine {
     }
 
     /// The tasks of one batch: the canonical tree blocks of each ready worker's share of the
-    /// micro-batches, none of more than [`GRADIENT_TASK_PAIRS`] pairs, or for NCCL one shard per
-    /// rank.
+    /// micro-batches ([`MicroBatches::bounded_blocks`], so never a long task), or for NCCL one
+    /// shard per rank.
     fn plan(&self, batch: &[Pair]) -> (Vec<Job>, Vec<usize>, StepPlan) {
         let ready = self.pool.ready().len().max(1);
         let version = self.version;
@@ -175,7 +175,6 @@ impl ClusterEngine {
         let micro = MicroBatches::new(batch.len(), self.micro_batch)
             .unwrap_or_else(|_| MicroBatches::whole(batch.len()));
         let leaves = micro.leaves();
-        let most_leaves = (GRADIENT_TASK_PAIRS / micro.per()).max(1);
         let allreduce = self.settings.aggregation == Aggregation::Allreduce;
         let (mut jobs, mut assign, mut all) = (Vec::new(), Vec::new(), Vec::new());
         for (w, share) in shard_ranges(leaves, ready).into_iter().enumerate() {
@@ -190,7 +189,7 @@ impl ClusterEngine {
                 assign.push(w);
                 all.push(None);
             }
-            for block in blocks_at_most(share, leaves, most_leaves) {
+            for block in micro.bounded_blocks(share) {
                 let pairs = &batch[micro.pair_range(block.clone())];
                 jobs.push(Job {
                     kind: gradient_kind(pairs, 0, self.micro_batch, block.start),

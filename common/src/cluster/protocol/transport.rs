@@ -10,11 +10,6 @@ pub const EMBED_CHUNK: usize = 4096;
 /// also on the portable kernels (about 800 MNIST images a second on one core).
 pub const EMBED_TASK_IMAGES: usize = 512;
 const _: () = assert!(EMBED_TASK_IMAGES <= EMBED_CHUNK);
-/// Pairs one gradient task carries at most (one micro-batch when a micro-batch holds more):
-/// the coordinator cuts a worker's share of a larger batch into several tasks, which the tree
-/// adds into the same bits. For the same reason as [`EMBED_TASK_IMAGES`]: a share of a
-/// 32,768-pair batch took 9 s in one task and lost its worker.
-pub const GRADIENT_TASK_PAIRS: usize = 128;
 /// Room beyond the payload for the message's other fields.
 const MARGIN_BYTES: usize = 64 << 10;
 /// Largest message a worker accepts from a coordinator: enough for the largest model's state
