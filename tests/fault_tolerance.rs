@@ -241,19 +241,14 @@ fn two_workers_lost_at_different_steps_and_a_replacement_change_nothing() {
     assert_eq!(e.iter().filter(|e| e.0 == "joined").count(), 5, "{e:?}");
 }
 
-#[test]
-fn a_stopped_worker_is_declared_lost_after_the_step_timeout() {
+/// Runs three workers with `extra`, stops (SIGSTOP) the third once the run has started, and
+/// returns the causes of the losses, after checking that the run still ended with the
+/// uninterrupted run's weights.
+fn stop_one_of_three(extra: &[&str]) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
-    // Keepalive far beyond the step timeout, so that the step timeout is what notices.
-    let extra = [
-        "--workers",
-        "3",
-        "--step-timeout",
-        "5",
-        "--keepalive",
-        "600",
-    ];
-    let mut c = spawned(&mut coordinator(dir.path(), &extra));
+    let mut args = vec!["--workers", "3"];
+    args.extend_from_slice(extra);
+    let mut c = spawned(&mut coordinator(dir.path(), &args));
     wait_for(&dir.path().join("run.safetensors"), &mut c);
     let workers = children_of(c.id());
     assert_eq!(workers.len(), 3);
@@ -272,12 +267,30 @@ fn a_stopped_worker_is_declared_lost_after_the_step_timeout() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(weights(&dir.path().join("run.safetensors")) == *reference());
-    let lost: Vec<_> = events(dir.path())
+    events(dir.path())
         .into_iter()
         .filter(|e| e.0 == "lost")
-        .collect();
+        .map(|e| e.2)
+        .collect()
+}
+
+#[test]
+fn a_stopped_worker_is_declared_lost_after_the_step_timeout() {
+    // Keepalive far beyond the step timeout, so that the step timeout is what notices.
+    let lost = stop_one_of_three(&["--step-timeout", "5", "--keepalive", "600"]);
     assert_eq!(lost.len(), 1, "{lost:?}");
-    assert!(lost[0].2.contains("within 5 s"), "{lost:?}");
+    assert!(lost[0].contains("within 5 s"), "{lost:?}");
+}
+
+#[test]
+fn a_stopped_worker_is_declared_lost_by_the_keepalive_and_the_cause_says_so() {
+    // The step timeout far beyond two keepalive periods, so that the PINGs are what notice.
+    let lost = stop_one_of_three(&["--step-timeout", "600", "--keepalive", "1"]);
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert!(
+        lost[0].contains("s after its last message") && lost[0].contains("keepalive"),
+        "{lost:?}"
+    );
 }
 
 #[test]

@@ -209,20 +209,22 @@ impl Gate {
         }
         // Every message goes to the engine in arrival order; the end of the stream frees the
         // rank for a replacement.
+        let mut last = Instant::now();
         let why = loop {
             match inbound.message().await {
                 Ok(Some(message)) => {
+                    last = Instant::now();
                     let event = Event::Message {
                         session,
-                        at: Instant::now(),
+                        at: last,
                         message,
                     };
                     if self.events.send(event).await.is_err() {
                         break "the coordinator stopped listening".to_string();
                     }
                 }
-                Ok(None) => break "it closed its stream".to_string(),
-                Err(s) => break format!("its stream failed: {}", s.message()),
+                Ok(None) => break ended("its stream ended", last),
+                Err(s) => break ended(&format!("its stream failed: {}", s.message()), last),
             }
         };
         self.ranks.release(rank, session);
@@ -268,4 +270,20 @@ impl Gate {
         }
         Ok(())
     }
+}
+
+/// Why a session ended: `how`, and how long it had been silent when that is long enough to
+/// matter. A worker that exits closes its stream at once; a connection that the keepalive
+/// PINGs found dead ends seconds after its last message, and the user needs the hint.
+fn ended(how: &str, last: Instant) -> String {
+    let quiet = last.elapsed();
+    if quiet < Duration::from_secs(1) {
+        return how.to_string();
+    }
+    format!(
+        "{how} {:.1} s after its last message (if its process did not exit, its connection \
+         missed two keepalive PINGs: a frozen worker, a lost host or network, or a task longer \
+         than two --keepalive periods)",
+        quiet.as_secs_f64()
+    )
 }
