@@ -59,3 +59,24 @@ fn numeric_flags_out_of_range_are_refused_naming_the_flag_before_any_work() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn a_train_subset_too_small_to_pair_is_refused_naming_the_flag_before_any_worker_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/datasets/mnist");
+    let out = coordinator()
+        .args(["--dataset", "mnist", "--data-dir", data, "--workers", "2"])
+        .args(["--train-subset", "10", "--epochs", "1", "--out"])
+        .arg(dir.path().join("run.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--train-subset 10 leaves 10 training images")
+            && err.contains("same-class pairs need at least 2"),
+        "{err}"
+    );
+    // No worker started: none reported the coordinator's failure.
+    assert!(!err.contains("[rank"), "{err}");
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::TrainError;
 use crate::config::TrainConfig;
 use crate::data::Dataset;
-use crate::pairs::{Pair, split, test_pairs, validation_pairs};
+use crate::pairs::{Pair, split, test_pairs, training_pairs, validation_pairs};
 
 /// The dataset plus the fixed split and the pairs that do not change between epochs.
 pub struct TrainingData {
@@ -45,6 +45,16 @@ impl TrainingData {
             train_pool.extend(&s.val);
         }
         let labels = dataset.train.labels();
+        if let Some(n) = cfg.train_subset {
+            // A small subset may lack the images pairing needs; say so now, naming the flag,
+            // rather than when the first epoch draws its pairs on a started cluster.
+            training_pairs(labels, &train_pool, cfg.seed, 1).map_err(|e| {
+                TrainError::Config(format!(
+                    "--train-subset {n} leaves {} training images, too few to draw pairs from: {e}",
+                    train_pool.len()
+                ))
+            })?;
+        }
         let mut val_pairs = validation_pairs(labels, &s.val, cfg.seed)?;
         if let Some(n) = cfg.val_pairs {
             val_pairs.truncate(n);
