@@ -95,6 +95,11 @@ impl MicroBatches {
         Ok(MicroBatches { pairs, per })
     }
 
+    /// [`MicroBatches::new`], or the whole batch as one micro-batch when `per` is 0.
+    pub fn or_whole(pairs: usize, per: usize) -> Self {
+        Self::new(pairs, per).unwrap_or_else(|_| Self::whole(pairs))
+    }
+
     /// The whole batch as one micro-batch, for passes whose gradient no split has to match.
     pub fn whole(pairs: usize) -> Self {
         MicroBatches {

@@ -57,8 +57,7 @@ impl LocalEngine {
     /// ([`MicroBatches::bounded_blocks`]) as a cluster's workers do, so that memory does not grow
     /// with the batch (976 MB at 16,384 pairs in one call) and the bytes equal a cluster's.
     fn block_sums(&mut self, batch: &[Pair]) -> Result<BatchSums, TrainError> {
-        let micro = MicroBatches::new(batch.len(), self.micro_batch)
-            .unwrap_or_else(|_| MicroBatches::whole(batch.len()));
+        let micro = MicroBatches::or_whole(batch.len(), self.micro_batch);
         let leaves = micro.leaves();
         let mut sums = BatchSums::default();
         let mut parts = Vec::new();
@@ -71,11 +70,7 @@ impl LocalEngine {
             sums.similarity.extend_from_slice(&step.similarity);
             parts.push((block, step.grad));
         }
-        sums.grad = match parts.len() {
-            // The whole batch in one block (the default batch) is already the root.
-            1 => parts.pop().map(|(_, g)| g).unwrap_or_default(),
-            _ => combine(leaves, parts)?,
-        };
+        sums.grad = combine(leaves, parts)?;
         Ok(sums)
     }
 
@@ -157,18 +152,16 @@ impl Engine for LocalEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{DatasetKind, ImageSet};
+    use crate::data::DatasetKind;
     use crate::model::Head;
+    use crate::train::replica::tests::digits;
 
     /// A batch cut into bounded blocks sums into the bits of one call over the whole batch, for
     /// micro-batch sizes that divide the block bound, one that does not and one above it; with
     /// micro-batches of 8 the five blocks' tree order differs from adding them one by one.
     #[test]
     fn blocks_sum_into_the_bits_of_one_call() {
-        let n = 64;
-        let images: Vec<u8> = (0..n * 784).map(|i| ((i * 7919) % 251) as u8).collect();
-        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-        let set = ImageSet::new(images, labels, 1, 28, 28).unwrap();
+        let set = digits(64);
         let data = Arc::new(Dataset {
             kind: DatasetKind::Mnist,
             train: set.clone(),

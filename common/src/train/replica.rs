@@ -174,13 +174,13 @@ fn check_indices(images: &ImageSet, indices: impl Iterator<Item = u32>) -> Resul
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::ModelSpec;
     use crate::pairs::shard_ranges;
 
     /// `n` synthetic 28x28 digits with labels 0-9 in turn.
-    fn digits(n: usize) -> ImageSet {
+    pub(crate) fn digits(n: usize) -> ImageSet {
         let images: Vec<u8> = (0..n * 784).map(|i| ((i * 7919) % 251) as u8).collect();
         let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
         ImageSet::new(images, labels, 1, 28, 28).unwrap()

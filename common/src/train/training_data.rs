@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::TrainError;
 use crate::config::TrainConfig;
 use crate::data::Dataset;
-use crate::pairs::{Pair, split, test_pairs, training_pairs, validation_pairs};
+use crate::pairs::{ClassIndex, Pair, split, test_pairs, validation_pairs};
 
 /// The dataset plus the fixed split and the pairs that do not change between epochs.
 pub struct TrainingData {
@@ -48,7 +48,8 @@ impl TrainingData {
         if let Some(n) = cfg.train_subset {
             // A small subset may lack the images pairing needs; say so now, naming the flag,
             // rather than when the first epoch draws its pairs on a started cluster.
-            training_pairs(labels, &train_pool, cfg.seed, 1).map_err(|e| {
+            let pairable = ClassIndex::new(labels, &train_pool).and_then(|i| i.check_pairable());
+            pairable.map_err(|e| {
                 TrainError::Config(format!(
                     "--train-subset {n} leaves {} training images, too few to draw pairs from: {e}",
                     train_pool.len()

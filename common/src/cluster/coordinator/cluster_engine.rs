@@ -172,8 +172,7 @@ impl ClusterEngine {
             let plan = StepPlan::Shards(ranges.iter().map(Range::len).collect());
             return (jobs, (0..ready).collect(), plan);
         }
-        let micro = MicroBatches::new(batch.len(), self.micro_batch)
-            .unwrap_or_else(|_| MicroBatches::whole(batch.len()));
+        let micro = MicroBatches::or_whole(batch.len(), self.micro_batch);
         let leaves = micro.leaves();
         let allreduce = self.settings.aggregation == Aggregation::Allreduce;
         let (mut jobs, mut assign, mut all) = (Vec::new(), Vec::new(), Vec::new());
@@ -272,8 +271,7 @@ impl ClusterEngine {
             let expected = match &plan {
                 StepPlan::Shards(sizes) => sizes[i],
                 StepPlan::Blocks { pairs, blocks, .. } => {
-                    let micro = MicroBatches::new(*pairs, self.micro_batch)
-                        .unwrap_or_else(|_| MicroBatches::whole(*pairs));
+                    let micro = MicroBatches::or_whole(*pairs, self.micro_batch);
                     blocks[i]
                         .as_ref()
                         .map_or(0, |b| micro.pair_range(b.clone()).len())
