@@ -10,7 +10,7 @@
 // Each target binary uses one of these functions.
 #![allow(dead_code)]
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::Device;
 use prost::Message;
@@ -98,7 +98,13 @@ pub fn worker_inbound(data: &[u8]) {
     };
     let replicated = mode & 1 == 1;
     let optimizer = replicated.then(|| OptimizerState::new(vec![0.0; weights.len()], 1e-3));
-    let mut runner = TaskRunner::new(replica, Device::Cpu, data_set, None, (optimizer, None));
+    let mut runner = TaskRunner::new(
+        replica,
+        Device::Cpu,
+        data_set.clone(),
+        None,
+        (optimizer, None),
+    );
     // Weights at version 0 first, as after a join, so that tasks the fuzzer writes can run.
     let start = if replicated {
         let zeros = encode_f32(&vec![0.0; weights.len()]);
@@ -180,8 +186,8 @@ fn mnist_spec() -> ModelSpec {
 }
 
 /// Seeded weights and eight training and eight test images, made once per process.
-fn fixtures() -> (&'static [f32], &'static Dataset) {
-    static FIXTURES: OnceLock<(Vec<f32>, Dataset)> = OnceLock::new();
+fn fixtures() -> (&'static [f32], &'static Arc<Dataset>) {
+    static FIXTURES: OnceLock<(Vec<f32>, Arc<Dataset>)> = OnceLock::new();
     let (weights, data) = FIXTURES.get_or_init(|| {
         let n = 8;
         let pixels: Vec<u8> = (0..n * 28 * 28).map(|i| (i * 37 % 256) as u8).collect();
@@ -195,7 +201,7 @@ fn fixtures() -> (&'static [f32], &'static Dataset) {
             train: set(),
             test: set(),
         };
-        (mnist_spec().init(1), data)
+        (mnist_spec().init(1), Arc::new(data))
     });
     (weights, data)
 }

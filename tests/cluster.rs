@@ -153,6 +153,34 @@ fn a_share_longer_than_two_keepalive_pings_keeps_its_worker_and_the_bytes() {
     assert_eq!(in_process, one);
 }
 
+/// A micro-batch is one backward call and cannot be cut, so a task of one 16,384-pair
+/// micro-batch computes for seconds (3-6 s here) against a 1 s `--keepalive`: the worker
+/// computes it off the thread that serves its connection, which keeps answering PINGs, and the
+/// run ends with the in-process run's bytes.
+#[test]
+fn a_micro_batch_longer_than_two_keepalive_pings_keeps_its_worker_and_the_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |workers: &str, extra: &[&str]| {
+        let name = format!("big-micro-batch-{workers}");
+        let mut cmd = Command::new(bin("coordinator"));
+        quick_run(&mut cmd, dir.path(), &name);
+        cmd.args(["--workers", workers, "--threads", "1", "--max-steps", "1"])
+            .args(["--batch-size", "16384", "--micro-batch", "16384"])
+            .args(["--train-subset", "20000"])
+            .args(extra);
+        let out = run_with_limit(&mut cmd, Duration::from_secs(300));
+        assert!(
+            out.status.success(),
+            "--workers {workers}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        weight_bits(&dir.path().join(format!("{name}.safetensors")))
+    };
+    let in_process = run("0", &[]);
+    let one = run("1", &["--keepalive", "1", "--join-timeout", "30"]);
+    assert_eq!(in_process, one);
+}
+
 /// A RUST_LOG that does not parse is said once, by the coordinator, and not again by each of
 /// its local workers, which log at the coordinator's level instead.
 #[test]

@@ -78,8 +78,8 @@ pub struct TrainConfig {
     /// Pairs per micro-batch: gradients are summed within each micro-batch and then over them
     /// in one fixed tree, so that any number of workers gives the same bytes (part of the run's
     /// identity: another value is another run). A replica computes at most 128 pairs in one
-    /// backward call, or one whole micro-batch when it holds more: above 128, memory and a
-    /// worker's time between keepalive PINGs grow with it.
+    /// backward call, or one whole micro-batch when it holds more: above 128, memory grows
+    /// with it.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub micro_batch: u32,
     /// Augmentation, weight decay, schedule, selection and early stopping (the paper's by

@@ -394,8 +394,8 @@ impl ClusterEngine {
             ImageSplit::Test => ImageSet::Test,
         };
         // Chunks of at most EMBED_TASK_IMAGES images, spread over the ready workers: every
-        // answer stays within the message limit, and every task is short enough for its worker
-        // to answer keepalive PINGs in time.
+        // answer stays within the message limit, and a task is short enough for a GPU worker,
+        // which computes it on its connection's thread, to answer keepalive PINGs in time.
         let ready = self.pool.ready().len().max(1);
         let chunks = indices
             .len()

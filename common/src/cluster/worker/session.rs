@@ -357,7 +357,7 @@ async fn session(
         .map(|lr| OptimizerState::new(vec![0.0; spec.num_params()], lr));
     let mut replica = Replica::new(spec, &spec.init(0), device)?;
     replica.set_noise(run.noise);
-    let runner = TaskRunner::new(replica, device.clone(), &data, shm, (optimizer, reducer))
+    let runner = TaskRunner::new(replica, device.clone(), data, shm, (optimizer, reducer))
         .with_metrics(opts.metrics.clone());
     match runner.serve(&mut inbound, out_tx).await {
         Ok(SessionEnd::Stopped) => Ok(Attempt::Done),

@@ -1,24 +1,27 @@
 //! The worker's task loop: the run's state, its updates and the tasks in stream order, each task
 //! once the weights it names are loaded, on the calling thread (computing blocks it, which is the
-//! point: nothing else runs in a worker).
+//! point: nothing else runs in a worker), except a task too long to keep the connection waiting.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use tokio::sync::mpsc;
 
 use super::nccl_reducer::NcclReducer;
+use crate::aggregation::tree::BLOCK_PAIRS_AT_MOST;
 use crate::aggregation::{OptimizerState, check_finite, weights_digest};
 use crate::cluster::ClusterError;
 use crate::cluster::protocol::proto::{
-    CoordinatorMessage, DigestResult, EmbedResult, GradientResult, GradientTask, ImageSet,
-    ReducedGradient, ReplicaState, StateResult, Task, Weights, WorkerError, WorkerMessage,
-    coordinator_message, task, worker_message,
+    CoordinatorMessage, DigestResult, EmbedResult, EmbedTask, GradientResult, GradientTask,
+    ImageSet, ReducedGradient, ReplicaState, StateResult, Task, Weights, WorkerError,
+    WorkerMessage, coordinator_message, task, worker_message,
 };
 use crate::cluster::protocol::shm::{REDUCED, SharedRegion};
 use crate::cluster::protocol::wire::{decode_f32, encode_f32};
 use crate::data::{Dataset, TestAugment};
+use crate::model::PairStep;
 use crate::optim::AdamConfig;
 use crate::pairs::Pair;
 use crate::telemetry::WorkerMetrics;
@@ -33,6 +36,65 @@ fn from_coordinator(what: impl Into<String>) -> ClusterError {
         peer: "coordinator".into(),
         what: what.into(),
     }
+}
+
+/// A task's answer, or its failure in words: the one place a failure becomes words, which the
+/// coordinator reads in its error.
+fn answer_or_error(id: u64, body: Result<worker_message::Body, ClusterError>) -> WorkerMessage {
+    let body = body.unwrap_or_else(|e| {
+        let message = e.to_string();
+        tracing::error!(task = id, %message, "task failed");
+        worker_message::Body::Error(WorkerError { id, message })
+    });
+    WorkerMessage { body: Some(body) }
+}
+
+/// Threads for long tasks, as many as the calling thread's compute pool has.
+fn long_task_pool() -> Result<rayon::ThreadPool, ClusterError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon::current_num_threads())
+        .thread_name(|i| format!("long-task-{i}"))
+        // A panic ends the job (and drops its sender, which the waiting thread reports as an
+        // error) instead of aborting the process from a pool thread.
+        .panic_handler(|_| ())
+        .build()
+        .map_err(|e| ClusterError::Setup(format!("starting the long-task threads: {e}")))
+}
+
+/// The replica, which is here whenever the runner does anything but wait for a long task.
+fn present(replica: &mut Option<Replica>) -> Result<&mut Replica, ClusterError> {
+    replica.as_mut().ok_or_else(replica_away)
+}
+
+fn replica_away() -> ClusterError {
+    ClusterError::Setup("the replica did not come back from a long gradient task".into())
+}
+
+/// The answer to an embedding task: its images' embeddings.
+fn embed(
+    replica: &mut Replica,
+    data: &Dataset,
+    id: u64,
+    e: EmbedTask,
+    start: Instant,
+) -> Result<worker_message::Body, ClusterError> {
+    let images = if e.set == ImageSet::Test as i32 {
+        &data.test
+    } else {
+        &data.train
+    };
+    let width = replica.network().spec().out_width() as u32;
+    let views = match e.mirror {
+        true => TestAugment::Mirror,
+        false => TestAugment::None,
+    };
+    let values = replica.embed(images, &e.indices, views)?;
+    Ok(worker_message::Body::Embedding(EmbedResult {
+        id,
+        width,
+        values: encode_f32(&values),
+        compute_s: start.elapsed().as_secs_f64(),
+    }))
 }
 
 /// A task's kind, as the metrics name it.
@@ -56,10 +118,12 @@ pub enum SessionEnd {
 }
 
 /// One worker's replica and the state of its task stream.
-pub struct TaskRunner<'a> {
-    replica: Replica,
+pub struct TaskRunner {
+    /// Away (`None`) only while a long task computes on the long-task pool, when this runner
+    /// waits for it and runs nothing else.
+    replica: Option<Replica>,
     device: Device,
-    data: &'a Dataset,
+    data: Arc<Dataset>,
     shm: Option<SharedRegion>,
     /// The weights version loaded; none before the first Weights or State.
     version: Option<u64>,
@@ -73,21 +137,23 @@ pub struct TaskRunner<'a> {
     times: [f64; 4],
     /// The same times and the tasks, as metrics (`--metrics-listen`).
     metrics: Option<WorkerMetrics>,
+    /// Threads for tasks too long to compute on the connection's thread.
+    long_pool: Option<rayon::ThreadPool>,
 }
 
-impl<'a> TaskRunner<'a> {
+impl TaskRunner {
     /// A runner for `replica`; `optimizer` when this replica steps Adam itself, `reducer` when
     /// it all-reduces through NCCL.
     pub fn new(
         replica: Replica,
         device: Device,
-        data: &'a Dataset,
+        data: Arc<Dataset>,
         shm: Option<SharedRegion>,
         (optimizer, reducer): (Option<OptimizerState>, Option<NcclReducer>),
     ) -> Self {
         let n = replica.network().spec().num_params();
         TaskRunner {
-            replica,
+            replica: Some(replica),
             device,
             data,
             shm,
@@ -98,6 +164,7 @@ impl<'a> TaskRunner<'a> {
             reducer,
             times: [0.0; 4],
             metrics: None,
+            long_pool: None,
         }
     }
 
@@ -113,6 +180,11 @@ impl<'a> TaskRunner<'a> {
         inbound: &mut tonic::Streaming<CoordinatorMessage>,
         out: mpsc::Sender<WorkerMessage>,
     ) -> Result<SessionEnd, ClusterError> {
+        // Started before the first task, so that a run's first long task (its first test
+        // embeddings, when they are timed) does not wait for the threads.
+        if self.lends_long_tasks() {
+            self.long_pool = Some(long_task_pool()?);
+        }
         let end = self.serve_inner(inbound, &out).await;
         let [idle, apply, compute, send] = self.times;
         tracing::info!(
@@ -162,8 +234,13 @@ impl<'a> TaskRunner<'a> {
             }
             loop {
                 let start = Instant::now();
-                let Some((kind, reply)) = self.run_next() else {
+                let Some(task) = self.next_ready() else {
                     break;
+                };
+                let kind = task_kind(&task);
+                let reply = match self.is_long(&task) {
+                    true => self.run_long(task).await,
+                    false => self.run_task(task),
                 };
                 let sending = Instant::now();
                 let compute = sending.duration_since(start).as_secs_f64();
@@ -231,8 +308,15 @@ impl<'a> TaskRunner<'a> {
     }
 
     /// Runs the first queued task if the weights it names are loaded: its kind and its answer
-    /// (a task that fails is answered with the error).
+    /// (a task that fails is answered with the error). Every task runs on the calling thread.
     pub fn run_next(&mut self) -> Option<(&'static str, WorkerMessage)> {
+        let t = self.next_ready()?;
+        let kind = task_kind(&t);
+        Some((kind, self.run_task(t)))
+    }
+
+    /// The first queued task, taken from the queue if the weights it names are loaded.
+    fn next_ready(&mut self) -> Option<Task> {
         let version = self.version?;
         if self
             .pending
@@ -241,9 +325,91 @@ impl<'a> TaskRunner<'a> {
         {
             return None;
         }
-        let t = self.pending.pop_front()?;
-        let kind = task_kind(&t);
-        Some((kind, self.run_task(t)))
+        self.pending.pop_front()
+    }
+
+    /// Whether `t` runs on the long-task pool: on a CPU replica that steps no NCCL group, a task
+    /// of more images than a gradient block's: a gradient task that is one micro-batch the
+    /// coordinator could not cut (one backward call, seconds long), or an embedding task of up
+    /// to 512 images (seconds on the portable kernels). Smaller ones stay here: they end well
+    /// within a PING's period, and handing them over added 2 ms to a 100-pair test's 6 ms.
+    fn is_long(&self, t: &Task) -> bool {
+        self.lends_long_tasks()
+            && match &t.kind {
+                Some(task::Kind::Gradient(g)) => g.first.len() > BLOCK_PAIRS_AT_MOST,
+                Some(task::Kind::Embed(e)) => e.indices.len() > 2 * BLOCK_PAIRS_AT_MOST,
+                _ => false,
+            }
+    }
+
+    /// Whether this replica may compute on another thread: a CPU one outside any NCCL group (a
+    /// GPU's context and an NCCL communicator stay on their thread).
+    fn lends_long_tasks(&self) -> bool {
+        matches!(self.device, Device::Cpu) && self.reducer.is_none()
+    }
+
+    /// Runs a long task on the long-task pool while this thread goes on serving the
+    /// connection: the runtime has this one thread, and a call of seconds on it left the
+    /// coordinator's keepalive PINGs unanswered, which declares the worker lost.
+    async fn run_long(&mut self, t: Task) -> WorkerMessage {
+        let start = Instant::now();
+        let id = t.id;
+        let body = match t.kind {
+            Some(task::Kind::Gradient(g)) => {
+                self.long_gradient(id, t.weights_version, g, start).await
+            }
+            Some(task::Kind::Embed(e)) => self
+                .away(move |replica, data| embed(replica, data, id, e, start))
+                .await
+                .and_then(|answer| answer),
+            kind => return self.run_task(Task { kind, ..t }),
+        };
+        answer_or_error(id, body)
+    }
+
+    /// A gradient task's pairs computed on the long-task pool.
+    async fn long_gradient(
+        &mut self,
+        id: u64,
+        version: u64,
+        g: GradientTask,
+        start: Instant,
+    ) -> Result<worker_message::Body, ClusterError> {
+        let pairs = self.gradient_pairs(version, &g)?;
+        let per = (g.micro_batch as usize).max(1);
+        let (pairs, step) = self
+            .away(move |replica, data| {
+                let step = replica.pair_gradient(&data.train, &pairs, per);
+                (pairs, step)
+            })
+            .await?;
+        self.gradient_answer(id, &g, &pairs, Some(step?), start)
+    }
+
+    /// `work` done with the replica lent to a thread of the long-task pool, and the replica
+    /// back. The pool has as many threads as the worker's compute pool, so a sum is cut the
+    /// same way and has the same bits as on this thread.
+    async fn away<T: Send + 'static>(
+        &mut self,
+        work: impl FnOnce(&mut Replica, &Dataset) -> T + Send + 'static,
+    ) -> Result<T, ClusterError> {
+        let pool = match self.long_pool.take() {
+            Some(pool) => pool,
+            None => long_task_pool()?,
+        };
+        let mut replica = self.replica.take().ok_or_else(replica_away)?;
+        let data = self.data.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        pool.spawn(move || {
+            let out = work(&mut replica, &data);
+            let _ = tx.send((replica, out));
+        });
+        self.long_pool = Some(pool);
+        let (replica, out) = rx
+            .await
+            .map_err(|_| ClusterError::Setup("the thread computing a long task stopped".into()))?;
+        self.replica = Some(replica);
+        Ok(out)
     }
 
     fn decode_params(&self, bytes: &[u8], what: &str) -> Result<Vec<f32>, ClusterError> {
@@ -284,7 +450,7 @@ impl<'a> TaskRunner<'a> {
         if loaded {
             check_finite(&self.scratch)
                 .map_err(|e| from_coordinator(format!("shared weights: {e}")))?;
-            self.replica.set_weights(&self.scratch)?;
+            present(&mut self.replica)?.set_weights(&self.scratch)?;
             self.version = Some(w.version);
         }
         Ok(())
@@ -310,7 +476,7 @@ impl<'a> TaskRunner<'a> {
         optimizer.adam.v = v;
         optimizer.adam.t = s.version;
         optimizer.adam.config = config;
-        self.replica.set_weights(&optimizer.params)?;
+        present(&mut self.replica)?.set_weights(&optimizer.params)?;
         self.version = Some(s.version);
         Ok(())
     }
@@ -347,7 +513,7 @@ impl<'a> TaskRunner<'a> {
             ));
         };
         optimizer.apply(&mean)?;
-        self.replica.set_weights(&optimizer.params)?;
+        present(&mut self.replica)?.set_weights(&optimizer.params)?;
         self.version = Some(r.version);
         Ok(())
     }
@@ -357,29 +523,10 @@ impl<'a> TaskRunner<'a> {
         let id = t.id;
         let body = match t.kind {
             Some(task::Kind::Gradient(g)) => self.gradient(id, t.weights_version, g, start),
-            Some(task::Kind::Embed(e)) => {
-                let images = if e.set == ImageSet::Test as i32 {
-                    &self.data.test
-                } else {
-                    &self.data.train
-                };
-                let width = self.replica.network().spec().out_width() as u32;
-                let views = match e.mirror {
-                    true => TestAugment::Mirror,
-                    false => TestAugment::None,
-                };
-                self.replica
-                    .embed(images, &e.indices, views)
-                    .map_err(ClusterError::from)
-                    .map(|values| {
-                        worker_message::Body::Embedding(EmbedResult {
-                            id,
-                            width,
-                            values: encode_f32(&values),
-                            compute_s: start.elapsed().as_secs_f64(),
-                        })
-                    })
-            }
+            Some(task::Kind::Embed(e)) => match present(&mut self.replica) {
+                Ok(replica) => embed(replica, &self.data, id, e, start),
+                Err(e) => Err(e),
+            },
             Some(task::Kind::Digest(_)) => self.weights().map(|(w, steps)| {
                 worker_message::Body::Digest(DigestResult {
                     id,
@@ -401,20 +548,17 @@ impl<'a> TaskRunner<'a> {
             },
             None => Err(from_coordinator("a task without a kind")),
         };
-        // The one place a failure becomes words: the coordinator reads them in its error.
-        let body = body.unwrap_or_else(|e| {
-            let message = e.to_string();
-            tracing::error!(task = id, %message, "task failed");
-            worker_message::Body::Error(WorkerError { id, message })
-        });
-        WorkerMessage { body: Some(body) }
+        answer_or_error(id, body)
     }
 
     /// The weights this replica holds and the optimizer steps they are at.
     fn weights(&self) -> Result<(Vec<f32>, u64), ClusterError> {
         match &self.optimizer {
             Some(o) => Ok((o.params.clone(), o.steps())),
-            None => Ok((self.replica.network().weights()?, self.version.unwrap_or(0))),
+            None => {
+                let replica = self.replica.as_ref().ok_or_else(replica_away)?;
+                Ok((replica.network().weights()?, self.version.unwrap_or(0)))
+            }
         }
     }
 
@@ -425,6 +569,20 @@ impl<'a> TaskRunner<'a> {
         g: GradientTask,
         start: Instant,
     ) -> Result<worker_message::Body, ClusterError> {
+        let pairs = self.gradient_pairs(version, &g)?;
+        let step = if pairs.is_empty() {
+            None
+        } else {
+            let per = (g.micro_batch as usize).max(1);
+            let replica = present(&mut self.replica)?;
+            Some(replica.pair_gradient(&self.data.train, &pairs, per)?)
+        };
+        self.gradient_answer(id, &g, &pairs, step, start)
+    }
+
+    /// A gradient task's pairs, once it is checked against this replica: its weights, its
+    /// aggregation, its lists' lengths.
+    fn gradient_pairs(&self, version: u64, g: &GradientTask) -> Result<Vec<Pair>, ClusterError> {
         if g.first.len() != g.second.len() || g.first.len() != g.same.len() {
             return Err(from_coordinator(
                 "a gradient task with lists of different lengths",
@@ -443,27 +601,37 @@ impl<'a> TaskRunner<'a> {
                 g.global_pairs
             )));
         }
-        let pairs: Vec<Pair> = g
-            .first
+        Ok(g.first
             .iter()
             .zip(&g.second)
             .zip(&g.same)
             .map(|((&a, &b), &same)| Pair { a, b, same })
-            .collect();
+            .collect())
+    }
+
+    /// The answer to a gradient task whose pairs gave `step` (none for no pairs): the gradient
+    /// written to shared memory, all-reduced, or carried in the message.
+    fn gradient_answer(
+        &mut self,
+        id: u64,
+        g: &GradientTask,
+        pairs: &[Pair],
+        step: Option<PairStep>,
+        start: Instant,
+    ) -> Result<worker_message::Body, ClusterError> {
         // A replica without pairs in this step still takes part in it (its reduction, or, for
         // allreduce, the step's rhythm that keeps its shared-memory reads in order).
-        let (grad, loss_sum, correct) = if pairs.is_empty() {
-            (vec![0.0; self.scratch.len()], 0.0, 0)
-        } else {
-            let per = (g.micro_batch as usize).max(1);
-            let step = self.replica.pair_gradient(&self.data.train, &pairs, per)?;
-            let correct = step
-                .similarity
-                .iter()
-                .zip(&pairs)
-                .filter(|(s, p)| (**s > 0.5) == p.same)
-                .count();
-            (step.grad, f64::from(step.loss_sum), correct)
+        let (grad, loss_sum, correct) = match step {
+            None => (vec![0.0; self.scratch.len()], 0.0, 0),
+            Some(step) => {
+                let correct = step
+                    .similarity
+                    .iter()
+                    .zip(pairs)
+                    .filter(|(s, p)| (**s > 0.5) == p.same)
+                    .count();
+                (step.grad, f64::from(step.loss_sum), correct)
+            }
         };
         let (bytes, in_shm) = match (&self.reducer, &mut self.shm, g.shm_slot) {
             (Some(_), ..) => {
@@ -495,7 +663,7 @@ impl<'a> TaskRunner<'a> {
         };
         let mean = reducer.mean(grad, global_pairs, &self.device)?;
         optimizer.apply(&mean)?;
-        self.replica.set_weights(&optimizer.params)?;
+        present(&mut self.replica)?.set_weights(&optimizer.params)?;
         self.version = self.version.map(|v| v + 1);
         Ok(())
     }
