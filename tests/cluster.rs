@@ -126,19 +126,16 @@ fn the_portable_kernels_train_the_bytes_of_the_detected_ones() {
     }
 }
 
-/// A worker answers its connection's keepalive PINGs between tasks only, so a step's share
-/// computed as one task longer than two PINGs (here one of 32,768 pairs, 4-9 s, against a
-/// 1 s `--keepalive`) lost its worker. The coordinator cuts the share into small tasks; the
-/// tree adds them into the bytes of the in-process run.
-#[test]
-fn a_share_longer_than_two_keepalive_pings_keeps_its_worker_and_the_bytes() {
+/// The trained weights' bits of one step of `run_args`, in one process and with one worker
+/// whose connection misses two keepalive PINGs after 2 s: equal when the worker stays.
+fn one_step_in_process_and_on_one_worker(name: &str, run_args: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let run = |workers: &str, extra: &[&str]| {
-        let name = format!("big-batch-{workers}");
+        let name = format!("{name}-{workers}");
         let mut cmd = Command::new(bin("coordinator"));
         quick_run(&mut cmd, dir.path(), &name);
         cmd.args(["--workers", workers, "--threads", "1", "--max-steps", "1"])
-            .args(["--batch-size", "32768", "--train-subset", "40000"])
+            .args(run_args)
             .args(extra);
         let out = run_with_limit(&mut cmd, Duration::from_secs(300));
         assert!(
@@ -153,32 +150,35 @@ fn a_share_longer_than_two_keepalive_pings_keeps_its_worker_and_the_bytes() {
     assert_eq!(in_process, one);
 }
 
+/// A worker answers its connection's keepalive PINGs between tasks only, so a step's share
+/// computed as one task longer than two PINGs (here one of 32,768 pairs, 4-9 s, against a
+/// 1 s `--keepalive`) lost its worker. The coordinator cuts the share into small tasks; the
+/// tree adds them into the bytes of the in-process run.
+#[test]
+fn a_share_longer_than_two_keepalive_pings_keeps_its_worker_and_the_bytes() {
+    one_step_in_process_and_on_one_worker(
+        "big-batch",
+        &["--batch-size", "32768", "--train-subset", "40000"],
+    );
+}
+
 /// A micro-batch is one backward call and cannot be cut, so a task of one 16,384-pair
-/// micro-batch computes for seconds (3-6 s here) against a 1 s `--keepalive`: the worker
+/// micro-batch computes for about 4 s (3,500-4,000 pairs/s here) against a 1 s `--keepalive`: the worker
 /// computes it off the thread that serves its connection, which keeps answering PINGs, and the
 /// run ends with the in-process run's bytes.
 #[test]
 fn a_micro_batch_longer_than_two_keepalive_pings_keeps_its_worker_and_the_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let run = |workers: &str, extra: &[&str]| {
-        let name = format!("big-micro-batch-{workers}");
-        let mut cmd = Command::new(bin("coordinator"));
-        quick_run(&mut cmd, dir.path(), &name);
-        cmd.args(["--workers", workers, "--threads", "1", "--max-steps", "1"])
-            .args(["--batch-size", "16384", "--micro-batch", "16384"])
-            .args(["--train-subset", "20000"])
-            .args(extra);
-        let out = run_with_limit(&mut cmd, Duration::from_secs(300));
-        assert!(
-            out.status.success(),
-            "--workers {workers}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        weight_bits(&dir.path().join(format!("{name}.safetensors")))
-    };
-    let in_process = run("0", &[]);
-    let one = run("1", &["--keepalive", "1", "--join-timeout", "30"]);
-    assert_eq!(in_process, one);
+    one_step_in_process_and_on_one_worker(
+        "big-micro-batch",
+        &[
+            "--batch-size",
+            "16384",
+            "--micro-batch",
+            "16384",
+            "--train-subset",
+            "20000",
+        ],
+    );
 }
 
 /// A RUST_LOG that does not parse is said once, by the coordinator, and not again by each of
