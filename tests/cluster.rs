@@ -163,9 +163,9 @@ fn a_share_longer_than_two_keepalive_pings_keeps_its_worker_and_the_bytes() {
 }
 
 /// A micro-batch is one backward call and cannot be cut, so a task of one 16,384-pair
-/// micro-batch computes for about 4 s (3,500-4,000 pairs/s here) against a 1 s `--keepalive`: the worker
-/// computes it off the thread that serves its connection, which keeps answering PINGs, and the
-/// run ends with the in-process run's bytes.
+/// micro-batch computes for about 4 s (3,500-4,000 pairs/s here) against a 1 s `--keepalive`:
+/// the worker computes it off the thread that serves its connection, which keeps answering
+/// PINGs, and the run ends with the in-process run's bytes.
 #[test]
 fn a_micro_batch_longer_than_two_keepalive_pings_keeps_its_worker_and_the_bytes() {
     one_step_in_process_and_on_one_worker(
