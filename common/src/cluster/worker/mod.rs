@@ -1,9 +1,10 @@
 //! The worker's side of the cluster: the session with the coordinator (and reconnecting when it
-//! goes away), the task loop that computes blocks on the replica, and NCCL's reducer for
-//! replicas that all-reduce among themselves.
+//! goes away), the task loop that computes blocks on the replica (long ones on a pool of their
+//! own), and NCCL's reducer for replicas that all-reduce among themselves.
 
 mod coordinator_url;
 mod device;
+mod long_tasks;
 mod nccl_join;
 mod nccl_reducer;
 mod session;

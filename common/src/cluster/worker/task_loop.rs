@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use tokio::sync::mpsc;
 
+use super::long_tasks::LongTaskPool;
 use super::nccl_reducer::NcclReducer;
 use crate::aggregation::tree::BLOCK_PAIRS_AT_MOST;
 use crate::aggregation::{OptimizerState, check_finite, weights_digest};
@@ -49,25 +50,13 @@ fn answer_or_error(id: u64, body: Result<worker_message::Body, ClusterError>) ->
     WorkerMessage { body: Some(body) }
 }
 
-/// Threads for long tasks, as many as the calling thread's compute pool has.
-fn long_task_pool() -> Result<rayon::ThreadPool, ClusterError> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(rayon::current_num_threads())
-        .thread_name(|i| format!("long-task-{i}"))
-        // A panic ends the job (and drops its sender, which the waiting thread reports as an
-        // error) instead of aborting the process from a pool thread.
-        .panic_handler(|_| ())
-        .build()
-        .map_err(|e| ClusterError::Setup(format!("starting the long-task threads: {e}")))
-}
-
 /// The replica, which is here whenever the runner does anything but wait for a long task.
 fn present(replica: &mut Option<Replica>) -> Result<&mut Replica, ClusterError> {
     replica.as_mut().ok_or_else(replica_away)
 }
 
 fn replica_away() -> ClusterError {
-    ClusterError::Setup("the replica did not come back from a long gradient task".into())
+    ClusterError::Setup("the replica did not come back from a long task".into())
 }
 
 /// The answer to an embedding task: its images' embeddings.
@@ -138,7 +127,7 @@ pub struct TaskRunner {
     /// The same times and the tasks, as metrics (`--metrics-listen`).
     metrics: Option<WorkerMetrics>,
     /// Threads for tasks too long to compute on the connection's thread.
-    long_pool: Option<rayon::ThreadPool>,
+    long_pool: Option<LongTaskPool>,
 }
 
 impl TaskRunner {
@@ -183,7 +172,7 @@ impl TaskRunner {
         // Started before the first task, so that a run's first long task (its first test
         // embeddings, when they are timed) does not wait for the threads.
         if self.lends_long_tasks() {
-            self.long_pool = Some(long_task_pool()?);
+            self.long_pool = Some(LongTaskPool::start()?);
         }
         let end = self.serve_inner(inbound, &out).await;
         let [idle, apply, compute, send] = self.times;
@@ -386,28 +375,19 @@ impl TaskRunner {
         self.gradient_answer(id, &g, &pairs, Some(step?), start)
     }
 
-    /// `work` done with the replica lent to a thread of the long-task pool, and the replica
-    /// back. The pool has as many threads as the worker's compute pool, so a sum is cut the
-    /// same way and has the same bits as on this thread.
+    /// `work` done with the replica lent to the long-task pool, and the replica back.
     async fn away<T: Send + 'static>(
         &mut self,
         work: impl FnOnce(&mut Replica, &Dataset) -> T + Send + 'static,
     ) -> Result<T, ClusterError> {
         let pool = match self.long_pool.take() {
             Some(pool) => pool,
-            None => long_task_pool()?,
+            None => LongTaskPool::start()?,
         };
-        let mut replica = self.replica.take().ok_or_else(replica_away)?;
-        let data = self.data.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        pool.spawn(move || {
-            let out = work(&mut replica, &data);
-            let _ = tx.send((replica, out));
-        });
+        let replica = self.replica.take().ok_or_else(replica_away)?;
+        let lent = pool.lend(replica, self.data.clone(), work).await;
         self.long_pool = Some(pool);
-        let (replica, out) = rx
-            .await
-            .map_err(|_| ClusterError::Setup("the thread computing a long task stopped".into()))?;
+        let (replica, out) = lent?;
         self.replica = Some(replica);
         Ok(out)
     }
