@@ -126,7 +126,8 @@ pub struct TaskRunner {
     times: [f64; 4],
     /// The same times and the tasks, as metrics (`--metrics-listen`).
     metrics: Option<WorkerMetrics>,
-    /// Threads for tasks too long to compute on the connection's thread.
+    /// Threads for tasks too long to compute on the connection's thread: started by `serve` for a
+    /// CPU replica outside any NCCL group, the only ones that may compute elsewhere.
     long_pool: Option<LongTaskPool>,
 }
 
@@ -171,7 +172,8 @@ impl TaskRunner {
     ) -> Result<SessionEnd, ClusterError> {
         // Started before the first task, so that a run's first long task (its first test
         // embeddings, when they are timed) does not wait for the threads.
-        if self.lends_long_tasks() {
+        // A GPU's context and an NCCL communicator stay on their thread.
+        if matches!(self.device, Device::Cpu) && self.reducer.is_none() {
             self.long_pool = Some(LongTaskPool::start()?);
         }
         let end = self.serve_inner(inbound, &out).await;
@@ -323,18 +325,12 @@ impl TaskRunner {
     /// to 512 images (seconds on the portable kernels). Smaller ones stay here: they end well
     /// within a PING's period, and handing them over added 2 ms to a 100-pair test's 6 ms.
     fn is_long(&self, t: &Task) -> bool {
-        self.lends_long_tasks()
+        self.long_pool.is_some()
             && match &t.kind {
                 Some(task::Kind::Gradient(g)) => g.first.len() > BLOCK_PAIRS_AT_MOST,
                 Some(task::Kind::Embed(e)) => e.indices.len() > 2 * BLOCK_PAIRS_AT_MOST,
                 _ => false,
             }
-    }
-
-    /// Whether this replica may compute on another thread: a CPU one outside any NCCL group (a
-    /// GPU's context and an NCCL communicator stay on their thread).
-    fn lends_long_tasks(&self) -> bool {
-        matches!(self.device, Device::Cpu) && self.reducer.is_none()
     }
 
     /// Runs a long task on the long-task pool while this thread goes on serving the
@@ -380,14 +376,13 @@ impl TaskRunner {
         &mut self,
         work: impl FnOnce(&mut Replica, &Dataset) -> T + Send + 'static,
     ) -> Result<T, ClusterError> {
-        let pool = match self.long_pool.take() {
-            Some(pool) => pool,
-            None => LongTaskPool::start()?,
+        let Some(pool) = &self.long_pool else {
+            return Err(ClusterError::Setup(
+                "a long task without the long-task pool".into(),
+            ));
         };
         let replica = self.replica.take().ok_or_else(replica_away)?;
-        let lent = pool.lend(replica, self.data.clone(), work).await;
-        self.long_pool = Some(pool);
-        let (replica, out) = lent?;
+        let (replica, out) = pool.lend(replica, self.data.clone(), work).await?;
         self.replica = Some(replica);
         Ok(out)
     }
