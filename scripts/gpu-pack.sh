@@ -16,8 +16,11 @@ mnist=$shared/datasets/mnist
 # Assigned first: `eval "$(...)"` would hide the setup script's failure from `set -e`.
 cuda_env=$(bash "$shared/gpu/setup-cuda-build.sh" "${CUDA_PIP_DIR:-$HOME/.cache/cuda13-pip}")
 eval "$cuda_env"
-# A target dir of its own: the CUDA features would otherwise rebuild the default target/.
+# A target dir of its own: its release/ holds the CUDA binaries this packs, and target/release
+# keeps the CPU ones.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target-cuda}
+# candle-kernels compiles its CUDA sources on half the cores unless told otherwise.
+export CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-$(nproc)}
 
 cargo build --release --features nccl -p coordinator -p worker
 # The test binary's path carries a hash: ask cargo for it.
